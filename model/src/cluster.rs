@@ -1,0 +1,279 @@
+//! The validated cluster: the only spec type the rest of haimg accepts.
+//!
+//! A [`Cluster`] can only come out of [`crate::spec::validate`]; every field has
+//! been checked against the whole spec (addresses inside the network, unique
+//! VMIDs/IPs/hostnames, an odd replica set, ...). Readers get plain public
+//! fields; `#[non_exhaustive]` keeps other crates from building one.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+pub use crate::spec::raw::{ExecMode, UpstreamHash, VrrpMode};
+
+/// The three kinds of image haimg builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Lb,
+    Mongo,
+    Webapp,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Lb, Role::Mongo, Role::Webapp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Lb => "lb",
+            Role::Mongo => "mongo",
+            Role::Webapp => "webapp",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An IPv4 network in CIDR form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Ipv4Net {
+    pub fn parse(s: &str) -> Option<Ipv4Net> {
+        let (a, p) = s.split_once('/')?;
+        let addr: Ipv4Addr = a.parse().ok()?;
+        let prefix: u8 = p.parse().ok()?;
+        (prefix <= 32).then_some(Ipv4Net { addr, prefix })
+    }
+
+    pub fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()) | !self.mask())
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network())
+    }
+
+    /// A usable host address: inside, and neither the network nor the broadcast address.
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        self.contains(ip) && (self.prefix >= 31 || (ip != self.network() && ip != self.broadcast()))
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Network {
+    pub cidr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub vip: Ipv4Addr,
+    pub bridge: String,
+    pub dns: Vec<Ipv4Addr>,
+    pub search_domain: Option<String>,
+}
+
+/// One container of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    pub role: Role,
+    /// Position inside the tier, from 0, in spec order.
+    pub index: usize,
+    pub slot: String,
+    pub vmid: u32,
+    pub hostname: String,
+    pub ip: Ipv4Addr,
+    pub node: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    pub cores: u32,
+    pub memory_mb: u32,
+    pub rootfs_gb: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimit {
+    pub zone: String,
+    pub zone_size_mb: u32,
+    pub rate_per_s: u32,
+    pub burst: u32,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NginxTls {
+    pub certificate: String,
+    pub certificate_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Nginx {
+    pub upstream_hash: UpstreamHash,
+    pub max_fails: u32,
+    pub fail_timeout_s: u32,
+    pub listen_port: u16,
+    pub tls: Option<NginxTls>,
+    pub rate_limit: RateLimit,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Keepalived {
+    pub virtual_router_id: u8,
+    pub advert_int_s: u32,
+    pub mode: VrrpMode,
+    /// Slot of the preferred MASTER.
+    pub master: String,
+    /// Priority per lb member, in member order; unique, the master's highest.
+    pub priorities: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LbTier {
+    pub members: Vec<Member>,
+    pub allow_colocation: bool,
+    pub resources: Resources,
+    pub nginx: Nginx,
+    pub keepalived: Keepalived,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MongoTier {
+    pub members: Vec<Member>,
+    pub allow_colocation: bool,
+    pub resources: Resources,
+    pub replica_set: String,
+    pub port: u16,
+    pub data_volume_gb: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pm2 {
+    pub exec_mode: ExecMode,
+    pub instances: u32,
+    pub max_memory_restart_mb: u32,
+    pub heap_mb: u32,
+    pub kill_timeout_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebappTier {
+    pub members: Vec<Member>,
+    pub allow_colocation: bool,
+    pub resources: Resources,
+    pub port: u16,
+    pub database: String,
+    pub pm2: Pm2,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum TlsMode {
+    /// The system trust store.
+    System,
+    CaFile(String),
+    /// SHA-256 of the leaf certificate, 32 bytes.
+    Fingerprint(Vec<u8>),
+    Insecure,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proxmox {
+    /// `None`: deploy to the local LXC backend.
+    pub endpoint: Option<String>,
+    pub nodes: Vec<String>,
+    pub template_storage: String,
+    pub rootfs_storage: String,
+    pub tls: TlsMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rollout {
+    pub green_vmid_offset: u32,
+    pub health_timeout_s: u32,
+    pub keep_versions: u32,
+}
+
+/// A validated cluster spec.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Cluster {
+    pub name: String,
+    pub version: String,
+    pub tags: Vec<String>,
+    pub network: Network,
+    pub lb: LbTier,
+    pub mongo: MongoTier,
+    pub webapp: WebappTier,
+    pub proxmox: Proxmox,
+    pub rollout: Rollout,
+}
+
+impl Cluster {
+    pub fn members_of(&self, role: Role) -> &[Member] {
+        match role {
+            Role::Lb => &self.lb.members,
+            Role::Mongo => &self.mongo.members,
+            Role::Webapp => &self.webapp.members,
+        }
+    }
+
+    /// Every member, lb first, then mongo, then webapp, each in spec order.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        Role::ALL
+            .into_iter()
+            .flat_map(|r| self.members_of(r).iter())
+    }
+
+    pub fn member_by_slot(&self, slot: &str) -> Option<&Member> {
+        self.members().find(|m| m.slot == slot)
+    }
+
+    pub fn resources_of(&self, role: Role) -> Resources {
+        match role {
+            Role::Lb => self.lb.resources,
+            Role::Mongo => self.mongo.resources,
+            Role::Webapp => self.webapp.resources,
+        }
+    }
+
+    /// `haimg-<role>_<version>_amd64.tar.zst`, the name Proxmox stores it under.
+    pub fn template_filename(&self, role: Role) -> String {
+        format!("haimg-{}_{}_amd64.tar.zst", role, self.version)
+    }
+
+    /// The keepalived priority of an lb member.
+    pub fn lb_priority(&self, member: &Member) -> Option<u8> {
+        (member.role == Role::Lb)
+            .then(|| self.lb.keepalived.priorities.get(member.index).copied())
+            .flatten()
+    }
+}

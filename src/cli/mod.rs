@@ -1,0 +1,172 @@
+//! Command-line interface: clap definitions, logging, exit codes.
+//!
+//! Each subcommand lives in its own module and returns `anyhow::Result<Exit>`.
+//! stdout carries data (`--json`), stderr carries people-facing text.
+//! Exit codes: 0 ok, 1 error, 2 usage or invalid spec, 3 golden mismatch.
+//! A closed stdout (`haimg check | head`) ends the program quietly.
+
+mod check;
+pub mod output;
+
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::spec_file::LoadError;
+
+/// How a command ended, beyond plain failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Error = 1,
+    Usage = 2,
+    GoldenMismatch = 3,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "haimg", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Cluster spec [default: ./haimg.yaml, else the embedded default]
+    #[arg(long, global = true, value_name = "FILE", env = "HAIMG_SPEC")]
+    pub spec: Option<PathBuf>,
+
+    /// Log verbosity on stderr (RUST_LOG overrides it)
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the spec; print the plan and each tier's fault tolerance
+    Check {
+        /// Print the plan as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the embedded default spec (a starting point for haimg.yaml)
+    Spec,
+    /// Build the role templates (lb, mongo, webapp)
+    Build(Passthrough),
+    /// Update the image locks (images/<role>.lock) from the mirrors
+    Lock(Passthrough),
+    /// Upload templates and create or roll out the containers
+    Deploy(Passthrough),
+    /// Show the members: state, template version and hash
+    Status(Passthrough),
+    /// Swap back to the standby members of the previous version
+    Rollback(Passthrough),
+    /// Boot the templates locally and run the golden scenarios
+    Test(Passthrough),
+    /// Remove standby members and old templates
+    Gc(Passthrough),
+    /// Remove everything a local deploy created
+    Down(Passthrough),
+    /// Print a shell completion script
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Arguments of commands that are not built yet; accepted so `--help` works.
+#[derive(Debug, clap::Args)]
+pub struct Passthrough {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
+/// Parse the command line, run, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage as i32
+            } else {
+                0
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(cli.log_level);
+    match run(&cli) {
+        Ok(exit) => exit as i32,
+        Err(e) => report(&e),
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Check { json } => check::run(cli.spec.as_deref(), *json),
+        Command::Spec => {
+            output::stdout(haimg_model::DEFAULT_SPEC)?;
+            Ok(Exit::Ok)
+        }
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "haimg", &mut buf);
+            output::stdout(&String::from_utf8_lossy(&buf))?;
+            Ok(Exit::Ok)
+        }
+        Command::Build(_) => not_yet("build"),
+        Command::Lock(_) => not_yet("lock"),
+        Command::Deploy(_) => not_yet("deploy"),
+        Command::Status(_) => not_yet("status"),
+        Command::Rollback(_) => not_yet("rollback"),
+        Command::Test(_) => not_yet("test"),
+        Command::Gc(_) => not_yet("gc"),
+        Command::Down(_) => not_yet("down"),
+    }
+}
+
+fn not_yet(cmd: &str) -> anyhow::Result<Exit> {
+    eprintln!("error: `haimg {cmd}` is not implemented yet");
+    Ok(Exit::Error)
+}
+
+/// Print an error chain on stderr and pick the exit code.
+fn report(e: &anyhow::Error) -> i32 {
+    if output::is_broken_pipe(e) {
+        return 0;
+    }
+    if let Some(LoadError::Invalid { source_name, err }) = e.downcast_ref::<LoadError>() {
+        output::print_problems(&source_name.to_string(), &err.problems);
+        return Exit::Usage as i32;
+    }
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    Exit::Error as i32
+}
+
+fn init_logging(level: LogLevel) {
+    use tracing_subscriber::EnvFilter;
+    let default = match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

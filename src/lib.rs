@@ -1,0 +1,11 @@
+//! haimg: immutable, reproducible, self-configuring LXC templates for an HA web
+//! cluster on Proxmox VE.
+//!
+//! The library holds everything the `haimg` binary does; `main.rs` only calls
+//! [`cli::main`]. The cluster spec and its validation live in `haimg-model`,
+//! shared with `haimg-init`.
+
+pub mod cli;
+pub mod spec_file;
+
+pub use haimg_model as model;
