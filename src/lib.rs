@@ -5,6 +5,7 @@
 //! [`cli::main`]. The cluster spec and its validation live in `haimg-model`,
 //! shared with `haimg-init`.
 
+pub mod backend;
 pub mod cli;
 pub mod spec_file;
 

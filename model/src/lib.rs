@@ -7,6 +7,7 @@
 //! at boot. It does no I/O.
 
 mod cluster;
+pub mod image;
 pub mod spec;
 pub mod tolerance;
 

@@ -1,0 +1,49 @@
+//! What every image carries under `/etc/haimg/`: the contract between
+//! `haimg build` (which writes it) and `haimg-init` (which reads it at boot).
+//!
+//! ```text
+//! /sbin/init                      haimg-init (static)
+//! /etc/haimg/role                 "lb\n" | "mongo\n" | "webapp\n"
+//! /etc/haimg/plan.json            the cluster spec (RawSpec as JSON), validated again at boot
+//! /etc/haimg/image.json           ImageInfo: role, version, input hash
+//! /etc/haimg/templates/<name>     the role's boot-time templates (roles/<role>/templates)
+//! ```
+//!
+//! The tarball's own sha256 cannot be inside the tarball; the image is named by
+//! the hash of every build input instead (`input_hash`), which is also the
+//! build cache key. Deploy tags carry both.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Role;
+
+pub const ETC_DIR: &str = "/etc/haimg";
+pub const ROLE_FILE: &str = "/etc/haimg/role";
+pub const PLAN_FILE: &str = "/etc/haimg/plan.json";
+pub const IMAGE_FILE: &str = "/etc/haimg/image.json";
+pub const TEMPLATES_DIR: &str = "/etc/haimg/templates";
+/// Where the init reports its state at run time.
+pub const STATUS_FILE: &str = "/run/haimg/status.json";
+
+/// Identity of a built image, baked at `/etc/haimg/image.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageInfo {
+    pub role: String,
+    pub version: String,
+    /// sha256 (hex) over every input of the build: lock, recipe, templates, init, app.
+    pub input_hash: String,
+    /// SOURCE_DATE_EPOCH the image was built with.
+    pub source_date_epoch: u64,
+}
+
+impl ImageInfo {
+    pub fn role(&self) -> Option<Role> {
+        Role::parse(&self.role)
+    }
+
+    /// The first 12 hex digits, as shown in tags and `/api/health`.
+    pub fn short_hash(&self) -> &str {
+        &self.input_hash[..self.input_hash.len().min(12)]
+    }
+}
