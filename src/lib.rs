@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod cli;
 pub mod golden;
+pub mod netpolicy;
 pub mod spec_file;
 
 pub use haimg_model as model;
