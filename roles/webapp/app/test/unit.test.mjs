@@ -96,3 +96,17 @@ test('redact hides credentials in a URI', () => {
   );
   assert.equal(redact('Server selection timed out after 2000 ms'), 'Server selection timed out after 2000 ms');
 });
+
+test('build keys derive from the secret as documented (vectors cross-checked with openssl)', async () => {
+  const { deriveKeys, EXPIRE_AT } = await import('../scripts/derive-keys.mjs');
+  const k = deriveKeys(Buffer.from('haimg-test-secret-not-for-production'));
+  assert.deepEqual(k.previewinfo, {
+    previewModeId: '24150468ae2b2069b9fc28104610213e',
+    previewModeSigningKey: '934eaeb90bb3f370a65a9186efbdb1c35d5bbe58a2dce91419448a8b7c211dc4',
+    previewModeEncryptionKey: 'a272fe7164a8af5f6e088cfaa03c5d655804d9eeabfa29e4b92adb86d67d895f',
+    expireAt: EXPIRE_AT,
+  });
+  assert.equal(k.serverActionsKey, 'WQPl1ANJXQXi1D7/3Df8VEqcGHxl5i4RvTsPfuldGtA=');
+  assert.equal(Buffer.from(k.serverActionsKey, 'base64').length, 32);
+  assert.notEqual(deriveKeys(Buffer.from('another-secret-of-enough-length')).serverActionsKey, k.serverActionsKey);
+});
