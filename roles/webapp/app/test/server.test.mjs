@@ -159,3 +159,21 @@ test('unknown routes are 404', async () => {
   const r = await timed(`${withDb.base}/nope`);
   assert.equal(r.res.status, 404);
 });
+
+test('an assembled tree serves the static chunks and public/', async (t) => {
+  if (!existsSync(path.join(TREE, '.next', 'static')) || !existsSync(path.join(TREE, 'public'))) {
+    t.skip(`${TREE} is bare standalone output (no .next/static, public): set WEBAPP_DIR to an assembled tree`);
+    return;
+  }
+  const page = await timed(`${withDb.base}/`);
+  const chunks = [...page.body.matchAll(/\/_next\/static\/[^"]+?\.js/g)].map((m) => m[0]);
+  assert.ok(chunks.length > 0, 'the page links no static chunks');
+  for (const chunk of new Set(chunks)) {
+    const r = await timed(`${withDb.base}${chunk}`);
+    assert.equal(r.res.status, 200, chunk);
+    assert.match(r.res.headers.get('cache-control') ?? '', /immutable/);
+  }
+  const robots = await timed(`${withDb.base}/robots.txt`);
+  assert.equal(robots.res.status, 200);
+  assert.match(robots.body, /Disallow: \/api\//);
+});
