@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod deploy;
 pub mod spec_file;
 
 pub use haimg_model as model;
