@@ -139,7 +139,7 @@ impl std::fmt::Display for PlannedCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.method, self.path)?;
         for (k, v) in &self.params.0 {
-            write!(f, "\n    {k}={v}")?;
+            write!(f, "\n    {k}={}", v.replace('\n', "\\n"))?;
         }
         Ok(())
     }
