@@ -84,7 +84,8 @@ pub struct ContainerStatus {
 /// What went wrong, with the object it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("{call} on node {node}{}: {message}", vmid.map(|v| format!(" for CT {v}")).unwrap_or_default())]
+    /// `node` is empty for cluster-wide calls.
+    #[error("{call}{}{}: {message}", if node.is_empty() { String::new() } else { format!(" on node {node}") }, vmid.map(|v| format!(" for CT {v}")).unwrap_or_default())]
     Call {
         call: String,
         node: String,

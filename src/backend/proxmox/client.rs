@@ -192,7 +192,10 @@ impl fmt::Display for ApiError {
             ApiError::Status { status, message, .. } if (595..=599).contains(status) => write!(
                 f,
                 "{status} pveproxy could not reach the target node{}",
-                message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                message
+                    .as_deref()
+                    .map(|m| if m.starts_with('(') { format!(" {m}") } else { format!(": {m}") })
+                    .unwrap_or_default()
             ),
             ApiError::Status { status, message, .. } => {
                 write!(f, "{status} {}", message.as_deref().unwrap_or("no message"))
@@ -375,6 +378,23 @@ impl Client {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(d);
                     n += 1;
+                }
+                Err(ApiError::Status {
+                    status,
+                    message,
+                    errors,
+                }) if n > 1 => {
+                    let m = message.map(|m| format!("{m} ")).unwrap_or_default();
+                    return Err(ApiError::Status {
+                        status,
+                        message: Some(format!("{m}(gave up after {n} tries)")),
+                        errors,
+                    });
+                }
+                Err(ApiError::Transport(m)) if n > 1 => {
+                    return Err(ApiError::Transport(format!(
+                        "{m} (gave up after {n} tries)"
+                    )))
                 }
                 other => return other,
             }

@@ -401,9 +401,9 @@ impl ProxmoxBackend {
                     call,
                     ctx,
                     format!(
-                        "task {} still running after {}s (timeout); it goes on in Proxmox: {}",
+                        "task {} still running after {:.1}s (timeout); it goes on in Proxmox: {}",
                         upid.kind,
-                        timeout.as_secs(),
+                        timeout.as_secs_f64(),
                         upid
                     ),
                 )));

@@ -200,6 +200,10 @@ impl FakePve {
         m
     }
 
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().unwrap().clear();
+    }
+
     /// Unused faults left.
     pub fn faults_left(&self) -> usize {
         self.shared

@@ -315,7 +315,10 @@ impl Shared {
         let i = f.iter().position(|x| {
             x.times > 0
                 && x.method == method
-                && path.contains(&x.path)
+                && match x.path.strip_suffix('$') {
+                    Some(exact) => path == exact,
+                    None => path.contains(&x.path),
+                }
                 && early == matches!(x.kind, FaultKind::Status(..) | FaultKind::DropMidUpload(_))
         })?;
         f[i].times -= 1;
