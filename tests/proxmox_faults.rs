@@ -80,7 +80,7 @@ fn unauthorized_is_a_clear_error_and_a_rerun_converges() {
     ));
     let be = support::backend(&b.cluster);
     let e = deploy::deploy(&be, &b.cluster, &b.tpl, false).unwrap_err();
-    insta::assert_snapshot!(e.to_string(), @"failed to read the target's inventory: GET /cluster/resources on node cluster: 401 authentication failed: the API token in HAIMG_PVE_TOKEN was refused (wrong secret, expired or deleted token?)");
+    insta::assert_snapshot!(e.to_string(), @"failed to read the target's inventory: GET /cluster/resources: 401 authentication failed: the API token in HAIMG_PVE_TOKEN was refused (wrong secret, expired or deleted token?)");
     b.assert_converges();
 }
 

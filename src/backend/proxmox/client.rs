@@ -367,7 +367,9 @@ impl Client {
                 Err(e)
                     if n < self.retry.attempts
                         && (e.is_transient()
-                            || (retry_transport && matches!(e, ApiError::Transport(_)))) =>
+                            // A certificate that fails verification will fail again.
+                            || (retry_transport
+                                && matches!(&e, ApiError::Transport(m) if !m.contains("certificate")))) =>
                 {
                     let d = self.retry.delay(n);
                     tracing::debug!(

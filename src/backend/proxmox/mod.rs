@@ -456,7 +456,7 @@ impl ProxmoxBackend {
             "/cluster/resources",
             &Params::new().add("type", "vm"),
             Ctx {
-                node: "cluster",
+                node: "",
                 vmid: None,
             },
         )
@@ -809,7 +809,7 @@ impl Backend for ProxmoxBackend {
 
     fn capabilities(&self) -> Result<Capabilities> {
         let v = self.version(Ctx {
-            node: "cluster",
+            node: "",
             vmid: None,
         })?;
         let new = v.at_least(9, 1);
