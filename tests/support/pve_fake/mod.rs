@@ -24,6 +24,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
 
+#[allow(unused_imports)]
 pub use schema::NOT_DEFINED as NOT_DEFINED_TEXT;
 pub use state::{State, Storage};
 
