@@ -173,3 +173,69 @@ fn dry_run_changes_nothing_and_lists_every_call() {
     assert!(!text.contains(support::pve_fake::TOKEN_SECRET));
     insta::assert_snapshot!("dry_run_calls", text);
 }
+
+fn blocked(r: &deploy::Report) -> Vec<String> {
+    r.members
+        .iter()
+        .filter_map(|m| match &m.action {
+            Action::Blocked(e) => Some(format!("{}: {e}", m.slot)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_template_is_not_forced_onto_running_members() {
+    let fake = FakePve::start(Config::default());
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = support::cluster(&fake, "templates");
+    let out = support::write_templates(dir.path(), &cluster, "v1");
+    let b = support::backend(&cluster);
+    assert!(deploy::deploy(
+        &b,
+        &cluster,
+        &support::find_templates(&out, &cluster),
+        false
+    )
+    .unwrap()
+    .ok());
+    // Rebuilt templates (different content, same version).
+    let out = support::write_templates(dir.path(), &cluster, "v2");
+    fake.clear_requests();
+    let b = support::backend(&cluster);
+    let r = deploy::deploy(
+        &b,
+        &cluster,
+        &support::find_templates(&out, &cluster),
+        false,
+    )
+    .unwrap();
+    assert!(!r.ok());
+    assert_eq!(r.count(|a| matches!(a, Action::Blocked(_))), 9);
+    assert!(
+        fake.requests().iter().all(|r| r.method == "GET"),
+        "nothing changed"
+    );
+    insta::assert_snapshot!(blocked(&r)[0], @"nginx1: CT 100 runs version 1.0.0 (template 9d18b845614f), the spec wants 1.0.0 (template 82380eafa019); replacing a member is a blue/green rollout, which haimg does not do yet");
+}
+
+#[test]
+fn foreign_guests_and_misplaced_members_are_left_alone() {
+    let fake = FakePve::start(Config::default());
+    fake.state().add_foreign(105, "pve3", "qemu");
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = support::cluster(&fake, "templates");
+    let out = support::write_templates(dir.path(), &cluster, "v1");
+    let tpl = support::find_templates(&out, &cluster);
+    let b = support::backend(&cluster);
+    let r = deploy::deploy(&b, &cluster, &tpl, false).unwrap();
+    assert_eq!(r.count(|a| *a == Action::Created), 8);
+    // Someone migrated CT 101 to pve3.
+    fake.state().containers.get_mut(&101).unwrap().node = "pve3".into();
+    let r = deploy::deploy(&support::backend(&cluster), &cluster, &tpl, false).unwrap();
+    insta::assert_snapshot!(blocked(&r).join("\n"), @r#"
+    nginx2: CT 101 runs on node pve3, the spec places it on pve2; haimg does not migrate containers: move it in Proxmox or change the spec
+    mongo3: VMID 105 is held by guest "other105" on pve3 that haimg did not create (no 'haimg' tag); free the VMID or change the member's vmid in the spec
+    "#);
+    assert_eq!(fake.state().containers[&105].kind, "qemu");
+}
