@@ -117,3 +117,32 @@ pub fn redacted(p: &Params) -> Params {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_secret_values_only() {
+        let p = Params::new()
+            .add("vmid", 100)
+            .add("password", "hunter22")
+            .add(
+                "env",
+                "HAIMG_ROLE=lb\0DB_PASSWORD=s3cret\0API_TOKEN=abc\0HAIMG_IP=192.168.30.100/24",
+            );
+        let shown = redacted(&p).encode();
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("s3cret") && !shown.contains("abc"),
+            "{shown}"
+        );
+        insta::assert_snapshot!(
+            redacted(&p).0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n"),
+            @r"
+        vmid=100
+        password=<redacted>
+        env=HAIMG_ROLE=lb\0DB_PASSWORD=<redacted>\0API_TOKEN=<redacted>\0HAIMG_IP=192.168.30.100/24
+        "
+        );
+    }
+}
