@@ -10,5 +10,12 @@
 //! may make PID 1 exit on bad input: errors become one console line and a
 //! reason in the status file.
 
+pub mod boot;
+pub mod cli;
 pub mod identity;
+pub mod join;
 pub mod log;
+pub mod net;
+pub mod services;
+pub mod status;
+pub mod supervise;
