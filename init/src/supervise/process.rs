@@ -3,8 +3,9 @@
 //! All signals the init cares about are blocked and read from a signalfd, so
 //! the loop is one `poll` with the supervisor's next deadline as timeout;
 //! blocking SIGRTMIN+3 is also what makes LXC choose it as the halt signal
-//! (notes/proxmox.md §B.6). Children start with an empty signal mask (std
-//! resets it), their own process group, a clean environment and stdin on
+//! (notes/proxmox.md §B.6). Children start with an empty signal mask (reset
+//! between fork and exec: std keeps the parent's), default dispositions, their
+//! own process group, a clean environment and stdin on
 //! /dev/null; their stdout and stderr are the init's (the console). Every exit
 //! is reaped with `waitpid(-1, WNOHANG)` until nothing is left, whether the
 //! pid is a service or an orphan re-parented to the init.
@@ -73,8 +74,18 @@ pub enum ProcessError {
 }
 
 /// Block the handled signals in the calling thread (threads spawned later
-/// inherit the mask) and return the signalfd that reports them.
+/// inherit the mask) and return the signalfd that reports them. Their
+/// dispositions are reset to the default first: an ignored SIGCHLD would make
+/// the kernel reap children before the init sees their exit, and ignored
+/// dispositions are inherited across exec by every service.
 pub fn block_signals() -> Result<SignalFd, ProcessError> {
+    for s in handled_signals() {
+        // SAFETY: installing SIG_DFL has no handler code to run; the signals are
+        // blocked right after, so the default actions never trigger.
+        unsafe {
+            libc::signal(s, libc::SIG_DFL);
+        }
+    }
     // SAFETY: sigemptyset/sigaddset only write the local set.
     let set = unsafe {
         let mut raw: libc::sigset_t = std::mem::zeroed();
@@ -112,6 +123,21 @@ pub fn spawn(spec: &ServiceSpec) -> Result<i32, (String, bool)> {
         .process_group(0);
     if let Some((uid, gid)) = spec.user {
         cmd.uid(uid).gid(gid);
+    }
+    // std keeps the parent's signal mask across exec; the init blocks the
+    // signals it reads from its signalfd, and a service must not inherit that
+    // (a blocked SIGTERM would make every stop wait for SIGKILL).
+    // SAFETY: only pthread_sigmask on a local empty set, which is
+    // async-signal-safe, runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            match libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) {
+                0 => Ok(()),
+                e => Err(std::io::Error::from_raw_os_error(e)),
+            }
+        });
     }
     match cmd.spawn() {
         // The Child handle is dropped without waiting: the init reaps by pid.
