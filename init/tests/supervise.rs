@@ -305,7 +305,7 @@ fn restarts_with_backoff_and_reaps_orphans() {
         let want = format!("restart in {delay} ms");
         assert!(
             console.lines().any(|l| l.starts_with("haimg-init[warn]: ")
-                && l.contains(&line)
+                && l.contains(line)
                 && l.ends_with(&want)),
             "no restart in {delay} ms:\n{console}"
         );
