@@ -13,16 +13,83 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use haimg_model::Ipv4Net;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    DecodeError, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable, Parseable, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkFlags, LinkHeader};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_route::AddressFamily;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// The rtnetlink messages the init sends and reads, as the crate's own types.
+/// A narrow enum instead of the crate's `RouteNetlinkMessage`, whose decoder
+/// links the parsers of every message family (about 300 KB of a 2 MB binary);
+/// link and route replies are read as headers only, which is all the init needs.
+#[derive(Debug)]
+enum Rt {
+    GetLinks(LinkHeader),
+    SetLink(LinkHeader),
+    Link(LinkHeader),
+    GetAddrs(AddressMessage),
+    Addr(AddressMessage),
+    GetRoutes(RouteHeader),
+    NewRoute(RouteMessage),
+    Route(RouteHeader),
+    Other,
+}
+
+impl NetlinkSerializable for Rt {
+    fn message_type(&self) -> u16 {
+        match self {
+            Rt::GetLinks(_) => libc::RTM_GETLINK,
+            Rt::SetLink(_) => libc::RTM_SETLINK,
+            Rt::Link(_) => libc::RTM_NEWLINK,
+            Rt::GetAddrs(_) => libc::RTM_GETADDR,
+            Rt::Addr(_) => libc::RTM_NEWADDR,
+            Rt::GetRoutes(_) => libc::RTM_GETROUTE,
+            Rt::NewRoute(_) | Rt::Route(_) => libc::RTM_NEWROUTE,
+            Rt::Other => 0,
+        }
+    }
+
+    fn buffer_len(&self) -> usize {
+        use netlink_packet_core::Emitable;
+        match self {
+            Rt::GetLinks(h) | Rt::SetLink(h) | Rt::Link(h) => h.buffer_len(),
+            Rt::GetAddrs(m) | Rt::Addr(m) => m.buffer_len(),
+            Rt::GetRoutes(h) | Rt::Route(h) => h.buffer_len(),
+            Rt::NewRoute(m) => m.buffer_len(),
+            Rt::Other => 0,
+        }
+    }
+
+    fn serialize(&self, buffer: &mut [u8]) {
+        use netlink_packet_core::Emitable;
+        match self {
+            Rt::GetLinks(h) | Rt::SetLink(h) | Rt::Link(h) => h.emit(buffer),
+            Rt::GetAddrs(m) | Rt::Addr(m) => m.emit(buffer),
+            Rt::GetRoutes(h) | Rt::Route(h) => h.emit(buffer),
+            Rt::NewRoute(m) => m.emit(buffer),
+            Rt::Other => {}
+        }
+    }
+}
+
+impl NetlinkDeserializable for Rt {
+    type Error = DecodeError;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Rt, DecodeError> {
+        Ok(match header.message_type {
+            libc::RTM_NEWLINK => Rt::Link(LinkHeader::parse(payload)?),
+            libc::RTM_NEWADDR => Rt::Addr(AddressMessage::parse(payload)?),
+            libc::RTM_NEWROUTE => Rt::Route(RouteHeader::parse(payload)?),
+            _ => Rt::Other,
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -90,17 +157,12 @@ impl Netlink {
 
     /// Send one request and collect the replies until the ack, the error or
     /// the end of a dump.
-    fn request(
-        &mut self,
-        what: &'static str,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>, NetError> {
+    fn request(&mut self, what: &'static str, msg: Rt, flags: u16) -> Result<Vec<Rt>, NetError> {
         self.seq += 1;
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
         packet.finalize();
         let mut buf = vec![0; packet.buffer_len()];
         packet.serialize(&mut buf);
@@ -113,11 +175,12 @@ impl Netlink {
             let n = self.sock.recv(&mut rx, 0).map_err(io)?;
             let mut off = 0;
             while off < n {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..n])
-                    .map_err(|e| NetError::Decode {
+                let reply = NetlinkMessage::<Rt>::deserialize(&rx[off..n]).map_err(|e| {
+                    NetError::Decode {
                         what,
                         detail: e.to_string(),
-                    })?;
+                    }
+                })?;
                 let len = reply.header.length as usize;
                 if reply.header.sequence_number == self.seq {
                     match reply.payload {
@@ -147,29 +210,24 @@ impl Netlink {
 
     /// Index and flags of the interface called `name`.
     pub fn link(&mut self, name: &str) -> Result<Option<(u32, LinkFlags)>, NetError> {
-        let links = self.request(
-            "link dump",
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
+        let Ok(index) = nix::net::if_::if_nametoindex(name) else {
+            return Ok(None);
+        };
+        let links = self.request("link dump", Rt::GetLinks(LinkHeader::default()), NLM_F_DUMP)?;
         Ok(links.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l)
-                if l.attributes
-                    .iter()
-                    .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name)) =>
-            {
-                Some((l.header.index, l.header.flags))
-            }
+            Rt::Link(h) if h.index == index => Some((index, h.flags)),
             _ => None,
         }))
     }
 
     pub fn set_up(&mut self, index: u32) -> Result<(), NetError> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
-        self.request("link up", RouteNetlinkMessage::SetLink(msg), NLM_F_ACK)
+        let header = LinkHeader {
+            index,
+            flags: LinkFlags::Up,
+            change_mask: LinkFlags::Up,
+            ..LinkHeader::default()
+        };
+        self.request("link up", Rt::SetLink(header), NLM_F_ACK)
             .map(drop)
     }
 
@@ -177,15 +235,11 @@ impl Netlink {
     pub fn ipv4_addrs(&mut self, index: u32) -> Result<Vec<Ipv4Net>, NetError> {
         let mut req = AddressMessage::default();
         req.header.family = AddressFamily::Inet;
-        let all = self.request(
-            "address dump",
-            RouteNetlinkMessage::GetAddress(req),
-            NLM_F_DUMP,
-        )?;
+        let all = self.request("address dump", Rt::GetAddrs(req), NLM_F_DUMP)?;
         Ok(all
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                Rt::Addr(a) if a.header.index == index => {
                     let prefix = a.header.prefix_len;
                     a.attributes.iter().find_map(|at| match at {
                         AddressAttribute::Local(IpAddr::V4(ip))
@@ -212,7 +266,7 @@ impl Netlink {
         ];
         self.request(
             "add address",
-            RouteNetlinkMessage::NewAddress(msg),
+            Rt::Addr(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
@@ -220,13 +274,16 @@ impl Netlink {
 
     /// Is there an IPv4 default route in the main table?
     pub fn has_default_route(&mut self) -> Result<bool, NetError> {
-        let mut req = RouteMessage::default();
-        req.header.address_family = AddressFamily::Inet;
-        let routes = self.request("route dump", RouteNetlinkMessage::GetRoute(req), NLM_F_DUMP)?;
+        let req = RouteHeader {
+            address_family: AddressFamily::Inet,
+            ..RouteHeader::default()
+        };
+        let routes = self.request("route dump", Rt::GetRoutes(req), NLM_F_DUMP)?;
         Ok(routes.iter().any(|m| match m {
-            RouteNetlinkMessage::NewRoute(r) => {
-                r.header.table == RouteHeader::RT_TABLE_MAIN
-                    && r.header.destination_prefix_length == 0
+            Rt::Route(h) => {
+                h.address_family == AddressFamily::Inet
+                    && h.table == RouteHeader::RT_TABLE_MAIN
+                    && h.destination_prefix_length == 0
             }
             _ => false,
         }))
@@ -245,7 +302,7 @@ impl Netlink {
         ];
         self.request(
             "add default route",
-            RouteNetlinkMessage::NewRoute(msg),
+            Rt::NewRoute(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)

@@ -8,8 +8,8 @@
 //! with it. Invariants: a template may only name values that exist (strict
 //! undefined: a typo fails the render instead of producing an empty
 //! directive), nothing is auto-escaped (the JavaScript template quotes with
-//! `tojson`), and no secret ever comes from the plan — secrets arrive in
-//! [`Extras`] at boot.
+//! `tojson`), the only filters are `length` and `tojson` (a small binary), and
+//! no secret ever comes from the plan — secrets arrive in [`Extras`] at boot.
 
 use std::net::Ipv4Addr;
 
@@ -460,6 +460,10 @@ pub fn render(
     };
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // minijinja's `builtins` feature would add some 60 filters (and their code) to a
+    // binary with a 2 MB budget; the templates need these two.
+    env.add_filter("length", filter_length);
+    env.add_filter("tojson", filter_tojson);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     let mut syntax = minijinja::syntax::SyntaxConfig::builder();
     syntax
@@ -480,6 +484,21 @@ pub fn render_default(
     extras: &Extras,
 ) -> Result<String, RenderError> {
     render(info.name, info.source, cluster, member, extras)
+}
+
+fn filter_length(v: minijinja::Value) -> Result<usize, minijinja::Error> {
+    v.len().ok_or_else(|| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("cannot take the length of {}", v.kind()),
+        )
+    })
+}
+
+/// A JSON (and so JavaScript) literal of any value.
+fn filter_tojson(v: minijinja::Value) -> Result<String, minijinja::Error> {
+    serde_json::to_string(&v)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()))
 }
 
 fn one_line(e: &minijinja::Error) -> String {
