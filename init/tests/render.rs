@@ -98,10 +98,11 @@ fn mongod_keyfile_and_cgroup_memory() {
 
 #[test]
 fn wiredtiger_cache_sizes() {
-    assert_eq!(render::wiredtiger_cache_gb(256), 0.25);
-    assert_eq!(render::wiredtiger_cache_gb(1536), 0.25);
-    assert_eq!(render::wiredtiger_cache_gb(2048), 0.5);
-    assert_eq!(render::wiredtiger_cache_gb(3000), 0.96);
+    assert_eq!(render::wiredtiger_cache_centi_gb(256), 25);
+    assert_eq!(render::wiredtiger_cache_centi_gb(1536), 25);
+    assert_eq!(render::wiredtiger_cache_centi_gb(2048), 50);
+    assert_eq!(render::wiredtiger_cache_centi_gb(3000), 96);
+    assert_eq!(render::wiredtiger_cache_centi_gb(65536), 3150);
 }
 
 #[test]

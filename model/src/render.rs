@@ -341,11 +341,11 @@ fn valid_vrrp_pass(p: &str) -> bool {
 }
 
 /// MongoDB's own default is max(0.25, (RAM - 1 GiB) / 2) GiB of *host* RAM;
-/// inside a container the limit is what counts.
-pub fn wiredtiger_cache_gb(memory_mb: u32) -> f64 {
-    let gb = (f64::from(memory_mb) - 1024.0) / 2.0 / 1024.0;
-    let gb = gb.max(0.25);
-    (gb * 100.0).floor() / 100.0
+/// inside a container the limit is what counts. In hundredths of a GiB,
+/// rounded down (integer arithmetic keeps float formatting out of the init).
+pub fn wiredtiger_cache_centi_gb(memory_mb: u32) -> u64 {
+    let half_mb = u64::from(memory_mb).saturating_sub(1024) / 2;
+    (half_mb * 100 / 1024).max(25)
 }
 
 fn mongo_ctx(cluster: &Cluster, member: &Member, extras: &Extras, memory_mb: u32) -> MongoCtx {
@@ -356,7 +356,10 @@ fn mongo_ctx(cluster: &Cluster, member: &Member, extras: &Extras, memory_mb: u32
         bind_ip: format!("{},127.0.0.1", member.ip),
         db_path: MONGO_DB_PATH,
         memory_mb,
-        cache_size_gb: format!("{:.2}", wiredtiger_cache_gb(memory_mb)),
+        cache_size_gb: {
+            let centi = wiredtiger_cache_centi_gb(memory_mb);
+            format!("{}.{:02}", centi / 100, centi % 100)
+        },
         keyfile: extras.mongo_keyfile.then_some(MONGO_KEYFILE),
     }
 }
@@ -473,7 +476,13 @@ pub fn render(
     // Invariant: the default delimiters always build.
     env.set_syntax(syntax.build().map_err(err)?);
     let tmpl = env.template_from_named_str(name, source).map_err(err)?;
-    tmpl.render(minijinja::value::Serde(&ctx)).map_err(err)
+    // The context goes through serde_json::Value: minijinja's own serde support is
+    // a second serializer in a binary with a 2 MB budget.
+    let value = serde_json::to_value(&ctx).map_err(|e| RenderError::Template {
+        name: name.to_string(),
+        detail: e.to_string(),
+    })?;
+    tmpl.render(to_template_value(value)).map_err(err)
 }
 
 /// Render a role's committed default template.
@@ -486,6 +495,27 @@ pub fn render_default(
     render(info.name, info.source, cluster, member, extras)
 }
 
+fn to_template_value(v: serde_json::Value) -> minijinja::Value {
+    use minijinja::Value;
+    match v {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::from(i),
+            None => Value::from(n.as_f64().unwrap_or(0.0)),
+        },
+        serde_json::Value::String(s) => Value::from(s),
+        serde_json::Value::Array(a) => {
+            Value::from(a.into_iter().map(to_template_value).collect::<Vec<_>>())
+        }
+        serde_json::Value::Object(o) => Value::from(
+            o.into_iter()
+                .map(|(k, v)| (k, to_template_value(v)))
+                .collect::<std::collections::BTreeMap<String, Value>>(),
+        ),
+    }
+}
+
 fn filter_length(v: minijinja::Value) -> Result<usize, minijinja::Error> {
     v.len().ok_or_else(|| {
         minijinja::Error::new(
@@ -495,10 +525,20 @@ fn filter_length(v: minijinja::Value) -> Result<usize, minijinja::Error> {
     })
 }
 
-/// A JSON (and so JavaScript) literal of any value.
+/// A JSON (and so JavaScript) literal of a string, number or boolean.
 fn filter_tojson(v: minijinja::Value) -> Result<String, minijinja::Error> {
-    serde_json::to_string(&v)
-        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()))
+    use minijinja::value::ValueKind;
+    match v.kind() {
+        ValueKind::String => serde_json::to_string(v.as_str().unwrap_or_default()).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
+        }),
+        ValueKind::Number | ValueKind::Bool => Ok(v.to_string()),
+        ValueKind::None => Ok("null".into()),
+        k => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("tojson takes a string, number or boolean, not {k}"),
+        )),
+    }
 }
 
 fn one_line(e: &minijinja::Error) -> String {
