@@ -23,7 +23,8 @@ cleanup() {
     umount -R "$W/root" 2>/dev/null || true
     rm -rf "$W"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap "exit 1" INT TERM PIPE HUP
 
 mkdir -p "$W/upper/etc/haimg/templates" "$W/upper/etc/network" "$W/upper/sbin" "$W/work" "$W/root"
 cp roles/lb/templates/* "$W/upper/etc/haimg/templates/"

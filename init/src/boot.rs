@@ -439,6 +439,7 @@ fn run_boot(boot: Boot, status_path: PathBuf, start: Instant, pid1: bool) -> Exi
             error!("{msg}");
             error!("no services started; the init stays up and answers the halt signal");
             sf.status.error = Some(msg);
+            sf.status.phase = Some(crate::supervise::Phase::Idle);
             Vec::new()
         }
     };

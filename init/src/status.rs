@@ -115,21 +115,26 @@ impl StatusFile {
 
 impl Observer for StatusFile {
     fn changed(&mut self, sup: &Supervisor, now: Millis) {
-        self.status.phase = Some(sup.phase());
+        let phase = sup.phase();
+        // A boot that failed runs the loop with no services: that is idle, not running.
+        self.status.phase = Some(if self.status.error.is_some() && phase == Phase::Running {
+            Phase::Idle
+        } else {
+            phase
+        });
         self.status.services = sup.status();
+        let services = &self.status.services;
         let b = &mut self.status.boot;
-        if b.all_spawned_ms.is_none()
-            && self
-                .status
-                .services
-                .iter()
-                .all(|s| s.pid.is_some() || s.restarts > 0)
-        {
-            b.all_spawned_ms = Some(now);
-        }
-        if b.all_ready_ms.is_none() && self.status.services.iter().all(|s| s.ready) {
-            b.all_ready_ms = Some(now);
-            crate::info!("all services ready {now} ms after exec");
+        if !services.is_empty() {
+            if b.all_spawned_ms.is_none()
+                && services.iter().all(|s| s.pid.is_some() || s.restarts > 0)
+            {
+                b.all_spawned_ms = Some(now);
+            }
+            if b.all_ready_ms.is_none() && services.iter().all(|s| s.ready) {
+                b.all_ready_ms = Some(now);
+                crate::info!("all services ready {now} ms after exec");
+            }
         }
         self.publish();
     }

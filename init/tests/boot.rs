@@ -159,6 +159,7 @@ fn fails_and_stays_up(root: &Root, uts: &str, expected: &str) {
     });
     assert_eq!(b.status()["error"], expected);
     assert_eq!(b.status()["services"], serde_json::json!([]));
+    assert_eq!(b.status()["phase"], "idle");
     assert_eq!(
         b.errors(),
         [
