@@ -184,3 +184,35 @@ mod tests {
         assert_eq!(memory_limit_mb(d.path()), Some(2048));
     }
 }
+
+#[cfg(test)]
+mod snapshots {
+    use super::*;
+    use crate::identity::Identity;
+
+    /// The command lines, environments, readiness and stop settings of every role.
+    #[test]
+    fn service_tables() {
+        let c = haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
+            .unwrap()
+            .cluster;
+        for role in Role::ALL {
+            let m = c.members_of(role)[0].clone();
+            let id = Identity {
+                role,
+                address: haimg_model::Ipv4Net {
+                    addr: m.ip,
+                    prefix: 24,
+                },
+                gateway: c.network.gateway,
+                member: m,
+                evidence: vec![],
+                warnings: vec![],
+            };
+            let users = Users {
+                mongodb: Some((101, 65534)),
+            };
+            insta::assert_json_snapshot!(format!("services-{role}"), for_role(&c, &id, &users));
+        }
+    }
+}
