@@ -62,7 +62,7 @@ impl LoadSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
-    /// `X-Served-By` (the lb's hostname, added by the lb's nginx), if present.
+    /// `X-Haimg-Lb` (the slot of the lb that answered, added by its nginx), if present.
     pub served_by: Option<String>,
     pub body: String,
 }
@@ -217,7 +217,7 @@ pub fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
     let served_by = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.trim()
-            .eq_ignore_ascii_case("x-served-by")
+            .eq_ignore_ascii_case("x-haimg-lb")
             .then(|| v.trim().to_string())
     });
     Ok(Response {
@@ -314,7 +314,7 @@ mod tests {
     fn parses_chunked_and_garbage() {
         let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "hello world"));
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nx-served-by: nginx2\r\n\r\nok").unwrap();
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nx-haimg-lb: nginx2\r\n\r\nok").unwrap();
         assert_eq!(r.served_by.as_deref(), Some("nginx2"));
         assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
         assert!(parse_response(b"").is_err());

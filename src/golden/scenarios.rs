@@ -303,10 +303,10 @@ impl Prober {
     }
 }
 
-/// Wait until the VIP is answered by `hostname`.
+/// Wait until the VIP is answered by the lb in `slot`.
 fn wait_vip_on(
     tb: &dyn Testbed,
-    hostname: &str,
+    slot: &str,
     source: Ipv4Addr,
     deadline: Duration,
 ) -> Option<Duration> {
@@ -320,7 +320,7 @@ fn wait_vip_on(
             Duration::from_millis(500),
         )
         .ok()?;
-        (r.served_by.as_deref() == Some(hostname)).then(|| t0.elapsed())
+        (r.served_by.as_deref() == Some(slot)).then(|| t0.elapsed())
     })
 }
 
@@ -332,7 +332,7 @@ fn vip_failover(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
         .ok_or_else(|| anyhow::anyhow!("no master slot"))?
         .clone();
     let src = tb.client_source(4);
-    wait_vip_on(tb, &master.hostname, src, Duration::from_secs(20)).ok_or_else(|| {
+    wait_vip_on(tb, &master.slot, src, Duration::from_secs(20)).ok_or_else(|| {
         anyhow::anyhow!(
             "the VIP is not on the master {} before the test",
             master.slot
@@ -344,7 +344,7 @@ fn vip_failover(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     let t_kill = Instant::now();
     tb.kill(&master.slot)?;
     let moved = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
-        prober.first_answer_not_from(t_kill, &master.hostname)
+        prober.first_answer_not_from(t_kill, &master.slot)
     });
     let hard_fail = prober.failures_since(t_kill);
     prober.finish();
@@ -360,7 +360,7 @@ fn vip_failover(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     // Take-back: the master starts again and preempts (highest priority).
     let t_start = Instant::now();
     tb.start(&master.slot)?;
-    let back = wait_vip_on(tb, &master.hostname, src, Duration::from_secs(30));
+    let back = wait_vip_on(tb, &master.slot, src, Duration::from_secs(30));
     o.figure(
         "takeback_s",
         back.map(|_| t_start.elapsed().as_secs_f64())
@@ -377,7 +377,7 @@ fn vip_failover(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     std::thread::scope(|sc| -> anyhow::Result<()> {
         let halt = sc.spawn(|| tb.halt(&master.slot, Duration::from_secs(10)));
         let moved = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-            prober.first_answer_not_from(t_halt, &master.hostname)
+            prober.first_answer_not_from(t_halt, &master.slot)
         });
         let grace = moved.map(|t| t.duration_since(t_halt).as_secs_f64());
         o.figure("graceful_s", grace.unwrap_or(f64::NAN))
@@ -393,7 +393,7 @@ fn vip_failover(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     o.figure("graceful_failed_probes", prober.failures_since(t_halt));
     prober.finish();
     tb.start(&master.slot)?;
-    let back = wait_vip_on(tb, &master.hostname, src, Duration::from_secs(30));
+    let back = wait_vip_on(tb, &master.slot, src, Duration::from_secs(30));
     o.expect(
         back.is_some(),
         "the master did not take the VIP back after the graceful test",
