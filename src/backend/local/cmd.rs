@@ -332,7 +332,7 @@ impl FakeRunner {
         });
     }
 
-    /// Make call number `n` (1-based, counting every call) exit 1.
+    /// Make call number `n` (1-based, counting every recorded call) exit 1, once.
     pub fn fail_call(&self, n: usize) {
         self.lock().fail_call = Some(n);
     }
@@ -365,6 +365,7 @@ impl CommandRunner for FakeRunner {
         let mut st = self.lock();
         st.calls.push(cmd.clone());
         if st.fail_call == Some(st.calls.len()) {
+            st.fail_call = None;
             return Ok(Output::fail(1, "fake: injected failure"));
         }
         let idx = st

@@ -118,7 +118,8 @@ pub fn is_our_monitor(cmdline: &[u8], lxcpath: &Path, names: &[String]) -> bool 
     names.iter().any(|n| rest.trim() == n.as_str())
 }
 
-/// PIDs of processes inside, or monitoring, our containers (never our own).
+/// Live PIDs (zombies left out: they are dead, and reaped by their parent)
+/// of processes inside, or monitoring, our containers (never our own).
 pub fn container_pids(lxcpath: &Path, names: &[String]) -> Vec<i32> {
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -126,7 +127,7 @@ pub fn container_pids(lxcpath: &Path, names: &[String]) -> Vec<i32> {
     };
     let mut pids: Vec<i32> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me)
+        .filter(|&pid| pid != me && pid_alive(pid))
         .filter(|pid| {
             let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -189,8 +190,15 @@ pub fn kill(pid: i32) -> std::io::Result<()> {
     }
 }
 
+/// Alive and not a zombie (a zombie is dead; its parent reaps it in its own time).
 pub fn pid_alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

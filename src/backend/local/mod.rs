@@ -641,6 +641,11 @@ impl LocalBackend {
         }
         let pids = host::container_pids(&self.lxcpath(), names);
         for &pid in &pids {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            tracing::info!(
+                "killing leftover process {pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ").trim()
+            );
             if let Err(e) = host::kill(pid) {
                 tracing::debug!("kill {pid}: {e}");
             }
@@ -736,6 +741,27 @@ impl LocalBackend {
         }
         Ok(())
     }
+}
+
+/// The first `n` ERROR messages of an LXC log that say why, skipping
+/// lxc-start's generic follow-ups; joined with " | ".
+fn first_errors(log: &str, n: usize) -> String {
+    const GENERIC: [&str; 6] = [
+        "To get more details",
+        "Additional information can be obtained",
+        "The container failed to start",
+        "Failed to spawn container",
+        "Received container state",
+        "Failed to send SIGKILL",
+    ];
+    log.lines()
+        .filter(|l| l.contains(" ERROR "))
+        .map(|l| l.split_once(" - ").map_or(l, |(_, m)| m))
+        .map(|m| m.split_once(" - ").map_or(m, |(_, msg)| msg).trim())
+        .filter(|m| !GENERIC.iter().any(|g| m.contains(g)))
+        .take(n)
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// `State: RUNNING\nPID: 42\n` → ("RUNNING", Some(42)).
@@ -978,16 +1004,15 @@ impl Backend for LocalBackend {
         ]);
         let out = self.runner.run(&c).map_err(LocalError::from)?;
         if !out.success() {
-            let errors: String = std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.contains(" ERROR "))
-                .map(|l| l.split(" - ").last().unwrap_or(l).to_string() + "\n")
-                .collect();
-            let detail = if errors.is_empty() {
+            // A failed start can leave LXC's monitor behind; it is ours, end it.
+            if let Err(e) = self.kill_leftovers(std::slice::from_ref(&rec.name)) {
+                tracing::warn!("CT {vmid}: {e}");
+            }
+            let causes = first_errors(&std::fs::read_to_string(&log).unwrap_or_default(), 2);
+            let detail = if causes.is_empty() {
                 cmd::failed(&c, &out).to_string()
             } else {
-                format!("{} (log: {})", cmd::tail(&errors, 3), log.display())
+                format!("{causes} (log: {})", log.display())
             };
             return Err(LocalError::StartFailed { vmid, detail }.into());
         }
@@ -1137,3 +1162,5 @@ impl Backend for LocalBackend {
     }
 }
 
+#[cfg(test)]
+mod tests;
