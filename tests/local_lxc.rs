@@ -144,6 +144,27 @@ fn unprivileged_member_lifecycle() {
     assert!(!String::from_utf8_lossy(&route.stdout).contains(&net.bridge));
     let out = Outsider::new("life");
     assert!(http_get(&out.path(), NGINX1, Duration::from_millis(300)).is_err());
+    // a client from another /24: replies go back through the gateway
+    b.add_client_address(Ipv4Addr::new(10, 77, 0, 1)).unwrap();
+    let curl = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.netns,
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            "--interface",
+            "10.77.0.1",
+        ])
+        .arg("http://192.168.30.100/")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&curl.stdout).contains("uts=nginx1"),
+        "{curl:?}"
+    );
     assert_eq!(
         net.curl_hint("http://192.168.30.100/"),
         format!("ip netns exec {} curl http://192.168.30.100/", net.netns)

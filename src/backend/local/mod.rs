@@ -56,6 +56,7 @@ const LXC_START_TIMEOUT: Duration = Duration::from_secs(60);
 const LXC_KILL_TIMEOUT: Duration = Duration::from_secs(30);
 const TAR_TIMEOUT: Duration = Duration::from_secs(600);
 const UMOUNT_TIMEOUT: Duration = Duration::from_secs(15);
+const IP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long `down` waits for killed processes to disappear.
 const REAP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -437,8 +438,29 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// Build or repair the network; under the directory lock, so parallel
+    /// creates and starts do not race to add the same bridge.
     fn ensure_network(&self, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.dir.init(&self.cluster, &self.names.instance)?;
+        let _lock = self.dir.lock()?;
         net::ensure(&*self.runner, &self.names, gateway, prefix)?;
+        Ok(())
+    }
+
+    /// Give the client namespace another source address (e.g. to act as a
+    /// client from another /24 for `ip_hash`); members reply through the
+    /// gateway, so any address works. Gone with the namespace at `down`.
+    pub fn add_client_address(&self, ip: Ipv4Addr) -> Result<()> {
+        let ns = self.names.netns();
+        self.runner.run_ok(&Cmd::new("ip", IP_TIMEOUT).args([
+            "-n".to_string(),
+            ns,
+            "addr".into(),
+            "replace".into(),
+            format!("{ip}/32"),
+            "dev".into(),
+            "eth0".into(),
+        ]))?;
         Ok(())
     }
 
