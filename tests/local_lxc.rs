@@ -105,7 +105,16 @@ fn unprivileged_member_lifecycle() {
         b.status("pve1", 100).unwrap().unwrap().state,
         PowerState::Running
     );
-    assert!(b.init_pid(100).unwrap().is_some());
+    let init = b.init_pid(100).unwrap().expect("init pid") as i32;
+    let procs = b.processes(100);
+    assert!(procs.iter().any(|p| p.pid == init), "{procs:?}");
+    assert!(
+        procs
+            .iter()
+            .any(|p| p.cmdline.starts_with("httpd -f -p 80")),
+        "{procs:?}"
+    );
+    assert!(procs.iter().all(|p| p.state != 'Z'), "zombies: {procs:?}");
     assert!(matches!(
         local_err(b.start("pve1", 100).unwrap_err()),
         LocalError::AlreadyRunning { vmid: 100 }
@@ -176,6 +185,7 @@ fn unprivileged_member_lifecycle() {
     let took = t0.elapsed();
     figure("shutdown", took);
     assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(b.processes(100).is_empty(), "processes left after shutdown");
     let console = std::fs::read_to_string(b.console_log(100)).unwrap();
     assert!(console.contains("test-init: halt signal PWR"), "{console}");
     assert_eq!(

@@ -379,6 +379,7 @@ impl CommandRunner for FakeRunner {
             *n -= 1;
         }
         // Run the handler without the lock: it may call back into the fake.
+        // `idx` came from `position()` on this locked list, so it is in range.
         let rule = st.rules.remove(idx).expect("index from position()");
         drop(st);
         let result = (rule.handler)(cmd);

@@ -106,6 +106,59 @@ pub fn cgroup_mentions(text: &str, names: &[String]) -> bool {
     })
 }
 
+/// Does a `/proc/<pid>/cgroup` text put the process inside container `name`
+/// (its payload cgroup, not its monitor)?
+pub fn in_payload(text: &str, name: &str) -> bool {
+    let payload = format!("lxc.payload.{name}");
+    text.lines().any(|l| {
+        l.splitn(3, ':')
+            .nth(2)
+            .unwrap_or("")
+            .split('/')
+            .any(|c| c == payload)
+    })
+}
+
+/// One process as `/proc` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProcInfo {
+    pub pid: i32,
+    /// `R`, `S`, `D`, `Z` (zombie), ... from `/proc/<pid>/stat`.
+    pub state: char,
+    pub cmdline: String,
+}
+
+/// Every process (zombies included) inside container `name`, by host PID.
+pub fn payload_processes(name: &str) -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut v: Vec<ProcInfo> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            in_payload(
+                &std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default(),
+                name,
+            )
+        })
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            Some(ProcInfo {
+                pid,
+                state,
+                cmdline: String::from_utf8_lossy(&cmd)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_string(),
+            })
+        })
+        .collect();
+    v.sort_by_key(|p| p.pid);
+    v
+}
+
 /// Is this `/proc/<pid>/cmdline` (NUL-separated) the LXC monitor of one of our containers?
 pub fn is_our_monitor(cmdline: &[u8], lxcpath: &Path, names: &[String]) -> bool {
     let text = String::from_utf8_lossy(cmdline).replace('\0', " ");
@@ -180,10 +233,18 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Send SIGKILL to a PID found by [`container_pids`].
+/// Send SIGKILL to a PID found by [`container_pids`] or [`payload_processes`].
 pub fn kill(pid: i32) -> std::io::Result<()> {
+    signal(pid, libc::SIGKILL)
+}
+
+/// Send `sig` (e.g. `libc::SIGTERM`) to one PID (never a group: `pid` > 0).
+pub fn signal(pid: i32, sig: i32) -> std::io::Result<()> {
+    if pid <= 0 {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
     // SAFETY: kill(2) with a concrete PID and signal; no memory involved.
-    if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+    if unsafe { libc::kill(pid, sig) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
@@ -273,6 +334,14 @@ mod tests {
             &names
         ));
         assert!(!cgroup_mentions("0::/user.slice\n", &names));
+        assert!(in_payload(
+            "4:memory:/lxc.payload.haimg-0a1b2c3d-100\n",
+            &names[0]
+        ));
+        assert!(!in_payload(
+            "0::/lxc.monitor.haimg-0a1b2c3d-100\n",
+            &names[0]
+        ));
         let lp = Path::new("/tmp/st/lxc");
         assert!(is_our_monitor(
             b"[lxc monitor] /tmp/st/lxc haimg-0a1b2c3d-100\0",

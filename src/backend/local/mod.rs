@@ -17,8 +17,12 @@
 //! [`LocalBackend::down`] removes everything a cluster created, also after a
 //! half-failed deploy and without a state file; power operations behave like
 //! Proxmox's (starting a running CT, or stopping a stopped one, is an error),
-//! so orchestration tested here behaves the same on Proxmox. The `node`
-//! arguments of the [`Backend`] trait are accepted and ignored (one host).
+//! so orchestration tested here behaves the same on Proxmox.
+//!
+//! Accepted and ignored, because one host has no use for them: the `node`
+//! arguments, `ContainerSpec::bridge` (members join the cluster's own
+//! bridge), `cores` (not pinned), `rootfs_gb` and `data_volume_gb` (plain
+//! directories, no quota) and `onboot` (nothing starts containers at boot).
 
 pub mod cmd;
 pub mod host;
@@ -346,6 +350,13 @@ impl LocalBackend {
         Ok(self
             .lxc_info(&self.names.container(vmid))?
             .and_then(|(_, pid)| pid))
+    }
+
+    /// Every process inside the CT (zombies included, state `Z`), by host
+    /// PID: to kill a service from outside (`host::kill`) or to check that
+    /// nothing is left unreaped.
+    pub fn processes(&self, vmid: u32) -> Vec<host::ProcInfo> {
+        host::payload_processes(&self.names.container(vmid))
     }
 
     /// The state as on disk; an empty state when there is none yet.
