@@ -404,3 +404,65 @@ fn failed_creates_and_starts_leave_nothing_after_down() {
     );
     tc.downed = true;
 }
+
+/// The seed's whole plan (3 lb, 3 mongo with data volumes, 3 webapp) from
+/// the embedded default spec, on the test template: every member answers
+/// on its own address, and every one stops on the halt signal in < 5 s.
+#[test]
+fn the_seed_plan_nine_members() {
+    if !can_run("the_seed_plan_nine_members") {
+        return;
+    }
+    let plan = haimg::model::spec::parse_yaml(haimg::model::DEFAULT_SPEC)
+        .unwrap()
+        .cluster;
+    let mut tc = TestCluster::new("n", false);
+    let b = &tc.backend;
+    let (path, sha) = build_template(tc.tmp.path(), "nine", true);
+    let tpl = upload(b, &path, &sha);
+    let members: Vec<_> = plan.members().cloned().collect();
+    let t0 = Instant::now();
+    for m in &members {
+        let mut s = spec(m.vmid, &m.slot, m.role, m.ip, &tpl, m.role == Role::Mongo);
+        s.prefix = plan.network.cidr.prefix;
+        s.gateway = plan.network.gateway;
+        s.memory_mb = plan.resources_of(m.role).memory_mb;
+        b.create(&s).unwrap();
+    }
+    figure("create 9 members", t0.elapsed());
+    let t0 = Instant::now();
+    for m in &members {
+        b.start(&m.node, m.vmid).unwrap();
+    }
+    figure("start 9 members (lxc-start)", t0.elapsed());
+    for m in &members {
+        let (page, _) = wait_http(b, m.ip, Duration::from_secs(15));
+        assert!(page.contains(&format!("\nuts={}\n", m.hostname)), "{page}");
+        assert!(
+            page.contains(&format!("role={} slot={} ", m.role, m.slot)),
+            "{page}"
+        );
+    }
+    figure("start 9 members to all answering", t0.elapsed());
+    let listed = b.list().unwrap();
+    assert_eq!(listed.len(), 9);
+    assert!(listed.iter().all(|s| s.state == PowerState::Running));
+    let mut slowest = Duration::ZERO;
+    let t0 = Instant::now();
+    for m in &members {
+        let t = Instant::now();
+        b.shutdown(&m.node, m.vmid, Duration::from_secs(5)).unwrap();
+        slowest = slowest.max(t.elapsed());
+        assert!(b.processes(m.vmid).is_empty(), "{} left processes", m.slot);
+    }
+    figure("shutdown 9 members (sequential)", t0.elapsed());
+    figure("slowest single shutdown", slowest);
+    assert!(slowest < Duration::from_secs(5));
+    for m in &members {
+        b.start(&m.node, m.vmid).unwrap();
+    }
+    let vmids: Vec<u32> = members.iter().map(|m| m.vmid).collect();
+    let (report, took) = tc.down_and_check(&vmids);
+    figure("down with 9 running members", took);
+    assert_eq!(report.containers.len(), 9);
+}

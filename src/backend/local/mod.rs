@@ -609,15 +609,22 @@ impl LocalBackend {
         }
         let _lock = if exists { Some(self.dir.lock()?) } else { None };
         let names = self.known_containers();
-        for name in &names {
-            if self.dir.ct_dir(name).join("config").is_file() {
-                let out = self
-                    .runner
-                    .run(&self.lxc("lxc-stop", name, LXC_KILL_TIMEOUT).arg("-k"))?;
-                tracing::debug!("lxc-stop -k {name}: {}", out.ended);
+        // In parallel: lxc-stop takes about 0.5 s per container however fast
+        // the container dies; a failure here is caught by kill_leftovers.
+        std::thread::scope(|s| {
+            for name in &names {
+                if self.dir.ct_dir(name).join("config").is_file() {
+                    s.spawn(move || {
+                        let c = self.lxc("lxc-stop", name, LXC_KILL_TIMEOUT).arg("-k");
+                        match self.runner.run(&c) {
+                            Ok(out) => tracing::debug!("lxc-stop -k {name}: {}", out.ended),
+                            Err(e) => tracing::warn!("{e}"),
+                        }
+                    });
+                }
             }
-            report.containers.push(name.clone());
-        }
+        });
+        report.containers = names.clone();
         report.killed_pids = self.kill_leftovers(&names)?;
         if exists {
             for m in host::current_mounts_under(&self.dir.root)
