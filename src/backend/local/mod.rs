@@ -377,7 +377,7 @@ impl LocalBackend {
 
     /// Change the state under the directory lock.
     fn mutate<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
-        self.dir.init(&self.cluster, &self.names.instance)?;
+        self.dir.init()?;
         let _lock = self.dir.lock()?;
         let mut st = self.load()?;
         let r = f(&mut st)?;
@@ -452,7 +452,7 @@ impl LocalBackend {
     /// Build or repair the network; under the directory lock, so parallel
     /// creates and starts do not race to add the same bridge.
     fn ensure_network(&self, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
-        self.dir.init(&self.cluster, &self.names.instance)?;
+        self.dir.init()?;
         let _lock = self.dir.lock()?;
         net::ensure(&*self.runner, &self.names, gateway, prefix)?;
         Ok(())
@@ -868,7 +868,7 @@ impl Backend for LocalBackend {
             }
             .into());
         }
-        self.dir.init(&self.cluster, &self.names.instance)?;
+        self.dir.init()?;
         let dst = self.dir.templates().join(&filename);
         let same = dst.is_file()
             && template::sha256_file(&dst)

@@ -166,8 +166,8 @@ impl StateDir {
     }
 
     /// Create the directory tree (0711 root, so unprivileged CTs can reach
-    /// their rootfs) and an empty state file if there is none.
-    pub fn init(&self, cluster: &str, instance: &str) -> Result<(), LocalError> {
+    /// their rootfs). The state file is only ever written under the lock.
+    pub fn init(&self) -> Result<(), LocalError> {
         use std::os::unix::fs::PermissionsExt;
         for d in [
             self.root.clone(),
@@ -180,9 +180,6 @@ impl StateDir {
         let mode = std::fs::Permissions::from_mode(0o711);
         for d in [self.root.clone(), self.lxcpath(), self.volumes()] {
             std::fs::set_permissions(&d, mode.clone()).map_err(io("chmod", &d))?;
-        }
-        if !self.file().exists() {
-            self.save(&State::new(cluster, instance))?;
         }
         Ok(())
     }
@@ -270,9 +267,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let sd = StateDir::new(d.path().join("c1"));
         assert!(sd.load().unwrap().is_none());
-        sd.init("c1", "0a1b2c3d").unwrap();
-        let mut st = sd.load().unwrap().unwrap();
-        assert_eq!(st, State::new("c1", "0a1b2c3d"));
+        sd.init().unwrap();
+        assert!(sd.load().unwrap().is_none());
+        let mut st = State::new("c1", "0a1b2c3d");
         st.network = Some(NetRecord {
             bridge: "hmb0a1b2c3d".into(),
             netns: "haimg-c1-0a1b2c3d".into(),

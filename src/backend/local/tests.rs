@@ -558,3 +558,28 @@ fn start_failure_names_lxcs_reason() {
         "No such file or directory - Failed to exec \"/sbin/init\" | An error occurred in another process (expected sequence number 7)"
     );
 }
+
+#[test]
+fn concurrent_changes_to_a_fresh_state_are_all_kept() {
+    let r = rig();
+    let b = &r.backend;
+    std::thread::scope(|s| {
+        for i in 0..8u64 {
+            s.spawn(move || {
+                b.mutate(|st| {
+                    st.templates.insert(
+                        format!("t{i}.tar"),
+                        TemplateRecord {
+                            path: format!("/x/t{i}.tar").into(),
+                            sha256: "0".repeat(64),
+                            size: i,
+                        },
+                    );
+                    Ok(())
+                })
+                .unwrap()
+            });
+        }
+    });
+    assert_eq!(b.load().unwrap().templates.len(), 8);
+}
