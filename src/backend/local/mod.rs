@@ -428,10 +428,9 @@ impl LocalBackend {
         ])
     }
 
+    /// Give root the idmap range in /etc/subuid and /etc/subgid (LXC maps
+    /// ids through newuidmap, which checks them). Call under the lock.
     fn ensure_subids(&self) -> Result<()> {
-        if self.opts.privileged {
-            return Ok(());
-        }
         if let Some((uid, gid)) = &self.opts.subid_files {
             for f in [uid, gid] {
                 if host::ensure_subid(f, self.opts.idmap.host_base, self.opts.idmap.count)
@@ -449,11 +448,15 @@ impl LocalBackend {
         Ok(())
     }
 
-    /// Build or repair the network; under the directory lock, so parallel
-    /// creates and starts do not race to add the same bridge.
-    fn ensure_network(&self, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
+    /// Build or repair what a CT needs on the host (the network; the subid
+    /// ranges for an unprivileged CT), under the directory lock, so parallel
+    /// creates and starts do not race to add the same bridge or line.
+    fn prepare_host(&self, gateway: Ipv4Addr, prefix: u8, privileged: bool) -> Result<()> {
         self.dir.init()?;
         let _lock = self.dir.lock()?;
+        if !privileged {
+            self.ensure_subids()?;
+        }
         net::ensure(&*self.runner, &self.names, gateway, prefix)?;
         Ok(())
     }
@@ -559,7 +562,7 @@ impl LocalBackend {
     }
 
     fn build(&self, spec: &ContainerSpec, rec: &CtRecord, tpl: &Path) -> Result<()> {
-        self.ensure_network(spec.gateway, spec.prefix)?;
+        self.prepare_host(spec.gateway, spec.prefix, rec.privileged)?;
         let ct = self.dir.ct_dir(&rec.name);
         // Leftovers of a crashed create carry our name: they are ours.
         self.remove_tree(&ct)?;
@@ -920,7 +923,6 @@ impl Backend for LocalBackend {
     fn create(&self, spec: &ContainerSpec) -> super::Result<()> {
         self.validate(spec)?;
         let tpl = self.template_path(&spec.template)?;
-        self.ensure_subids()?;
         let vmid = spec.vmid;
         let data_volume = spec.data_volume_gb.map(|_| self.dir.volume(vmid));
         let rec = CtRecord {
@@ -1024,8 +1026,7 @@ impl Backend for LocalBackend {
         if self.is_running(&rec.name)? {
             return Err(LocalError::AlreadyRunning { vmid }.into());
         }
-        self.ensure_subids()?;
-        self.ensure_network(rec.gateway, rec.prefix)?;
+        self.prepare_host(rec.gateway, rec.prefix, rec.privileged)?;
         self.prepare(&rec, vmid)?;
         let ct = self.dir.ct_dir(&rec.name);
         for log in ["lxc.log", "console.log"] {
