@@ -471,3 +471,32 @@ fn the_seed_plan_nine_members() {
     figure("down with 9 running members", took);
     assert_eq!(report.containers.len(), 9);
 }
+
+/// Someone deleted the state directory under a running cluster: `down`
+/// still finds the container by its cgroup, kills what runs in it, and
+/// removes the network, all by names derived from the directory path.
+#[test]
+fn down_without_the_state_directory() {
+    if !can_run("down_without_the_state_directory") {
+        return;
+    }
+    let mut tc = TestCluster::new("w", false);
+    let b = &tc.backend;
+    let (path, sha) = build_template(tc.tmp.path(), "wipe", true);
+    let tpl = upload(b, &path, &sha);
+    b.create(&spec(100, "nginx1", Role::Lb, NGINX1, &tpl, false))
+        .unwrap();
+    b.start("pve1", 100).unwrap();
+    wait_http(b, NGINX1, Duration::from_secs(10));
+    std::fs::remove_dir_all(b.state_dir()).unwrap();
+    assert!(
+        !b.processes(100).is_empty(),
+        "still running without its files"
+    );
+    let (report, took) = tc.down_and_check(&[100]);
+    figure("down without state dir (1 running)", took);
+    assert_eq!(report.containers, [tc.backend.container_name(100)]);
+    assert!(!report.killed_pids.is_empty(), "{report:?}");
+    assert!(report.network.bridge.is_some());
+    assert!(!report.state_dir_removed);
+}

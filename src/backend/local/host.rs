@@ -119,6 +119,41 @@ pub fn in_payload(text: &str, name: &str) -> bool {
     })
 }
 
+/// Container names `<prefix><vmid>` that some live process's cgroup names
+/// (`lxc.payload.<name>` or `lxc.monitor.<name>`), from `/proc/*/cgroup` texts.
+pub fn names_in_cgroups<'a>(texts: impl IntoIterator<Item = &'a str>, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = texts
+        .into_iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .flat_map(|path| path.split('/'))
+        .filter_map(|c| {
+            c.strip_prefix("lxc.payload.")
+                .or_else(|| c.strip_prefix("lxc.monitor."))
+        })
+        .filter(|n| {
+            n.strip_prefix(prefix)
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// [`names_in_cgroups`] over every process on the host.
+pub fn running_names(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let texts: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok())
+        .collect();
+    names_in_cgroups(texts.iter().map(String::as_str), prefix)
+}
+
 /// One process as `/proc` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProcInfo {
@@ -311,6 +346,21 @@ mod tests {
         assert_eq!(
             mounts_under(mi, Path::new("/tmp/st x")),
             [PathBuf::from("/tmp/st x/a")]
+        );
+    }
+
+    #[test]
+    fn names_from_cgroups() {
+        let texts = [
+            "4:memory:/lxc.payload.c-0a1b2c3d-100/init.scope\n0::/\n",
+            "0::/lxc.monitor.c-0a1b2c3d-1103\n",
+            "4:memory:/lxc.payload.c-0a1b2c3d-100\n",
+            "4:memory:/lxc.payload.c-99999999-100\n",
+            "4:memory:/lxc.payload.c-0a1b2c3d-x\n",
+        ];
+        assert_eq!(
+            names_in_cgroups(texts, "c-0a1b2c3d-"),
+            ["c-0a1b2c3d-100", "c-0a1b2c3d-1103"]
         );
     }
 

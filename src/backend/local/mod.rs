@@ -653,7 +653,8 @@ impl LocalBackend {
         Ok(report)
     }
 
-    /// Container names from the state file and from the LXC path.
+    /// Container names from the state file, the LXC path, and the cgroups
+    /// of live processes (a container whose files are gone still runs).
     fn known_containers(&self) -> Vec<String> {
         let mut names: Vec<String> = match self.dir.load() {
             Ok(Some(st)) => st.containers.values().map(|c| c.name.clone()).collect(),
@@ -667,12 +668,14 @@ impl LocalBackend {
         if let Ok(rd) = std::fs::read_dir(self.dir.lxcpath()) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(&prefix) && !names.contains(&n) {
+                if n.starts_with(&prefix) {
                     names.push(n);
                 }
             }
         }
+        names.extend(host::running_names(&prefix));
         names.sort();
+        names.dedup();
         names
     }
 
