@@ -7,6 +7,9 @@
 
 pub mod backend;
 pub mod cli;
+pub mod deploy;
+pub mod golden;
+pub mod netpolicy;
 pub mod spec_file;
 
 pub use haimg_model as model;

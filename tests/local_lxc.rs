@@ -87,7 +87,7 @@ fn unprivileged_member_lifecycle() {
         "unprivileged: {page}"
     );
     assert!(
-        page.contains("\naddr=192.168.30.100/24 gw=192.168.30.1\n"),
+        page.contains("\naddr=192.168.30.100/24 gw=192.168.30.1 net=init\n"),
         "{page}"
     );
     assert!(
@@ -237,6 +237,11 @@ fn two_clusters_with_the_same_plan_are_isolated() {
         let tpl = upload(&tc.backend, &path, &sha);
         let mut s = spec(100, "nginx1", Role::Lb, NGINX1, &tpl, false);
         s.env.push(("HAIMG_CLUSTER".into(), tag.into()));
+        if tag == "p" {
+            // Proxmox >= 9.1 style: explicit entrypoint, host-managed eth0.
+            s.entrypoint = Some("/sbin/init".into());
+            s.host_managed = true;
+        }
         tc.backend.create(&s).unwrap();
         tc.backend.start("pve1", 100).unwrap();
     }
@@ -249,6 +254,8 @@ fn two_clusters_with_the_same_plan_are_isolated() {
         page_p.contains("\nuid_map=0 0 4294967295\n"),
         "privileged: {page_p}"
     );
+    assert!(page_a.contains(" net=init\n"), "{page_a}");
+    assert!(page_p.contains(" net=host\n"), "host-managed: {page_p}");
     assert_ne!(a.backend.names().bridge(), p.backend.names().bridge());
 
     // down with running containers stops them and removes everything

@@ -98,6 +98,8 @@ pub struct Network {
     pub bridge: String,
     pub dns: Vec<Ipv4Addr>,
     pub search_domain: Option<String>,
+    /// Deploy host addresses (the health gates come from here).
+    pub admin: Vec<Ipv4Addr>,
 }
 
 /// One container of the cluster.

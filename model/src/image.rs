@@ -47,3 +47,18 @@ impl ImageInfo {
         &self.input_hash[..self.input_hash.len().min(12)]
     }
 }
+
+/// Variables PID 1 finds in its environment when the target can set one
+/// (Proxmox >= 9.1 `env`, and the local backend). Identity only, never secrets;
+/// on older Proxmox the init reads the same facts from the hostname and
+/// `/etc/network/interfaces`.
+pub mod env {
+    /// `lb` | `mongo` | `webapp`
+    pub const ROLE: &str = "HAIMG_ROLE";
+    /// The member's slot, e.g. `nginx1`.
+    pub const SLOT: &str = "HAIMG_SLOT";
+    /// eth0's address in CIDR form, e.g. `192.168.30.100/24`.
+    pub const IP: &str = "HAIMG_IP";
+    /// The default gateway.
+    pub const GATEWAY: &str = "HAIMG_GATEWAY";
+}

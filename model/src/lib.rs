@@ -8,6 +8,7 @@
 
 mod cluster;
 pub mod image;
+pub mod policy;
 pub mod spec;
 pub mod tolerance;
 

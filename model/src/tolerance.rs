@@ -118,15 +118,17 @@ pub fn report(c: &Cluster) -> Report {
         "the claim \"tolerates the loss of two hosts without interruption\" holds for this plan"
             .to_string()
     } else {
-        let weakest: Vec<&str> = tiers
+        let weakest: Vec<String> = tiers
             .iter()
             .filter(|t| t.name != "mongo reads" && t.host_losses < 2)
-            .map(|t| t.name.as_str())
+            .map(|t| format!("{} (needs {} of {} up)", t.name, t.needs, t.members))
             .collect();
         format!(
             "the claim \"tolerates the loss of two hosts without interruption\" does not hold: \
-             the service survives {service_host_losses} host loss(es); {} stop(s) after that",
-            weakest.join(", ")
+             with two hosts lost, {} stop; the whole service survives {} lost host{}",
+            weakest.join(", "),
+            service_host_losses,
+            if service_host_losses == 1 { "" } else { "s" }
         )
     };
     Report {

@@ -11,6 +11,7 @@
 //! Proxmox, the state directory locally; there is no other state file.
 
 pub mod local;
+pub mod proxmox;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -58,6 +59,10 @@ pub struct ContainerSpec {
     /// Environment for PID 1 (Proxmox >= 9.1 `env`; always locally).
     pub env: Vec<(String, String)>,
     pub onboot: bool,
+    /// PID 1 (`lxc.init.cmd`); sent to Proxmox only when it is >= 9.1.
+    pub entrypoint: Option<String>,
+    /// The host configures eth0 (Proxmox >= 9.1 `net0.host-managed=1`).
+    pub host_managed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -80,7 +85,8 @@ pub struct ContainerStatus {
 /// What went wrong, with the object it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("{call} on node {node}{}: {message}", vmid.map(|v| format!(" for CT {v}")).unwrap_or_default())]
+    /// `node` is empty for cluster-wide calls.
+    #[error("{call}{}{}: {message}", if node.is_empty() { String::new() } else { format!(" on node {node}") }, vmid.map(|v| format!(" for CT {v}")).unwrap_or_default())]
     Call {
         call: String,
         node: String,
@@ -97,6 +103,34 @@ pub enum BackendError {
 }
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// What the target supports; decides which [`ContainerSpec`] fields are filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Environment for PID 1 (Proxmox >= 9.1 `env`).
+    pub env: bool,
+    /// A configurable PID 1 (Proxmox >= 9.1 `entrypoint`).
+    pub entrypoint: bool,
+    /// The host brings eth0 up with its address (Proxmox >= 9.1 `host-managed`).
+    pub host_managed: bool,
+}
+
+/// The name a template is stored under: the build's file name with the first
+/// 12 hex digits of its sha256 appended to the version, e.g.
+/// `haimg-lb_1.0.0_amd64.tar.zst` → `haimg-lb_1.0.0-0123456789ab_amd64.tar.zst`.
+/// The content hash in the name is the template's identity on the target: a
+/// file of that name is that content, so an upload can be skipped, and a
+/// rebuilt template never overwrites one that running containers came from.
+pub fn stored_template_name(file_name: &str, sha256: &str) -> String {
+    let short = &sha256[..sha256.len().min(12)];
+    match file_name.rsplit_once("_amd64.") {
+        Some((head, ext)) => format!("{head}-{short}_amd64.{ext}"),
+        None => match file_name.split_once(".tar") {
+            Some((head, ext)) => format!("{head}-{short}.tar{ext}"),
+            None => format!("{file_name}-{short}"),
+        },
+    }
+}
 
 /// One deploy target.
 pub trait Backend {
@@ -124,4 +158,40 @@ pub trait Backend {
     /// Hand the data volume of a stopped container to another one.
     fn move_data_volume(&self, node: &str, from_vmid: u32, to_vmid: u32) -> Result<()>;
     fn set_tags(&self, node: &str, vmid: u32, tags: &[String]) -> Result<()>;
+
+    /// What this target supports. Locally everything is available.
+    fn capabilities(&self) -> Result<Capabilities> {
+        Ok(Capabilities {
+            env: true,
+            entrypoint: true,
+            host_managed: true,
+        })
+    }
+
+    /// Whether the template storage seen from `node` is shared by all nodes,
+    /// so one upload serves every node. Locally there is one host.
+    fn template_storage_shared(&self, _node: &str) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// Every guest on the target whatever its owner, so a VMID taken by
+    /// something haimg did not create is noticed. Defaults to [`Backend::list`].
+    fn inventory(&self) -> Result<Vec<ContainerStatus>> {
+        self.list()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stored_template_name;
+
+    #[test]
+    fn stored_names_carry_the_content_hash() {
+        let h = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            stored_template_name("haimg-lb_1.0.0_amd64.tar.zst", h),
+            "haimg-lb_1.0.0-0123456789ab_amd64.tar.zst"
+        );
+        assert_eq!(stored_template_name("x.tar.gz", h), "x-0123456789ab.tar.gz");
+    }
 }

@@ -16,6 +16,7 @@ struct CheckJson<'a> {
     valid: bool,
     cluster: &'a Cluster,
     tolerance: &'a Report,
+    policy: &'a haimg_model::policy::Policy,
     warnings: &'a [haimg_model::Problem],
 }
 
@@ -32,6 +33,7 @@ pub fn run(spec: Option<&Path>, json: bool) -> Result<Exit> {
             valid: true,
             cluster,
             tolerance: &report,
+            policy: &haimg_model::policy::derive(cluster),
             warnings: &loaded.checked.warnings,
         })?;
     } else {
@@ -131,6 +133,10 @@ pub fn render_human(c: &Cluster, r: &Report) -> String {
         out += &format!("{}: {}\n", h.node, h.slots.join(", "));
     }
     out += &format!("\n{}\n", r.verdict);
+    let (header, rows) = haimg_model::policy::derive(c).matrix();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    out += "\nnetwork policy (inbound; everything else to a member is dropped)\n";
+    out += &output::table(&header, &rows);
     out
 }
 

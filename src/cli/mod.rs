@@ -6,6 +6,7 @@
 //! A closed stdout (`haimg check | head`) ends the program quietly.
 
 mod check;
+pub mod deploy;
 pub mod down;
 pub mod output;
 
@@ -63,7 +64,7 @@ pub enum Command {
     /// Update the image locks (images/<role>.lock) from the mirrors
     Lock(Passthrough),
     /// Upload templates and create or roll out the containers
-    Deploy(Passthrough),
+    Deploy(deploy::DeployArgs),
     /// Show the members: state, template version and hash
     Status(Passthrough),
     /// Swap back to the standby members of the previous version
@@ -124,7 +125,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         }
         Command::Build(_) => not_yet("build"),
         Command::Lock(_) => not_yet("lock"),
-        Command::Deploy(_) => not_yet("deploy"),
+        Command::Deploy(args) => deploy::run(cli.spec.as_deref(), args),
         Command::Status(_) => not_yet("status"),
         Command::Rollback(_) => not_yet("rollback"),
         Command::Test(_) => not_yet("test"),

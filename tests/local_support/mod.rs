@@ -65,9 +65,14 @@ echo "test-init: start pid $$"
 addr=$(awk '$1=="address"{print $2; exit}' /etc/network/interfaces)
 gw=$(awk '$1=="gateway"{print $2; exit}' /etc/network/interfaces)
 ip link set lo up
-ip addr add "$addr" dev eth0
-ip link set eth0 up
-ip route add default via "$gw"
+if ip -4 addr show dev eth0 | grep -q "inet "; then
+  net=host
+else
+  net=init
+  ip addr add "$addr" dev eth0
+  ip link set eth0 up
+  ip route add default via "$gw"
+fi
 if [ -d /var/lib/mongodb ]; then echo "$HAIMG_SLOT" >> /var/lib/mongodb/owners; fi
 mkdir -p /run/www
 {
@@ -75,7 +80,7 @@ mkdir -p /run/www
   echo "hostname=$(cat /etc/hostname)"
   echo "role=$HAIMG_ROLE slot=$HAIMG_SLOT cluster=$HAIMG_CLUSTER"
   echo "uid_map=$(cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //')"
-  echo "addr=$addr gw=$gw"
+  echo "addr=$addr gw=$gw net=$net"
   echo "--- hosts"; cat /etc/hosts
   echo "--- resolv.conf"; cat /etc/resolv.conf
   echo "--- owners"; cat /var/lib/mongodb/owners 2>/dev/null
@@ -248,6 +253,8 @@ pub fn spec(
             ("HAIMG_SLOT".into(), slot.into()),
         ],
         onboot: false,
+        entrypoint: None,
+        host_managed: false,
     }
 }
 

@@ -167,27 +167,46 @@ pub fn parse_yaml_raw(text: &str) -> Result<RawSpec, SpecError> {
                 .at(n + 1, col),
         ));
     }
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| yaml_problem("", &e))?;
-    let secret_problems = secrets::find(&value);
-    if !secret_problems.is_empty() {
-        return Err(SpecError {
-            problems: secret_problems,
-        });
+    // Scan for secrets first, so a secret is reported as such and not as an unknown key.
+    // A file that does not even parse as YAML gets its error from the typed parse below.
+    let value = serde_yaml::from_str::<serde_yaml::Value>(text);
+    if let Ok(value) = &value {
+        let secret_problems = secrets::find(value);
+        if !secret_problems.is_empty() {
+            return Err(SpecError {
+                problems: secret_problems,
+            });
+        }
     }
-    // Deserialize from the text again (not the Value) so errors keep their line and column.
+    // Deserialize from the text (not the Value) so errors keep their line and column.
     let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize::<_, RawSpec>(de).map_err(|e| {
+    let raw = serde_path_to_error::deserialize::<_, RawSpec>(de).map_err(|e| {
         let path = yaml_path(&e.path().to_string());
         yaml_problem(&path, e.inner())
-    })
+    })?;
+    value.map_err(|e| yaml_problem("", &e))?;
+    Ok(raw)
 }
 
 #[cfg(feature = "yaml")]
 fn yaml_problem(path: &str, e: &serde_yaml::Error) -> SpecError {
     let mut msg = e.to_string();
-    // The location is reported in its own fields; drop serde_yaml's suffix.
+    // The location and the path are reported in their own fields; drop
+    // serde_yaml's own copies of them.
     if let Some(i) = msg.find(" at line ") {
         msg.truncate(i);
+    }
+    if let Some((head, rest)) = msg.split_once(": ") {
+        if !head.contains(' ') && path.starts_with(head) {
+            msg = rest.to_string();
+        }
+    }
+    msg = msg.replace(
+        "expected struct RawSpec",
+        "expected a mapping of haimg.yaml keys",
+    );
+    if msg.contains("as u128") || msg.contains("as i128") {
+        msg = "the number is too large".to_string();
     }
     let mut p = Problem::error(path, msg);
     if let Some(loc) = e.location() {
@@ -197,7 +216,10 @@ fn yaml_problem(path: &str, e: &serde_yaml::Error) -> SpecError {
         p = p.hint("check the spelling; `haimg spec` prints every key with its default");
     } else if p.message.starts_with("missing field") {
         p = p.hint("add the key; `haimg spec` prints a complete spec");
-    } else if p.message.starts_with("invalid type") || p.message.starts_with("invalid value") {
+    } else if p.message.starts_with("invalid type")
+        || p.message.starts_with("invalid value")
+        || p.message.starts_with("the number is too large")
+    {
         p = p.hint("see the key reference in README.md");
     }
     SpecError::single(p)

@@ -47,6 +47,9 @@ pub struct RawNetwork {
     pub dns: Vec<String>,
     #[serde(default)]
     pub search_domain: Option<String>,
+    /// Addresses of the deploy host(s), allowed to reach the health ports; default: the gateway.
+    #[serde(default)]
+    pub admin: Vec<String>,
 }
 
 fn default_bridge() -> String {

@@ -245,7 +245,25 @@ impl Validator {
                 );
             }
         }
+        let mut admin = Vec::new();
+        for (i, a) in n.admin.iter().enumerate() {
+            let path = format!("network.admin[{i}]");
+            if let Some(ip) = self.ipv4(&path, a) {
+                if Some(ip) == vip {
+                    self.err(
+                        &path,
+                        format!("{ip} is the VIP"),
+                        "name the deploy host's own address",
+                    );
+                }
+                admin.push(ip);
+            }
+        }
+        if n.admin.is_empty() {
+            admin.extend(gateway);
+        }
         Some(Network {
+            admin: (admin.len() == n.admin.len().max(1)).then_some(admin)?,
             cidr: cidr?,
             gateway: gateway?,
             vip: vip?,

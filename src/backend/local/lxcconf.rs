@@ -22,6 +22,10 @@
 //! - `lxc.signal.halt` is not set: the init gets SIGPWR as on Proxmox (or
 //!   SIGRTMIN+3 if it blocks that), unless `halt_signal` asks otherwise.
 //!
+//! As on Proxmox >= 9.1: `entrypoint` becomes `lxc.init.cmd` (plus a /dev/shm
+//! tmpfs when it is not `/sbin/init`), and `host-managed` networking writes
+//! `lxc.net.0.ipv4.address`, `ipv4.gateway` and `flags = up`.
+//!
 //! Invariant: every interpolated value was validated to be a single line
 //! without control characters (see `validate` in the parent module).
 
@@ -94,9 +98,14 @@ pub struct LxcInput {
     pub data_volume: Option<(PathBuf, String)>,
     pub console_log: PathBuf,
     pub halt_signal: Option<String>,
-    /// For the header comment only.
+    /// `lxc.init.cmd` (Proxmox >= 9.1 `entrypoint`); `None` = LXC's `/sbin/init`.
+    pub init_cmd: Option<String>,
+    /// LXC sets the address, gateway and link state of eth0 (Proxmox >= 9.1
+    /// `host-managed=1`); otherwise eth0 comes up down and unaddressed.
+    pub host_managed: bool,
     pub ip: Ipv4Addr,
     pub prefix: u8,
+    pub gateway: Ipv4Addr,
 }
 
 const CFG: &str = "/usr/share/lxc/config";
@@ -113,6 +122,13 @@ pub fn render(i: &LxcInput) -> String {
     if i.idmap.is_some() {
         line("lxc.include", &format!("{CFG}/debian.userns.conf"));
         line("lxc.mount.auto", &"sys:mixed");
+    }
+    if i.init_cmd.as_deref().is_some_and(|c| c != "/sbin/init") {
+        // Proxmox: no init system may set up /dev/shm, so mount it.
+        line(
+            "lxc.mount.entry",
+            &"shm dev/shm tmpfs rw,nosuid,nodev,create=dir 0 0",
+        );
     }
     if let Some(m) = i.idmap {
         line("lxc.idmap", &format!("u 0 {} {}", m.host_base, m.count));
@@ -136,12 +152,20 @@ pub fn render(i: &LxcInput) -> String {
     if i.idmap.is_some() {
         line("lxc.rootfs.options", &"idmap=container");
     }
+    if let Some(cmd) = &i.init_cmd {
+        line("lxc.init.cmd", cmd);
+    }
     line("lxc.net.0.type", &"veth");
     line("lxc.net.0.veth.pair", &i.veth_pair);
     line("lxc.net.0.hwaddr", &i.hwaddr);
     line("lxc.net.0.name", &"eth0");
     line("lxc.net.0.mtu", &i.mtu);
     line("lxc.net.0.link", &i.bridge);
+    if i.host_managed {
+        line("lxc.net.0.ipv4.address", &format!("{}/{}", i.ip, i.prefix));
+        line("lxc.net.0.ipv4.gateway", &i.gateway);
+        line("lxc.net.0.flags", &"up");
+    }
     for (k, v) in &i.env {
         line("lxc.environment", &format!("{k}={v}"));
     }
@@ -200,8 +224,11 @@ mod tests {
             )),
             console_log: "[STATE]/lxc/haimg-0a1b2c3d-103/console.log".into(),
             halt_signal: None,
+            init_cmd: None,
+            host_managed: false,
             ip: "192.168.30.103".parse().unwrap(),
             prefix: 24,
+            gateway: "192.168.30.1".parse().unwrap(),
         }
     }
 
@@ -228,6 +255,18 @@ mod tests {
             ..input()
         };
         insta::assert_snapshot!("lxc_config_privileged_v2", render(&i));
+    }
+
+    #[test]
+    fn entrypoint_and_host_managed_network_like_pve_9_1() {
+        let mut i = input();
+        i.init_cmd = Some("/usr/local/bin/pm2-runtime".into());
+        i.host_managed = true;
+        insta::assert_snapshot!("lxc_config_entrypoint_host_managed", render(&i));
+        i.init_cmd = Some("/sbin/init".into());
+        let r = render(&i);
+        assert!(r.contains("\nlxc.init.cmd = /sbin/init\n"));
+        assert!(!r.contains("dev/shm"), "no extra /dev/shm for /sbin/init");
     }
 
     #[test]

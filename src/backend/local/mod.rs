@@ -47,6 +47,8 @@ use self::names::Names;
 use self::pvefiles::{HostDns, PveFilesError, PveInput};
 use self::state::{CtRecord, NetRecord, Phase, State, StateDir, TemplateRecord};
 use super::{Backend, ContainerSpec, ContainerStatus, PowerState, StoredTemplate};
+// `Backend::capabilities` keeps its default: env, entrypoint and host-managed
+// networking all exist locally (like Proxmox >= 9.1).
 
 /// Default parent of the per-cluster state directories.
 pub const DEFAULT_STATE_ROOT: &str = "/var/lib/haimg";
@@ -497,8 +499,11 @@ impl LocalBackend {
             data_volume: rec.data_volume.clone().zip(rec.data_mount.clone()),
             console_log: ct.join("console.log"),
             halt_signal: self.opts.halt_signal.clone(),
+            init_cmd: rec.entrypoint.clone(),
+            host_managed: rec.host_managed,
             ip: rec.ip,
             prefix: rec.prefix,
+            gateway: rec.gateway,
         }
     }
 
@@ -771,6 +776,14 @@ impl LocalBackend {
                 ));
             }
         }
+        if let Some(e) = &s.entrypoint {
+            if !e.starts_with('/') || e.chars().any(|c| c.is_control()) {
+                return Err(bad(
+                    "entrypoint",
+                    format!("{e:?} must be an absolute path on one line"),
+                ));
+            }
+        }
         if let Some(m) = &s.data_mount {
             let ok = m.starts_with('/')
                 && m.len() > 1
@@ -874,6 +887,9 @@ impl Backend for LocalBackend {
             }
             .into());
         }
+        // Stored under its content hash, as on Proxmox: a rebuilt template
+        // never overwrites the one running containers came from.
+        let filename = super::stored_template_name(&filename, &sha256.to_ascii_lowercase());
         self.dir.init()?;
         let dst = self.dir.templates().join(&filename);
         let same = dst.is_file()
@@ -951,6 +967,8 @@ impl Backend for LocalBackend {
             tags: spec.tags.clone(),
             env: spec.env.clone(),
             onboot: spec.onboot,
+            entrypoint: spec.entrypoint.clone(),
+            host_managed: spec.host_managed,
         };
         self.mutate(|st| {
             if st.containers.contains_key(&vmid) {

@@ -102,6 +102,12 @@ pub struct CtRecord {
     pub tags: Vec<String>,
     pub env: Vec<(String, String)>,
     pub onboot: bool,
+    /// PID 1 (`lxc.init.cmd`), as Proxmox >= 9.1 `entrypoint`.
+    #[serde(default)]
+    pub entrypoint: Option<String>,
+    /// LXC configures eth0 (Proxmox >= 9.1 `host-managed=1`).
+    #[serde(default)]
+    pub host_managed: bool,
 }
 
 impl State {

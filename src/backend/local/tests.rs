@@ -196,6 +196,8 @@ fn spec(t: &StoredTemplate, vmid: u32) -> ContainerSpec {
         tags: vec!["haimg".into(), "mongo1".into()],
         env: vec![("HAIMG_ROLE".into(), "mongo".into())],
         onboot: false,
+        entrypoint: None,
+        host_managed: false,
     }
 }
 
@@ -250,7 +252,7 @@ fn failed_extraction_rolls_back_and_down_clears_the_network() {
     let t = r.template();
     r.fake.on("tar xpf", |_| Ok(Output::fail(2, "tar: This does not look like a tar archive\ntar: Exiting with failure status due to previous errors")));
     let e = r.backend.create(&spec(&t, 103)).unwrap_err();
-    insta::assert_snapshot!(r.redact(&e.to_string()), @"`tar xpf [STATE]/templates/haimg-lb_1.0.0_amd64.tar.zst --zstd --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs '--xattrs-include=user.*' --xattrs-include=security.capability -C [STATE]/lxc/c-[ID]-103/rootfs --skip-old-files --anchored --exclude './dev/*'` failed with exit code 2: tar: This does not look like a tar archive | tar: Exiting with failure status due to previous errors");
+    insta::assert_snapshot!(r.redact(&e.to_string()), @"`tar xpf [STATE]/templates/haimg-lb_1.0.0-af87c13fd128_amd64.tar.zst --zstd --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs '--xattrs-include=user.*' --xattrs-include=security.capability -C [STATE]/lxc/c-[ID]-103/rootfs --skip-old-files --anchored --exclude './dev/*'` failed with exit code 2: tar: This does not look like a tar archive | tar: Exiting with failure status due to previous errors");
     assert_eq!(r.backend.status("pve2", 103).unwrap(), None);
     assert!(!r
         .backend

@@ -1,0 +1,58 @@
+# haimg — the two commands of the README:
+#   make demo   build the templates and run the cluster on local LXC
+#   make test   everything CI runs
+# Both install what they need on a fresh Debian 12 (as root).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+HAIMG := target/release/haimg
+INIT_TARGET := x86_64-unknown-linux-gnu
+INIT_BIN := target/$(INIT_TARGET)/init/haimg-init
+APT_PACKAGES := mmdebstrap debootstrap uidmap arch-test lxc nftables iproute2 wrk binutils zstd \
+                libc6-dev ca-certificates
+
+.PHONY: setup build init release demo test lint unit bench clean
+
+## setup: install the host tools haimg uses (idempotent)
+setup:
+	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust with rustup (https://rustup.rs)"; exit 1; }
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing $$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install packages"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "setup: host packages present"; fi
+
+## init: the static PID 1 baked into every image
+init:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build -p haimg-init --profile init --target $(INIT_TARGET)
+	@ls -l $(INIT_BIN)
+
+release:
+	$(CARGO) build --release -p haimg
+
+## build: the role templates into out/
+build: setup release init
+	$(HAIMG) build
+
+## demo: build, then run the whole cluster on local LXC
+demo: build
+	$(HAIMG) deploy
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --all-features
+
+## test: everything CI runs
+test: setup lint unit
+
+## bench: see BENCHMARKS.md
+bench: setup release
+	@echo "bench: no benchmarks yet"; exit 1
+
+clean:
+	$(CARGO) clean
+	rm -rf out

@@ -1,0 +1,140 @@
+//! `haimg deploy`: upload the templates and converge the containers.
+//!
+//! The backend is chosen here, where the program starts: a `proxmox.endpoint`
+//! in the spec means Proxmox; none means the local LXC backend (built
+//! separately, not wired yet). stdout carries data (`--json`, or the planned
+//! calls of `--dry-run`); stderr carries progress and the summary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::{output, Exit};
+use crate::backend::proxmox::client::CallCounts;
+use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
+use crate::deploy::{self, templates, Action, Report};
+use crate::spec_file;
+
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// Print every API call that would change something (secrets redacted); change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report (or, with --dry-run, the planned calls) as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Directory holding the built templates and their .sha256 files
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    pub templates: PathBuf,
+    /// Do not draw the upload progress bar
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Serialize)]
+struct DeployJson<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    api_calls: CallCounts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    planned_calls: Option<&'a [PlannedCall]>,
+}
+
+pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
+    let loaded = spec_file::load(spec)?;
+    let cluster = &loaded.checked.cluster;
+    let Some(endpoint) = cluster.proxmox.endpoint.as_deref() else {
+        bail!(
+            "no proxmox.endpoint in {}: deploying to the local LXC backend is not available in this build yet (local backend not merged yet); set proxmox.endpoint to deploy to Proxmox VE",
+            loaded.source
+        );
+    };
+    let token = ApiToken::from_env().context("failed to read the Proxmox API token")?;
+    let templates =
+        templates::find(&args.templates, cluster).context("failed to find the built templates")?;
+    let settings = Settings {
+        progress: !args.no_progress,
+        ..Settings::default()
+    };
+    let mut backend = ProxmoxBackend::new(&cluster.proxmox, token, settings)
+        .context("failed to set up the Proxmox client")?;
+    if args.dry_run {
+        backend = backend.into_dry_run();
+    }
+    eprintln!(
+        "{}deploy cluster {} version {} to {endpoint} as {}",
+        if args.dry_run { "dry-run: " } else { "" },
+        cluster.name,
+        cluster.version,
+        backend.token().id()
+    );
+    let report =
+        deploy::deploy(&backend, cluster, &templates, args.dry_run).context("deploy failed")?;
+    let calls = backend.calls();
+    let planned = backend.planned();
+    if args.json {
+        output::json(&DeployJson {
+            report: &report,
+            api_calls: calls,
+            planned_calls: args.dry_run.then_some(planned.as_slice()),
+        })?;
+    } else if args.dry_run {
+        let mut text = format!("# {}\n", backend.token().redacted_header());
+        if planned.is_empty() {
+            text.push_str("# nothing to change\n");
+        }
+        for c in &planned {
+            text.push_str(&format!("{c}\n"));
+        }
+        output::stdout(&text)?;
+    }
+    print_summary(&report, calls);
+    Ok(if report.ok() { Exit::Ok } else { Exit::Error })
+}
+
+fn print_summary(r: &Report, calls: CallCounts) {
+    let would = if r.dry_run { "would be " } else { "" };
+    for u in &r.uploads {
+        eprintln!(
+            "  template {} on {} ({}){}",
+            u.volid,
+            u.node,
+            if u.shared {
+                "shared storage"
+            } else {
+                "node-local storage"
+            },
+            if r.dry_run {
+                " (checked, or would be uploaded)"
+            } else {
+                ""
+            }
+        );
+    }
+    for m in &r.members {
+        let what = match &m.action {
+            Action::Created => format!("{would}created and started"),
+            Action::Started => format!("{would}started"),
+            Action::Unchanged => "unchanged".to_string(),
+            Action::Blocked(why) => format!("BLOCKED: {why}"),
+            Action::Failed(why) => format!("FAILED: {why}"),
+        };
+        eprintln!("  {:<10} CT {:<6} {:<8} {what}", m.slot, m.vmid, m.node);
+    }
+    eprintln!(
+        "{} created, {} started, {} unchanged, {} blocked, {} failed in {:.1}s; {} API calls (GET {}, POST {}, PUT {}, DELETE {}; {} retried)",
+        r.count(|a| *a == Action::Created),
+        r.count(|a| *a == Action::Started),
+        r.count(|a| *a == Action::Unchanged),
+        r.count(|a| matches!(a, Action::Blocked(_))),
+        r.count(|a| matches!(a, Action::Failed(_))),
+        r.elapsed_ms as f64 / 1000.0,
+        calls.total(),
+        calls.get,
+        calls.post,
+        calls.put,
+        calls.delete,
+        calls.retries,
+    );
+}

@@ -1,0 +1,382 @@
+//! `haimg deploy`, written once against [`Backend`].
+//!
+//! Converges the target to the spec: every member exists on its node, carries
+//! the tags of the current template, and runs. Steps:
+//! 1. one inventory call: which VMIDs exist, where, with which tags;
+//! 2. classify each member: create, start, unchanged, or blocked (VMID held
+//!    by a foreign guest, member on another node, member of an older template:
+//!    replacing a running member is a blue/green rollout, which is not built yet);
+//! 3. upload the templates the creates need, once per shared storage or once
+//!    per node otherwise; an upload whose content hash is already stored is skipped;
+//! 4. per node, in parallel across nodes and in spec order within a node:
+//!    create stopped (`start=0`), then start.
+//!
+//! A failure of one member does not stop the others; the report lists each.
+//! Run twice, the second run changes nothing. Dry-run goes through the same
+//! path; the backend records instead of sending.
+
+pub mod members;
+pub mod tags;
+pub mod templates;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use haimg_model::{Cluster, Member, Role};
+use serde::Serialize;
+
+use self::tags::MemberTags;
+use self::templates::LocalTemplate;
+use crate::backend::{Backend, BackendError, ContainerStatus, PowerState, StoredTemplate};
+
+/// What happened (or, in dry-run, would happen) to one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "detail")]
+pub enum Action {
+    /// Created stopped and started.
+    Created,
+    /// Existed stopped; started.
+    Started,
+    Unchanged,
+    /// Not touched: the target holds something haimg must not change on its own.
+    Blocked(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberReport {
+    pub slot: String,
+    pub role: Role,
+    pub vmid: u32,
+    pub node: String,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadReport {
+    pub role: Role,
+    /// The node the upload went to (for shared storage, the one of all).
+    pub node: String,
+    pub volid: String,
+    /// Whether the storage is shared by every node.
+    pub shared: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub members: Vec<MemberReport>,
+    pub uploads: Vec<UploadReport>,
+    pub elapsed_ms: u128,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.members
+            .iter()
+            .all(|m| !matches!(m.action, Action::Blocked(_) | Action::Failed(_)))
+    }
+
+    pub fn count(&self, f: impl Fn(&Action) -> bool) -> usize {
+        self.members.iter().filter(|m| f(&m.action)).count()
+    }
+}
+
+/// The deploy could not start at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("failed to read the target's inventory: {0}")]
+    Inventory(#[source] BackendError),
+    #[error("failed to read the target's capabilities: {0}")]
+    Capabilities(#[source] BackendError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Todo {
+    Create,
+    Start,
+}
+
+/// Decide what a member needs, given what holds its VMID.
+fn classify(
+    cluster: &Cluster,
+    m: &Member,
+    want: &MemberTags,
+    found: Option<&ContainerStatus>,
+) -> Result<Option<Todo>, Action> {
+    let Some(ct) = found else {
+        return Ok(Some(Todo::Create));
+    };
+    let Some(have) = MemberTags::parse(&ct.tags) else {
+        return Err(Action::Blocked(format!(
+            "VMID {} is held by guest {:?} on {} that haimg did not create (no 'haimg' tag); free the VMID or change the member's vmid in the spec",
+            m.vmid, ct.name, ct.node
+        )));
+    };
+    if have.cluster.as_deref() != Some(cluster.name.as_str())
+        || have.slot.as_deref() != Some(m.slot.as_str())
+    {
+        return Err(Action::Blocked(format!(
+            "CT {} belongs to cluster {:?} slot {:?}, not {} slot {}; free the VMID or change the spec",
+            m.vmid,
+            have.cluster.as_deref().unwrap_or("?"),
+            have.slot.as_deref().unwrap_or("?"),
+            cluster.name,
+            m.slot
+        )));
+    }
+    if ct.node != m.node {
+        return Err(Action::Blocked(format!(
+            "CT {} runs on node {}, the spec places it on {}; haimg does not migrate containers: move it in Proxmox or change the spec",
+            m.vmid, ct.node, m.node
+        )));
+    }
+    if !have.same_deployment(want) {
+        return Err(Action::Blocked(format!(
+            "CT {} runs version {} (template {}), the spec wants {} (template {}); replacing a member is a blue/green rollout, which haimg does not do yet",
+            m.vmid,
+            have.version.as_deref().unwrap_or("?"),
+            have.template.as_deref().unwrap_or("?"),
+            want.version.as_deref().unwrap_or("?"),
+            want.template.as_deref().unwrap_or("?"),
+        )));
+    }
+    Ok(match ct.state {
+        PowerState::Running => None,
+        PowerState::Stopped => Some(Todo::Start),
+    })
+}
+
+/// Converge the target to `cluster`, using the built `templates`.
+pub fn deploy<B: Backend + Sync>(
+    backend: &B,
+    cluster: &Cluster,
+    templates: &BTreeMap<Role, LocalTemplate>,
+    dry_run: bool,
+) -> Result<Report, DeployError> {
+    let started = Instant::now();
+    let inventory = backend.inventory().map_err(DeployError::Inventory)?;
+    let by_vmid: BTreeMap<u32, &ContainerStatus> = inventory.iter().map(|c| (c.vmid, c)).collect();
+
+    let mut reports: BTreeMap<u32, MemberReport> = BTreeMap::new();
+    let mut todo: Vec<(&Member, Todo)> = Vec::new();
+    for m in cluster.members() {
+        let want = members::member_tags(cluster, m, &templates[&m.role]);
+        let action = match classify(cluster, m, &want, by_vmid.get(&m.vmid).copied()) {
+            Ok(Some(t)) => {
+                todo.push((m, t));
+                continue;
+            }
+            Ok(None) => Action::Unchanged,
+            Err(a) => a,
+        };
+        reports.insert(m.vmid, report(m, action));
+    }
+
+    let creates: Vec<&Member> = todo
+        .iter()
+        .filter(|(_, t)| *t == Todo::Create)
+        .map(|(m, _)| *m)
+        .collect();
+    let mut uploads = Vec::new();
+    let mut stored: BTreeMap<(String, Role), Result<StoredTemplate, String>> = BTreeMap::new();
+    let caps = if creates.is_empty() {
+        None
+    } else {
+        Some(backend.capabilities().map_err(DeployError::Capabilities)?)
+    };
+    if !creates.is_empty() {
+        let (s, u) = upload_phase(backend, cluster, templates, &creates);
+        stored = s;
+        uploads = u;
+    }
+
+    // Per node, in parallel; within a node in spec order.
+    let mut per_node: BTreeMap<&str, Vec<(&Member, Todo)>> = BTreeMap::new();
+    for (m, t) in &todo {
+        per_node.entry(m.node.as_str()).or_default().push((m, *t));
+    }
+    let results: Vec<MemberReport> = std::thread::scope(|s| {
+        let handles: Vec<_> = per_node
+            .values()
+            .map(|list| {
+                let stored = &stored;
+                s.spawn(move || {
+                    list.iter()
+                        .map(|(m, t)| {
+                            let action = match t {
+                                Todo::Start => match backend.start(&m.node, m.vmid) {
+                                    Ok(()) => Action::Started,
+                                    Err(e) => Action::Failed(e.to_string()),
+                                },
+                                Todo::Create => match &stored[&(m.node.clone(), m.role)] {
+                                    Err(e) => {
+                                        Action::Failed(format!("template upload failed: {e}"))
+                                    }
+                                    Ok(st) => {
+                                        // Invariant: caps is Some whenever a create is planned.
+                                        let caps = caps.unwrap_or(crate::backend::Capabilities {
+                                            env: false,
+                                            entrypoint: false,
+                                            host_managed: false,
+                                        });
+                                        let spec = members::container_spec(
+                                            cluster,
+                                            m,
+                                            &templates[&m.role],
+                                            st,
+                                            caps,
+                                        );
+                                        match backend
+                                            .create(&spec)
+                                            .and_then(|()| backend.start(&m.node, m.vmid))
+                                        {
+                                            Ok(()) => Action::Created,
+                                            Err(e) => Action::Failed(e.to_string()),
+                                        }
+                                    }
+                                },
+                            };
+                            report(m, action)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    for r in results {
+        reports.insert(r.vmid, r);
+    }
+    // Report in spec order.
+    let members = cluster
+        .members()
+        .filter_map(|m| reports.remove(&m.vmid))
+        .collect();
+    Ok(Report {
+        dry_run,
+        members,
+        uploads,
+        elapsed_ms: started.elapsed().as_millis(),
+    })
+}
+
+fn report(m: &Member, action: Action) -> MemberReport {
+    MemberReport {
+        slot: m.slot.clone(),
+        role: m.role,
+        vmid: m.vmid,
+        node: m.node.clone(),
+        action,
+    }
+}
+
+type Stored = BTreeMap<(String, Role), Result<StoredTemplate, String>>;
+
+/// Upload what the creates need; returns the stored template per (node, role).
+fn upload_phase<B: Backend + Sync>(
+    backend: &B,
+    cluster: &Cluster,
+    templates: &BTreeMap<Role, LocalTemplate>,
+    creates: &[&Member],
+) -> (Stored, Vec<UploadReport>) {
+    // Which roles each node needs, nodes in proxmox.nodes order.
+    let order = |n: &str| {
+        cluster
+            .proxmox
+            .nodes
+            .iter()
+            .position(|x| x == n)
+            .unwrap_or(usize::MAX)
+    };
+    let mut needs: BTreeMap<(usize, String), BTreeSet<Role>> = BTreeMap::new();
+    for m in creates {
+        needs
+            .entry((order(&m.node), m.node.clone()))
+            .or_default()
+            .insert(m.role);
+    }
+    let mut stored: Stored = BTreeMap::new();
+    // Shared storage: the first node that needs a role uploads it for all.
+    let mut jobs: BTreeMap<String, Vec<Role>> = BTreeMap::new();
+    let mut shared_done: BTreeMap<Role, String> = BTreeMap::new();
+    let mut shared_of: BTreeMap<String, bool> = BTreeMap::new();
+    for ((_, node), roles) in &needs {
+        let shared = match backend.template_storage_shared(node) {
+            Ok(s) => s,
+            Err(e) => {
+                for r in roles {
+                    stored.insert((node.clone(), *r), Err(e.to_string()));
+                }
+                continue;
+            }
+        };
+        shared_of.insert(node.clone(), shared);
+        for r in roles {
+            if shared {
+                if let Some(first) = shared_done.get(r) {
+                    if first != node {
+                        continue; // filled in from `first` below
+                    }
+                }
+                shared_done.insert(*r, node.clone());
+            }
+            jobs.entry(node.clone()).or_default().push(*r);
+        }
+    }
+    let done: Vec<(String, Role, Result<StoredTemplate, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(node, roles)| {
+                s.spawn(move || {
+                    roles
+                        .iter()
+                        .map(|r| {
+                            let t = &templates[r];
+                            let res = backend
+                                .upload_template(node, &t.path, &t.sha256)
+                                .map_err(|e| e.to_string());
+                            (node.clone(), *r, res)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut uploads = Vec::new();
+    for (node, role, res) in done {
+        let shared = shared_of.get(&node).copied().unwrap_or(false);
+        if let Ok(t) = &res {
+            uploads.push(UploadReport {
+                role,
+                node: node.clone(),
+                volid: t.volid.clone(),
+                shared,
+            });
+        }
+        stored.insert((node, role), res);
+    }
+    // Nodes on shared storage use the upload made through another node.
+    for ((_, node), roles) in &needs {
+        for r in roles {
+            if stored.contains_key(&(node.clone(), *r)) {
+                continue;
+            }
+            let via = shared_done.get(r).cloned().unwrap_or_default();
+            let res = stored
+                .get(&(via.clone(), *r))
+                .cloned()
+                .unwrap_or_else(|| Err(format!("no upload of the {r} template through {via}")));
+            stored.insert((node.clone(), *r), res);
+        }
+    }
+    (stored, uploads)
+}

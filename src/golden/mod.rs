@@ -1,0 +1,8 @@
+//! Golden-image tests: boot the built templates on the local backend and check
+//! the cluster as a user sees it through the VIP (DESIGN §8).
+//!
+//! [`load`] is the bounded load generator, [`report`] the result shape.
+
+pub mod load;
+pub mod report;
+pub mod scenarios;

@@ -1,0 +1,559 @@
+//! The golden scenarios: the cluster checked as a user sees it, through the VIP.
+//!
+//! Each scenario drives a [`Testbed`] (a running cluster plus a way to kill,
+//! halt, start and exec into members) and returns an [`Outcome`] with measured
+//! figures. Scenarios wait on conditions with deadlines, never on fixed
+//! sleeps, and every loop is bounded in count and time. Scenarios that break
+//! something (a killed container) restore it before returning.
+//!
+//! Client traffic comes from addresses the testbed provides, a distinct one
+//! per scenario, because nginx's rate limit and `ip_hash` both key on the
+//! client address and one scenario must not spend another's budget.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use haimg_model::{Cluster, Role};
+
+use super::load::{self, LoadSpec, Response};
+use super::report::Outcome;
+
+/// A running cluster the scenarios can observe and break.
+pub trait Testbed: Sync {
+    fn cluster(&self) -> &Cluster;
+    /// The network namespace client traffic starts in (`/run/netns/<name>`).
+    fn client_netns(&self) -> Option<PathBuf>;
+    /// A client address outside the cluster network, distinct per `n` /24.
+    fn client_source(&self, n: u8) -> Ipv4Addr;
+    /// The deploy host's address (allowed to reach health ports).
+    fn admin_source(&self) -> Ipv4Addr;
+    /// Hard stop (power cut).
+    fn kill(&self, slot: &str) -> anyhow::Result<()>;
+    /// The halt signal, waiting up to `timeout` for a clean stop.
+    fn halt(&self, slot: &str, timeout: Duration) -> anyhow::Result<()>;
+    fn start(&self, slot: &str) -> anyhow::Result<()>;
+    /// Run a command inside a member.
+    fn exec(&self, slot: &str, argv: &[&str]) -> anyhow::Result<std::process::Output>;
+    /// Is a template for this role built and deployed?
+    fn has_role(&self, role: Role) -> bool;
+}
+
+/// Every scenario, in the order `haimg test` runs them (shutdown last: it stops the cluster).
+pub const ALL: [&str; 8] = [
+    "http",
+    "sticky",
+    "rate-limit",
+    "vip-failover",
+    "webapp-loss",
+    "app-crash",
+    "mongo-rs0",
+    "shutdown",
+];
+
+pub fn run(name: &str, tb: &dyn Testbed) -> Outcome {
+    let result = match name {
+        "http" => http(tb),
+        "sticky" => sticky(tb),
+        "rate-limit" => rate_limit(tb),
+        "vip-failover" => vip_failover(tb),
+        "webapp-loss" => webapp_loss(tb),
+        "app-crash" => app_crash(tb),
+        "mongo-rs0" => mongo_rs0(tb),
+        "shutdown" => shutdown(tb),
+        other => Err(anyhow::anyhow!("unknown scenario {other:?}")),
+    };
+    result.unwrap_or_else(|e| {
+        let mut o = Outcome::new(name);
+        o.fail(format!("{e:#}"));
+        o
+    })
+}
+
+fn vip(tb: &dyn Testbed) -> SocketAddr {
+    let c = tb.cluster();
+    SocketAddr::new(c.network.vip.into(), c.lb.nginx.listen_port)
+}
+
+fn spec_from(tb: &dyn Testbed, target: SocketAddr, path: &str, source: Ipv4Addr) -> LoadSpec {
+    let mut s = LoadSpec::new(target, path);
+    s.source = Some(source.into());
+    s.netns = tb.client_netns();
+    s
+}
+
+/// One request from `source`, from the client netns.
+fn probe(
+    tb: &dyn Testbed,
+    target: SocketAddr,
+    path: &str,
+    source: Ipv4Addr,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let mut s = spec_from(tb, target, path, source);
+    s.timeout = timeout;
+    s.total = 1;
+    s.concurrency = 1;
+    // A scoped thread: setns must not move the caller's thread.
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            if let Some(ns) = &s.netns {
+                load::enter_netns(ns)?;
+            }
+            load::get(&s)
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("probe thread panicked"))?
+    })
+}
+
+/// Poll `f` every `every` until it returns `Some`, or give up at `deadline`.
+fn wait_for<T>(deadline: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(every); // polling interval
+    }
+}
+
+/// The `slot` field of `/api/health`.
+fn health_slot(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v.get("slot")?.as_str().map(str::to_string)
+}
+
+fn http(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    let mut o = Outcome::new("http");
+    let t0 = Instant::now();
+    let r = probe(
+        tb,
+        vip(tb),
+        "/",
+        tb.client_source(1),
+        Duration::from_secs(5),
+    )?;
+    o.figure("latency_ms", t0.elapsed().as_secs_f64() * 1000.0);
+    o.figure("status", r.status as usize);
+    o.expect(r.status == 200, format!("GET / answered {}", r.status));
+    let text = r.body.replace("<!-- -->", "");
+    let slot = tb
+        .cluster()
+        .webapp
+        .members
+        .iter()
+        .find(|m| text.contains(&format!("served by {}", m.slot)));
+    match slot {
+        Some(m) => {
+            o.figure("served_by", m.slot.as_str());
+        }
+        None => {
+            o.fail("the page does not name a webapp slot (\"served by <slot>\")");
+        }
+    }
+    if let Some(lb) = r.served_by {
+        o.figure("lb", lb);
+    }
+    Ok(o)
+}
+
+fn sticky(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    let mut o = Outcome::new("sticky");
+    let slot_from = |src: Ipv4Addr| -> anyhow::Result<String> {
+        let r = probe(tb, vip(tb), "/api/health", src, Duration::from_secs(5))?;
+        health_slot(&r.body).ok_or_else(|| anyhow::anyhow!("/api/health has no slot: {:?}", r.body))
+    };
+    let one = tb.client_source(2);
+    let mut slots = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        slots.insert(slot_from(one)?);
+    }
+    o.figure("requests", 20usize)
+        .figure("distinct_backends", slots.len());
+    o.expect(
+        slots.len() == 1,
+        format!("one client reached {} webapps", slots.len()),
+    );
+    // ip_hash keys on the first three octets: another address in the same /24 lands on the same backend.
+    let o3 = one.octets();
+    let neighbour = Ipv4Addr::new(o3[0], o3[1], o3[2], o3[3].wrapping_add(1).max(2));
+    let same = slot_from(neighbour)? == *slots.iter().next().unwrap_or(&String::new());
+    o.figure("same_24_same_backend", if same { "yes" } else { "no" });
+    if tb.cluster().lb.nginx.upstream_hash == haimg_model::UpstreamHash::IpHash {
+        o.expect(
+            same,
+            "ip_hash sent two clients of one /24 to different backends",
+        );
+    }
+    let spread: std::collections::BTreeSet<String> = (10..18)
+        .filter_map(|n| slot_from(tb.client_source(n)).ok())
+        .collect();
+    o.figure("backends_over_8_subnets", spread.len());
+    Ok(o)
+}
+
+fn rate_limit(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    let mut o = Outcome::new("rate-limit");
+    let rl = &tb.cluster().lb.nginx.rate_limit;
+    let mut s = spec_from(tb, vip(tb), "/api/health", tb.client_source(3));
+    s.total = 300;
+    s.concurrency = 300;
+    s.timeout = Duration::from_secs(20);
+    s.deadline = Duration::from_secs(40);
+    let r = load::run(&s, false)?;
+    let ok = r.count(200);
+    let limited = r.count(rl.status);
+    // Expected: one immediate + `burst` queued + what the rate refills while the burst drains.
+    let expect_max = 1 + rl.burst as usize + (rl.rate_per_s as f64 * r.elapsed_s).ceil() as usize;
+    let expect_min = (rl.burst as usize).saturating_sub(5);
+    o.figure("sent", r.sent)
+        .figure("ok_200", ok)
+        .figure(&format!("limited_{}", rl.status), limited);
+    o.figure("failed", r.failed)
+        .figure("elapsed_s", r.elapsed_s);
+    o.figure("expected_ok", format!("{expect_min}..={expect_max}"));
+    o.expect(
+        r.failed == 0,
+        format!("{} requests failed: {:?}", r.failed, r.failure_samples),
+    );
+    o.expect(
+        (expect_min..=expect_max).contains(&ok),
+        format!("{ok} x 200, expected {expect_min}..={expect_max}"),
+    );
+    o.expect(
+        ok + limited == r.sent,
+        format!(
+            "{} answers were neither 200 nor {}",
+            r.sent - ok - limited,
+            rl.status
+        ),
+    );
+    Ok(o)
+}
+
+/// When a probe was sent, and which lb answered it (`None`: no 200 answer).
+type Samples = Arc<Mutex<Vec<(Instant, Option<String>)>>>;
+
+/// Samples of the VIP taken every 50 ms by a background prober.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    samples: Samples,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(tb: &dyn Testbed, source: Ipv4Addr, max: Duration) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let mut spec = spec_from(tb, vip(tb), "/api/health", source);
+        spec.timeout = Duration::from_millis(300);
+        let (st, sa) = (stop.clone(), samples.clone());
+        let handle = std::thread::spawn(move || {
+            if let Some(ns) = &spec.netns {
+                if load::enter_netns(ns).is_err() {
+                    return;
+                }
+            }
+            let end = Instant::now() + max;
+            while !st.load(Ordering::SeqCst) && Instant::now() < end {
+                let t = Instant::now();
+                let who = load::get(&spec)
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .map(|r| r.served_by.unwrap_or_default());
+                if let Ok(mut g) = sa.lock() {
+                    g.push((t, who));
+                }
+                std::thread::sleep(Duration::from_millis(50)); // probe interval
+            }
+        });
+        Prober {
+            stop,
+            samples,
+            handle: Some(handle),
+        }
+    }
+
+    /// First time at or after `since` that an lb other than `not` answered.
+    fn first_answer_not_from(&self, since: Instant, not: &str) -> Option<Instant> {
+        let g = self.samples.lock().ok()?;
+        g.iter()
+            .find(|(t, who)| *t >= since && who.as_deref().is_some_and(|w| w != not))
+            .map(|(t, _)| *t)
+    }
+
+    fn failures_since(&self, since: Instant) -> usize {
+        self.samples
+            .lock()
+            .map(|g| g.iter().filter(|(t, w)| *t >= since && w.is_none()).count())
+            .unwrap_or(0)
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Wait until the VIP is answered by `hostname`.
+fn wait_vip_on(
+    tb: &dyn Testbed,
+    hostname: &str,
+    source: Ipv4Addr,
+    deadline: Duration,
+) -> Option<Duration> {
+    let t0 = Instant::now();
+    wait_for(deadline, Duration::from_millis(100), || {
+        let r = probe(
+            tb,
+            vip(tb),
+            "/api/health",
+            source,
+            Duration::from_millis(500),
+        )
+        .ok()?;
+        (r.served_by.as_deref() == Some(hostname)).then(|| t0.elapsed())
+    })
+}
+
+fn vip_failover(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    let mut o = Outcome::new("vip-failover");
+    let c = tb.cluster();
+    let master = c
+        .member_by_slot(&c.lb.keepalived.master)
+        .ok_or_else(|| anyhow::anyhow!("no master slot"))?
+        .clone();
+    let src = tb.client_source(4);
+    wait_vip_on(tb, &master.hostname, src, Duration::from_secs(20)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the VIP is not on the master {} before the test",
+            master.slot
+        )
+    })?;
+
+    // Hard stop: the master's container is killed; the VIP moves after master-down (~3 x advert).
+    let prober = Prober::start(tb, src, Duration::from_secs(60));
+    let t_kill = Instant::now();
+    tb.kill(&master.slot)?;
+    let moved = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+        prober.first_answer_not_from(t_kill, &master.hostname)
+    });
+    let hard_fail = prober.failures_since(t_kill);
+    prober.finish();
+    let hard = moved.map(|t| t.duration_since(t_kill).as_secs_f64());
+    o.figure("hard_s", hard.unwrap_or(f64::NAN))
+        .figure("hard_goal_s", 3.6)
+        .figure("hard_failed_probes", hard_fail);
+    o.expect(
+        hard.is_some_and(|s| s <= 4.5),
+        format!("VIP moved after {hard:?} s on a hard stop (goal 3.6 s)"),
+    );
+
+    // Take-back: the master starts again and preempts (highest priority).
+    let t_start = Instant::now();
+    tb.start(&master.slot)?;
+    let back = wait_vip_on(tb, &master.hostname, src, Duration::from_secs(30));
+    o.figure(
+        "takeback_s",
+        back.map(|_| t_start.elapsed().as_secs_f64())
+            .unwrap_or(f64::NAN),
+    );
+    o.expect(
+        back.is_some(),
+        "the master did not take the VIP back within 30 s",
+    );
+
+    // Graceful stop: keepalived leaves first and sends priority 0; the VIP moves at once.
+    let prober = Prober::start(tb, src, Duration::from_secs(60));
+    let t_halt = Instant::now();
+    std::thread::scope(|sc| -> anyhow::Result<()> {
+        let halt = sc.spawn(|| tb.halt(&master.slot, Duration::from_secs(10)));
+        let moved = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            prober.first_answer_not_from(t_halt, &master.hostname)
+        });
+        let grace = moved.map(|t| t.duration_since(t_halt).as_secs_f64());
+        o.figure("graceful_s", grace.unwrap_or(f64::NAN))
+            .figure("graceful_goal_s", 1.0);
+        o.expect(
+            grace.is_some_and(|s| s <= 1.5),
+            format!("VIP moved after {grace:?} s on a graceful stop (goal 1 s)"),
+        );
+        halt.join()
+            .map_err(|_| anyhow::anyhow!("halt panicked"))??;
+        Ok(())
+    })?;
+    o.figure("graceful_failed_probes", prober.failures_since(t_halt));
+    prober.finish();
+    tb.start(&master.slot)?;
+    let back = wait_vip_on(tb, &master.hostname, src, Duration::from_secs(30));
+    o.expect(
+        back.is_some(),
+        "the master did not take the VIP back after the graceful test",
+    );
+    Ok(o)
+}
+
+fn webapp_loss(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    let mut o = Outcome::new("webapp-loss");
+    let src = tb.client_source(5);
+    let r = probe(tb, vip(tb), "/api/health", src, Duration::from_secs(5))?;
+    let victim = health_slot(&r.body).ok_or_else(|| anyhow::anyhow!("/api/health has no slot"))?;
+    let mut s = spec_from(tb, vip(tb), "/api/health", src);
+    s.total = 300;
+    s.concurrency = 8;
+    s.rate_per_s = Some(20.0);
+    s.timeout = Duration::from_secs(10);
+    s.deadline = Duration::from_secs(40);
+    let result = std::thread::scope(|sc| -> anyhow::Result<load::LoadResult> {
+        let load = sc.spawn(|| load::run(&s, false));
+        std::thread::sleep(Duration::from_secs(3)); // let steady load establish before the kill
+        tb.kill(&victim)?;
+        load.join()
+            .map_err(|_| anyhow::anyhow!("load panicked"))?
+            .map_err(Into::into)
+    })?;
+    o.figure("killed", victim.as_str())
+        .figure("sent", result.sent)
+        .figure("failed", result.failed);
+    o.figure("non_200", result.sent - result.failed - result.count(200))
+        .figure("p99_ms", result.p99_ms);
+    o.expect(
+        result.failed == 0,
+        format!(
+            "{} requests failed: {:?}",
+            result.failed, result.failure_samples
+        ),
+    );
+    o.expect(
+        result.count(200) + result.failed == result.sent,
+        "some answers were not 200",
+    );
+    tb.start(&victim)?;
+    Ok(o)
+}
+
+/// The pid of the Next.js server inside a webapp (PM2's child), found through /proc.
+const FIND_APP_PID: &str = "for d in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $d/cmdline 2>/dev/null); \
+    case \"$c\" in next-server*|*/server.js*) echo ${d#/proc/}; exit 0;; esac; done; exit 1";
+
+fn app_crash(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    let mut o = Outcome::new("app-crash");
+    let m = tb
+        .cluster()
+        .webapp
+        .members
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no webapp"))?
+        .clone();
+    let out = tb.exec(&m.slot, &["sh", "-c", FIND_APP_PID])?;
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    anyhow::ensure!(!pid.is_empty(), "no app process found in {}", m.slot);
+    let target = SocketAddr::new(m.ip.into(), tb.cluster().webapp.port);
+    let t0 = Instant::now();
+    tb.exec(&m.slot, &["kill", "-9", &pid])?;
+    let healthy = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        let r = probe(
+            tb,
+            target,
+            "/api/health",
+            tb.admin_source(),
+            Duration::from_millis(500),
+        )
+        .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+        (r.status == 200 && v.get("pid")?.as_u64()?.to_string() != pid).then(|| t0.elapsed())
+    });
+    o.figure("slot", m.slot.as_str()).figure("killed_pid", pid);
+    o.figure(
+        "restart_s",
+        healthy.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN),
+    );
+    o.expect(
+        healthy.is_some(),
+        "PM2 did not bring the app back within 20 s",
+    );
+    Ok(o)
+}
+
+fn mongo_rs0(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    if !tb.has_role(Role::Mongo) {
+        return Ok(Outcome::skip(
+            "mongo-rs0",
+            "no mongo template: mongodb-org-server is not reachable from this machine (see README)",
+        ));
+    }
+    let mut o = Outcome::new("mongo-rs0");
+    o.fail("the mongo-rs0 scenario is not implemented yet");
+    Ok(o)
+}
+
+/// Zombie processes inside a member.
+const COUNT_ZOMBIES: &str = "n=0; for s in /proc/[0-9]*/stat; do case \"$(cut -d' ' -f3 $s 2>/dev/null)\" in Z) n=$((n+1));; esac; done; echo $n";
+
+fn shutdown(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    let mut o = Outcome::new("shutdown");
+    let c = tb.cluster();
+    let mut worst = 0.0f64;
+    let mut zombies = 0usize;
+    for m in c.members().filter(|m| tb.has_role(m.role)) {
+        let out = tb.exec(&m.slot, &["sh", "-c", COUNT_ZOMBIES])?;
+        zombies += String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap_or(0);
+        let t0 = Instant::now();
+        let r = tb.halt(&m.slot, Duration::from_secs(10));
+        let secs = t0.elapsed().as_secs_f64();
+        o.figure(&format!("{}_s", m.slot), secs);
+        worst = worst.max(secs);
+        if let Err(e) = r {
+            o.fail(format!("{} did not stop on the halt signal: {e:#}", m.slot));
+        }
+    }
+    o.figure("worst_s", worst).figure("zombies", zombies);
+    o.expect(
+        worst < 5.0,
+        format!("a member took {worst:.2} s to stop (limit 5 s)"),
+    );
+    o.expect(
+        zombies == 0,
+        format!("{zombies} zombie process(es) before the halt"),
+    );
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_slot_parses() {
+        assert_eq!(
+            health_slot(r#"{"ok":true,"slot":"webapp2"}"#).as_deref(),
+            Some("webapp2")
+        );
+        assert_eq!(health_slot("not json"), None);
+    }
+
+    #[test]
+    fn wait_for_gives_up() {
+        let t0 = Instant::now();
+        let r: Option<()> = wait_for(Duration::from_millis(50), Duration::from_millis(10), || {
+            None
+        });
+        assert!(r.is_none());
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        assert_eq!(
+            wait_for(Duration::from_secs(1), Duration::from_millis(1), || Some(7)),
+            Some(7)
+        );
+    }
+}
