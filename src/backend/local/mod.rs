@@ -354,6 +354,25 @@ impl LocalBackend {
             .and_then(|(_, pid)| pid))
     }
 
+    /// Run `argv` inside the running CT (`lxc-attach`, clean environment with
+    /// a standard PATH) and return its output whatever its exit status.
+    pub fn attach(&self, vmid: u32, argv: &[&str], timeout: Duration) -> Result<cmd::Output> {
+        let rec = self.record(vmid)?;
+        if !self.is_running(&rec.name)? {
+            return Err(LocalError::NotRunning { vmid });
+        }
+        let c = self
+            .lxc("lxc-attach", &rec.name, timeout)
+            .args([
+                "--clear-env",
+                "--set-var",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--",
+            ])
+            .args(argv.iter().copied());
+        Ok(self.runner.run(&c)?)
+    }
+
     /// Every process inside the CT (zombies included, state `Z`), by host
     /// PID: to kill a service from outside (`host::kill`) or to check that
     /// nothing is left unreaped.
