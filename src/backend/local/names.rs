@@ -59,6 +59,13 @@ impl Names {
         format!("h{}v{}", &self.instance[..n], digits)
     }
 
+    /// The prefix every CT veth of this cluster starts with, for VMIDs below
+    /// 10,000,000 (the only ones that get all 6 hex digits): what an nftables
+    /// rule matching "frames to a member" (`oifname "<prefix>*"`) needs.
+    pub fn ct_veth_prefix(&self) -> String {
+        format!("h{}v", &self.instance[..6])
+    }
+
     /// Does `ifname` look like one of this cluster's CT veths?
     pub fn is_ct_veth(&self, ifname: &str) -> bool {
         (3..=6).any(|n| {
@@ -126,5 +133,8 @@ mod tests {
         assert!(!a.is_ct_veth("eth0"));
         let b = Names::new("c", Path::new("/y"));
         assert!(!b.is_ct_veth(&a.ct_veth(100)));
+        assert!(a.ct_veth(100).starts_with(&a.ct_veth_prefix()));
+        assert!(a.ct_veth(9_999_999).starts_with(&a.ct_veth_prefix()));
+        assert!(!a.client_veth().starts_with(&a.ct_veth_prefix()));
     }
 }
