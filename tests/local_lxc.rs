@@ -164,25 +164,14 @@ fn unprivileged_member_lifecycle() {
     assert!(http_get(&out.path(), NGINX1, Duration::from_millis(300)).is_err());
     // a client from another /24: replies go back through the gateway
     b.add_client_address(Ipv4Addr::new(10, 77, 0, 1)).unwrap();
-    let curl = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.netns,
-            "curl",
-            "-s",
-            "-m",
-            "3",
-            "--interface",
-            "10.77.0.1",
-        ])
-        .arg("http://192.168.30.100/")
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&curl.stdout).contains("uts=nginx1"),
-        "{curl:?}"
-    );
+    let page = http_get_from(
+        &net.netns_path,
+        Some(Ipv4Addr::new(10, 77, 0, 1)),
+        NGINX1,
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert!(page.contains("uts=nginx1"), "{page}");
     assert_eq!(
         net.curl_hint("http://192.168.30.100/"),
         format!("ip netns exec {} curl http://192.168.30.100/", net.netns)

@@ -260,8 +260,23 @@ pub fn spec(
 
 /// `GET /` over HTTP/1.0 from inside `netns_path`; the whole response.
 pub fn http_get(netns_path: &Path, ip: Ipv4Addr, timeout: Duration) -> std::io::Result<String> {
+    http_get_from(netns_path, None, ip, timeout)
+}
+
+/// Like [`http_get`], from source address `src` (bound before connecting).
+pub fn http_get_from(
+    netns_path: &Path,
+    src: Option<Ipv4Addr>,
+    ip: Ipv4Addr,
+    timeout: Duration,
+) -> std::io::Result<String> {
     netns::run_in(netns_path, || {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::from((ip, 80)), timeout)?;
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        if let Some(src) = src {
+            sock.bind(&SocketAddr::from((src, 0)).into())?;
+        }
+        sock.connect_timeout(&SocketAddr::from((ip, 80)).into(), timeout)?;
+        let mut s: TcpStream = sock.into();
         s.set_read_timeout(Some(timeout))?;
         s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")?;
         let mut body = String::new();
