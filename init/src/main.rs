@@ -1,5 +1,34 @@
-//! haimg-init: PID 1 of every haimg image (skeleton; see issue 4).
-fn main() {
-    eprintln!("haimg-init[error]: not implemented yet");
-    std::process::exit(1);
+//! haimg-init: PID 1 of every haimg image. A thin binary over the library:
+//! it parses the command line and hands over; see lib.rs for the boot order.
+
+use std::process::ExitCode;
+
+use haimg_init::cli::{self, Command};
+
+fn main() -> ExitCode {
+    let cmd = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            haimg_init::error!("{e}");
+            eprintln!("{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match cmd {
+        Command::Boot => haimg_init::boot::main(),
+        Command::CheckTcp(addr) => haimg_init::boot::check_tcp(&addr),
+        Command::Supervise { file, status } => haimg_init::boot::supervise(&file, &status),
+        Command::Render { root, slot, out } => {
+            haimg_init::boot::render_cmd(&root, &slot, out.as_deref())
+        }
+        Command::BootDir { root, status } => haimg_init::boot::boot_in_dir(&root, &status),
+        Command::Version => {
+            println!("haimg-init {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+    }
 }

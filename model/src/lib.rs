@@ -9,6 +9,7 @@
 mod cluster;
 pub mod image;
 pub mod policy;
+pub mod render;
 pub mod spec;
 pub mod tolerance;
 

@@ -1,0 +1,617 @@
+//! The boot, step by step (DESIGN.md §5), and the other entry points.
+//!
+//! [`main`] is PID 1: mount what it needs, then [`prepare`] (identity,
+//! network, secrets, render), then the supervisor loop until a halt or reboot
+//! signal. Any failure in `prepare` becomes one `haimg-init[error]:` console
+//! line and the `error` of the status file, and the init stays up with no
+//! services: it still reaps, still answers the halt signal, never exits in a
+//! loop. [`Boot::root`] lets tests run the same steps against a directory
+//! instead of `/` (no mounts, no network changes, programs looked up under
+//! the directory).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use haimg_model::image::ImageInfo;
+use haimg_model::render::{self, Extras};
+use haimg_model::{Cluster, Role};
+use serde::Deserialize;
+
+use crate::identity::{self, Evidence, Identity, Runtime};
+use crate::services::{self, Users};
+use crate::status::{IdentitySummary, Status, StatusFile};
+use crate::supervise::process;
+use crate::supervise::{Backoff, Finish, ServiceSpec, Supervisor};
+use crate::{error, info, net, warn};
+
+/// Secrets and overrides delivered in PID 1's environment (Proxmox ≥ 9.1 `env`).
+pub const ENV_MONGO_KEY: &str = "HAIMG_MONGO_KEY";
+pub const ENV_DB_USER: &str = "HAIMG_DB_USER";
+pub const ENV_DB_PASSWORD: &str = "HAIMG_DB_PASSWORD";
+pub const ENV_VRRP_PASS: &str = "HAIMG_VRRP_PASS";
+
+/// Where the boot reads and writes.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    /// `/` as PID 1; a directory in tests.
+    pub root: PathBuf,
+    /// Mount /proc, /run, /dev/shm and configure eth0 (PID 1 only).
+    pub system: bool,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Boot {
+    fn path(&self, abs: &str) -> PathBuf {
+        self.root.join(abs.trim_start_matches('/'))
+    }
+}
+
+/// What `prepare` hands to the supervisor.
+pub struct Prepared {
+    pub cluster: Cluster,
+    pub identity: Identity,
+    pub services: Vec<ServiceSpec>,
+}
+
+/// How the process ends once every service is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Exit,
+    Reboot,
+}
+
+/// PID 1 reboots on request; anything else (tests, `supervise`) only exits,
+/// since reboot(2) outside a container's PID namespace would reboot the host.
+pub fn decide_end(finish: Finish, pid1: bool) -> End {
+    match (finish, pid1) {
+        (Finish::Reboot, true) => End::Reboot,
+        _ => End::Exit,
+    }
+}
+
+fn elapsed(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+/// Read an /etc/haimg file as text.
+fn read_text(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Identity, plan, network, secrets, rendered configs, services. Errors are
+/// the one line the console and the status file show.
+pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared, String> {
+    let image: Option<ImageInfo> = match read_text(&boot.path(haimg_model::image::IMAGE_FILE)) {
+        Ok(t) => match serde_json::from_str(&t) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                st.warnings
+                    .push(format!("{}: {e}", haimg_model::image::IMAGE_FILE));
+                None
+            }
+        },
+        Err(e) => {
+            st.warnings.push(e);
+            None
+        }
+    };
+    st.image = image.clone();
+    let plan_text =
+        read_text(&boot.path(haimg_model::image::PLAN_FILE)).map_err(|e| format!("plan: {e}"))?;
+    let checked = haimg_model::spec::parse_plan_json(&plan_text).map_err(|e| {
+        let first: Vec<String> = e
+            .errors()
+            .take(3)
+            .map(|p| p.to_string().replace('\n', "; "))
+            .collect();
+        format!(
+            "plan: {}: {}",
+            haimg_model::image::PLAN_FILE,
+            first.join(" | ")
+        )
+    })?;
+    let cluster = checked.cluster;
+
+    let eth0 = if boot.system {
+        net::addrs_of("eth0").unwrap_or_else(|e| {
+            st.warnings.push(format!("eth0: {e}"));
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
+    let runtime = Runtime {
+        env: boot
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        uts: if boot.system {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+        } else {
+            boot.env.get("HAIMG_TEST_UTS").cloned()
+        },
+        eth0,
+    };
+    let ev = Evidence::read(&boot.root, runtime);
+    let id = identity::resolve(&cluster, &ev).map_err(|e| format!("identity: {e}"))?;
+    let evidence: Vec<String> = id.evidence.iter().map(|c| c.to_string()).collect();
+    info!(
+        "identity: {} {} (vmid {}, {}) from {} (+{} ms)",
+        id.role,
+        id.member.slot,
+        id.member.vmid,
+        id.address,
+        evidence.join(", "),
+        elapsed(start)
+    );
+    for w in &id.warnings {
+        warn!("identity: {w}");
+    }
+    st.warnings.extend(id.warnings.iter().cloned());
+    st.identity = Some(IdentitySummary {
+        role: id.role.to_string(),
+        slot: id.member.slot.clone(),
+        vmid: id.member.vmid,
+        hostname: id.member.hostname.clone(),
+        address: id.address.to_string(),
+        evidence,
+    });
+    st.boot.identity_ms = Some(elapsed(start));
+    if let Some(img) = &image {
+        if img.role != id.role.as_str() {
+            st.warnings.push(format!(
+                "image.json says role {} but /etc/haimg/role says {}",
+                img.role, id.role
+            ));
+        }
+    }
+
+    if boot.system {
+        let report =
+            net::ensure("eth0", id.address, id.gateway).map_err(|e| format!("network: {e}"))?;
+        info!(
+            "network: {} (+{} ms)",
+            report.summary("eth0"),
+            elapsed(start)
+        );
+    }
+    st.boot.network_ms = Some(elapsed(start));
+
+    let secrets = secrets(&boot.env, id.role)?;
+    let users = Users {
+        mongodb: std::fs::read_to_string(boot.path("/etc/passwd"))
+            .ok()
+            .and_then(|p| services::passwd_lookup(&p, "mongodb")),
+    };
+    let extras = Extras {
+        image_hash: image
+            .as_ref()
+            .map(|i| i.short_hash().to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        memory_mb: services::memory_limit_mb(&boot.path("/sys/fs/cgroup")),
+        mongo_keyfile: secrets.mongo_key.is_some(),
+        db_credentials: secrets.db.clone(),
+        vrrp_pass: secrets.vrrp_pass.clone(),
+    };
+    prepare_role(boot, &id, &secrets, &users)?;
+    let mut n = 0;
+    for t in render::templates_for(id.role) {
+        let baked = boot.path(haimg_model::image::TEMPLATES_DIR).join(t.name);
+        let source = match std::fs::read_to_string(&baked) {
+            Ok(s) => s,
+            Err(e) => {
+                st.warnings.push(format!(
+                    "{}: {e}; using the built-in template",
+                    baked.display()
+                ));
+                warn!("{}: {e}; using the built-in template", baked.display());
+                t.source.to_string()
+            }
+        };
+        let text = render::render(t.name, &source, &cluster, &id.member, &extras)
+            .map_err(|e| format!("render: {e}"))?;
+        // The ecosystem file carries the database password when one is delivered.
+        let mode = if t.role == Role::Webapp && secrets.db.is_some() {
+            0o600
+        } else {
+            0o644
+        };
+        write_file(&boot.path(t.target), text.as_bytes(), mode)
+            .map_err(|e| format!("render: {e}"))?;
+        n += 1;
+    }
+    info!("rendered {n} config(s) (+{} ms)", elapsed(start));
+    st.boot.render_ms = Some(elapsed(start));
+
+    let mut services = services::for_role(&cluster, &id, &users);
+    if !boot.system {
+        for s in &mut services {
+            s.program = boot.path(&s.program.to_string_lossy());
+            for r in &mut s.requires {
+                *r = boot.path(&r.to_string_lossy());
+            }
+        }
+    }
+    Ok(Prepared {
+        cluster,
+        identity: id,
+        services,
+    })
+}
+
+/// Secrets and overrides from the environment, checked.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub mongo_key: Option<String>,
+    pub db: Option<(String, String)>,
+    pub vrrp_pass: Option<String>,
+}
+
+pub fn secrets(env: &BTreeMap<String, String>, role: Role) -> Result<Secrets, String> {
+    let mut s = Secrets::default();
+    if role == Role::Mongo {
+        if let Some(k) = env.get(ENV_MONGO_KEY) {
+            let compact: String = k.chars().filter(|c| !c.is_whitespace()).collect();
+            let ok = (6..=1024).contains(&compact.len())
+                && compact
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+            if !ok {
+                return Err(format!(
+                    "{ENV_MONGO_KEY}: a keyfile is 6 to 1024 base64 characters (got {} characters)",
+                    compact.len()
+                ));
+            }
+            s.mongo_key = Some(compact);
+        }
+    }
+    if role == Role::Webapp {
+        match (env.get(ENV_DB_USER), env.get(ENV_DB_PASSWORD)) {
+            (Some(u), Some(p)) if !u.is_empty() => s.db = Some((u.clone(), p.clone())),
+            (None, None) => {}
+            _ => {
+                return Err(format!(
+                    "{ENV_DB_USER} and {ENV_DB_PASSWORD} must be set together"
+                ))
+            }
+        }
+    }
+    if role == Role::Lb {
+        s.vrrp_pass = env.get(ENV_VRRP_PASS).cloned();
+    }
+    Ok(s)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("failed to write {}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    std::fs::write(path, bytes).map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(fail)
+}
+
+/// Role-specific files and directories the services expect.
+fn prepare_role(
+    boot: &Boot,
+    id: &Identity,
+    secrets: &Secrets,
+    users: &Users,
+) -> Result<(), String> {
+    match id.role {
+        Role::Lb => {
+            std::fs::create_dir_all(boot.path("/run/haimg/keepalived"))
+                .map_err(|e| format!("failed to create /run/haimg/keepalived: {e}"))?;
+            if boot.system {
+                // nginx listens on all addresses, so this is belt and braces for a template
+                // that binds the VIP itself.
+                if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_nonlocal_bind", "1\n") {
+                    warn!("failed to set net.ipv4.ip_nonlocal_bind: {e}");
+                }
+            }
+        }
+        Role::Mongo => {
+            let uid_gid = users.mongodb;
+            if uid_gid.is_none() {
+                warn!("no mongodb user in /etc/passwd; mongod runs as root");
+            }
+            if let Some(key) = &secrets.mongo_key {
+                let p = boot.path(render::MONGO_KEYFILE);
+                write_file(&p, key.as_bytes(), 0o400)?;
+                chown(&p, uid_gid)?;
+            }
+            let db = boot.path(render::MONGO_DB_PATH);
+            std::fs::create_dir_all(&db)
+                .map_err(|e| format!("failed to create {}: {e}", db.display()))?;
+            chown(&db, uid_gid)?;
+        }
+        Role::Webapp => {
+            std::fs::create_dir_all(boot.path(render::PM2_HOME))
+                .map_err(|e| format!("failed to create {}: {e}", render::PM2_HOME))?;
+        }
+    }
+    Ok(())
+}
+
+fn chown(path: &Path, uid_gid: Option<(u32, u32)>) -> Result<(), String> {
+    let Some((u, g)) = uid_gid else { return Ok(()) };
+    std::os::unix::fs::chown(path, Some(u), Some(g))
+        .map_err(|e| format!("failed to chown {}: {e}", path.display()))
+}
+
+/// Mount what PID 1 needs, unless it is there already.
+fn mount_basics() {
+    use nix::mount::{mount, MsFlags};
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let is_mounted = |p: &str| mounted.lines().any(|l| l.split(' ').nth(4) == Some(p));
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let table: [(&str, &str, MsFlags, &str); 3] = [
+        ("/proc", "proc", nosuid | MsFlags::MS_NOEXEC, ""),
+        ("/run", "tmpfs", nosuid, "mode=0755"),
+        (
+            "/dev/shm",
+            "tmpfs",
+            nosuid | MsFlags::MS_NOEXEC,
+            "mode=1777",
+        ),
+    ];
+    for (target, fstype, flags, data) in table {
+        if is_mounted(target) || (target == "/proc" && Path::new("/proc/self").exists()) {
+            continue;
+        }
+        let _ = std::fs::create_dir_all(target);
+        let data = (!data.is_empty()).then_some(data);
+        if let Err(e) = mount(Some(fstype), target, Some(fstype), flags, data) {
+            warn!("failed to mount {fstype} on {target}: {e}");
+        }
+    }
+}
+
+/// PID 1.
+pub fn main() -> ExitCode {
+    let start = Instant::now();
+    let pid1 = nix::unistd::getpid().as_raw() == 1;
+    if !pid1 {
+        error!("not PID 1; refusing to boot this system (see `haimg-init --help`)");
+        return ExitCode::from(2);
+    }
+    mount_basics();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("HAIMG_"))
+        .collect();
+    run_boot(
+        Boot {
+            root: PathBuf::from("/"),
+            system: true,
+            env,
+        },
+        PathBuf::from(haimg_model::image::STATUS_FILE),
+        start,
+        true,
+    )
+}
+
+/// `boot --root DIR`: the same steps against a directory, not as PID 1.
+pub fn boot_in_dir(root: &Path, status: &Path) -> ExitCode {
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("HAIMG_"))
+        .collect();
+    let _ = process::become_subreaper();
+    run_boot(
+        Boot {
+            root: root.to_path_buf(),
+            system: false,
+            env,
+        },
+        status.to_path_buf(),
+        Instant::now(),
+        false,
+    )
+}
+
+fn run_boot(boot: Boot, status_path: PathBuf, start: Instant, pid1: bool) -> ExitCode {
+    info!("haimg-init {} starting", env!("CARGO_PKG_VERSION"));
+    // Block signals before any thread exists, so every thread inherits the mask.
+    let sfd = match process::block_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return idle_forever();
+        }
+    };
+    let mut sf = StatusFile::new(status_path, Status::default());
+    let services = match prepare(&boot, &mut sf.status, start) {
+        Ok(p) => {
+            // Tests run the boot against a directory: no traffic to the plan's addresses.
+            if p.identity.role == Role::Mongo && boot.system {
+                sf.join = Some(crate::join::spawn(&p.cluster, &p.identity));
+            }
+            p.services
+        }
+        Err(msg) => {
+            error!("{msg}");
+            error!("no services started; the init stays up and answers the halt signal");
+            sf.status.error = Some(msg);
+            sf.status.phase = Some(crate::supervise::Phase::Idle);
+            Vec::new()
+        }
+    };
+    sf.publish();
+    let mut sup = Supervisor::new(services, Backoff::default());
+    let finish = process::run(&mut sup, &sfd, start, &mut sf);
+    sf.status.finish = Some(finish);
+    sf.publish();
+    end(finish, pid1)
+}
+
+fn end(finish: Finish, pid1: bool) -> ExitCode {
+    match decide_end(finish, pid1) {
+        End::Reboot => {
+            info!("rebooting");
+            nix::unistd::sync();
+            // reboot(2) returns only on failure; in a container the kernel ends PID 1 instead.
+            let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+            error!("reboot(2) failed: {e}; exiting instead");
+            ExitCode::SUCCESS
+        }
+        End::Exit => {
+            if finish == Finish::Reboot {
+                info!("reboot requested, but not PID 1: exiting instead of reboot(2)");
+            } else {
+                info!("halting");
+            }
+            if pid1 {
+                nix::unistd::sync();
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Last resort when even the signalfd cannot be set up: never exit, never spin.
+fn idle_forever() -> ExitCode {
+    loop {
+        nix::unistd::pause();
+        while let Ok(
+            nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..),
+        ) = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(-1),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        ) {}
+    }
+}
+
+/// `check-tcp ADDR`: keepalived's health check for nginx.
+pub fn check_tcp(addr: &str) -> ExitCode {
+    match addr.parse::<SocketAddr>() {
+        Ok(a) if process::probe(a) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(_) => {
+            error!("check-tcp: {addr:?} is not ADDRESS:PORT");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuperviseFile {
+    services: Vec<ServiceSpec>,
+    #[serde(default)]
+    backoff: Option<Backoff>,
+}
+
+/// `supervise FILE`: run services from a JSON file (tests, debugging).
+pub fn supervise(file: &Path, status: &Path) -> ExitCode {
+    let start = Instant::now();
+    let spec: SuperviseFile = match read_text(file)
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{}: {e}", file.display())))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sfd = match process::block_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let pid1 = nix::unistd::getpid().as_raw() == 1;
+    if !pid1 {
+        if let Err(e) = process::become_subreaper() {
+            warn!("failed to become a subreaper: {e}");
+        }
+    }
+    let mut sf = StatusFile::new(status.to_path_buf(), Status::default());
+    let mut sup = Supervisor::new(spec.services, spec.backoff.unwrap_or_default());
+    let finish = process::run(&mut sup, &sfd, start, &mut sf);
+    sf.status.finish = Some(finish);
+    sf.publish();
+    end(finish, pid1)
+}
+
+/// `render --root DIR --slot SLOT [--out DIR]`: check a rootfs's templates against its plan.
+pub fn render_cmd(root: &Path, slot: &str, out: Option<&Path>) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let plan = read_text(&root.join(haimg_model::image::PLAN_FILE.trim_start_matches('/')))?;
+        let cluster = haimg_model::spec::parse_plan_json(&plan)
+            .map_err(|e| e.to_string())?
+            .cluster;
+        let member = cluster
+            .member_by_slot(slot)
+            .ok_or_else(|| format!("no member {slot:?} in the plan"))?
+            .clone();
+        let extras = Extras {
+            image_hash: "render-check".into(),
+            ..Extras::default()
+        };
+        for t in render::templates_for(member.role) {
+            let p = root
+                .join(haimg_model::image::TEMPLATES_DIR.trim_start_matches('/'))
+                .join(t.name);
+            let src = read_text(&p)?;
+            let text = render::render(t.name, &src, &cluster, &member, &extras)
+                .map_err(|e| e.to_string())?;
+            match out {
+                Some(dir) => write_file(&dir.join(t.name), text.as_bytes(), 0o644)?,
+                None => print!("# ---- {} ----\n{text}", t.name),
+            }
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("render: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pid1_reboots() {
+        assert_eq!(decide_end(Finish::Reboot, true), End::Reboot);
+        assert_eq!(decide_end(Finish::Reboot, false), End::Exit);
+        assert_eq!(decide_end(Finish::Halt, true), End::Exit);
+        assert_eq!(decide_end(Finish::Halt, false), End::Exit);
+    }
+
+    #[test]
+    fn secrets_are_checked() {
+        let env = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = secrets(&env(&[(ENV_MONGO_KEY, "abc def\nghi=")]), Role::Mongo).unwrap();
+        assert_eq!(s.mongo_key.as_deref(), Some("abcdefghi="));
+        assert_eq!(
+            secrets(&env(&[(ENV_MONGO_KEY, "a!")]), Role::Mongo).unwrap_err(),
+            "HAIMG_MONGO_KEY: a keyfile is 6 to 1024 base64 characters (got 2 characters)"
+        );
+        assert_eq!(
+            secrets(&env(&[(ENV_DB_USER, "app")]), Role::Webapp).unwrap_err(),
+            "HAIMG_DB_USER and HAIMG_DB_PASSWORD must be set together"
+        );
+        // Secrets for another role are not picked up.
+        assert!(secrets(&env(&[(ENV_MONGO_KEY, "a!")]), Role::Lb)
+            .unwrap()
+            .mongo_key
+            .is_none());
+    }
+}

@@ -1,0 +1,265 @@
+//! The few bytes of the MongoDB wire protocol the init needs: OP_MSG
+//! (opCode 2013) with one body section (kind 0), over a blocking TCP stream
+//! with timeouts. Documents are encoded and decoded by the `bson` crate.
+//!
+//! Layout (MongoDB wire protocol, OP_MSG): a 16-byte header
+//! (`messageLength`, `requestID`, `responseTo`, `opCode`, little-endian
+//! int32), `flagBits` (uint32), then sections; kind 0 is one BSON document.
+//! If `flagBits` has `checksumPresent` (bit 0) a CRC-32C trails the message;
+//! the init never asks for one and skips it when present. Replies larger than
+//! [`MAX_MESSAGE`] are refused.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bson::{Bson, Document};
+
+pub const OP_MSG: i32 = 2013;
+/// The server's maxMessageSizeBytes default.
+pub const MAX_MESSAGE: usize = 48_000_000;
+const CHECKSUM_PRESENT: u32 = 1;
+const MORE_TO_COME: u32 = 1 << 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("{addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{addr}: malformed reply: {detail}")]
+    Malformed { addr: SocketAddr, detail: String },
+    #[error("{addr}: bson: {detail}")]
+    Bson { addr: SocketAddr, detail: String },
+}
+
+/// Encode `cmd` (with `$db` added) as one OP_MSG.
+pub fn encode(request_id: i32, cmd: &Document, db: &str) -> Result<Vec<u8>, String> {
+    let mut doc = cmd.clone();
+    doc.insert("$db", db);
+    let body = doc.to_vec().map_err(|e| e.to_string())?;
+    let len = 16 + 4 + 1 + body.len();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&(len as i32).to_le_bytes());
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&OP_MSG.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The parts of a decoded OP_MSG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Msg {
+    pub request_id: i32,
+    pub response_to: i32,
+    pub flags: u32,
+    pub body: Document,
+}
+
+/// Decode one whole OP_MSG (header included).
+pub fn decode(bytes: &[u8]) -> Result<Msg, String> {
+    if bytes.len() < 21 {
+        return Err(format!("{} bytes is shorter than an OP_MSG", bytes.len()));
+    }
+    let i32_at =
+        |o: usize| i32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let len = i32_at(0);
+    if len as usize != bytes.len() {
+        return Err(format!("length field {len} but {} bytes", bytes.len()));
+    }
+    let op = i32_at(12);
+    if op != OP_MSG {
+        return Err(format!("opCode {op}, expected {OP_MSG} (OP_MSG)"));
+    }
+    let flags = i32_at(16) as u32;
+    let end = if flags & CHECKSUM_PRESENT != 0 {
+        bytes
+            .len()
+            .checked_sub(4)
+            .filter(|e| *e >= 21)
+            .ok_or("checksum flag without room for one")?
+    } else {
+        bytes.len()
+    };
+    let mut body = None;
+    let mut off = 20;
+    while off < end {
+        let kind = bytes[off];
+        off += 1;
+        let size = bytes
+            .get(off..off + 4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or("truncated section")?;
+        if size < 5 || off + size > end {
+            return Err(format!("section size {size} does not fit"));
+        }
+        match kind {
+            0 => {
+                let doc =
+                    Document::from_reader(&bytes[off..off + size]).map_err(|e| e.to_string())?;
+                body = Some(doc);
+            }
+            1 => {} // document sequences: never sent by a server in a command reply
+            k => return Err(format!("unknown section kind {k}")),
+        }
+        off += size;
+    }
+    Ok(Msg {
+        request_id: i32_at(4),
+        response_to: i32_at(8),
+        flags,
+        body: body.ok_or("no body section")?,
+    })
+}
+
+/// One connection to a mongod.
+pub struct Conn {
+    addr: SocketAddr,
+    stream: TcpStream,
+    next_id: i32,
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, WireError> {
+        let io = |source| WireError::Io { addr, source };
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        Ok(Conn {
+            addr,
+            stream,
+            next_id: 1,
+        })
+    }
+
+    /// Replies can take longer than a connect (replSetInitiate checks every member).
+    pub fn set_read_timeout(&mut self, t: Duration) {
+        let _ = self.stream.set_read_timeout(Some(t));
+    }
+
+    /// Run `cmd` against the admin database and return the reply document
+    /// (whatever its `ok`; see [`ok`]).
+    pub fn command(&mut self, cmd: &Document) -> Result<Document, WireError> {
+        let addr = self.addr;
+        let io = |source| WireError::Io { addr, source };
+        let id = self.next_id;
+        self.next_id += 1;
+        let bytes = encode(id, cmd, "admin").map_err(|detail| WireError::Bson { addr, detail })?;
+        self.stream.write_all(&bytes).map_err(io)?;
+        let mut head = [0u8; 4];
+        self.stream.read_exact(&mut head).map_err(io)?;
+        let len = i32::from_le_bytes(head);
+        if len < 21 || len as usize > MAX_MESSAGE {
+            return Err(WireError::Malformed {
+                addr,
+                detail: format!("message length {len}"),
+            });
+        }
+        let mut buf = vec![0u8; len as usize];
+        buf[..4].copy_from_slice(&head);
+        self.stream.read_exact(&mut buf[4..]).map_err(io)?;
+        let msg = decode(&buf).map_err(|detail| WireError::Malformed { addr, detail })?;
+        if msg.response_to != id {
+            return Err(WireError::Malformed {
+                addr,
+                detail: format!(
+                    "reply to request {} while waiting for {id}",
+                    msg.response_to
+                ),
+            });
+        }
+        if msg.flags & MORE_TO_COME != 0 {
+            return Err(WireError::Malformed {
+                addr,
+                detail: "moreToCome set on a command reply".into(),
+            });
+        }
+        Ok(msg.body)
+    }
+}
+
+/// A reply's `ok`: servers send 1.0 (double), drivers' fixtures also 1 (int) or true.
+pub fn ok(reply: &Document) -> bool {
+    match reply.get("ok") {
+        Some(Bson::Double(d)) => *d == 1.0,
+        Some(Bson::Int32(i)) => *i == 1,
+        Some(Bson::Int64(i)) => *i == 1,
+        Some(Bson::Boolean(b)) => *b,
+        _ => false,
+    }
+}
+
+/// `(code, codeName, errmsg)` of a failed reply.
+pub fn error_of(reply: &Document) -> (i32, String, String) {
+    let code = match reply.get("code") {
+        Some(Bson::Int32(c)) => *c,
+        Some(Bson::Int64(c)) => *c as i32,
+        Some(Bson::Double(c)) => *c as i32,
+        _ => 0,
+    };
+    let s = |k| reply.get_str(k).unwrap_or("").to_string();
+    (code, s("codeName"), s("errmsg"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn encodes_an_op_msg() {
+        let b = encode(7, &doc! {"hello": 1}, "admin").unwrap();
+        assert_eq!(
+            i32::from_le_bytes(b[0..4].try_into().unwrap()) as usize,
+            b.len()
+        );
+        assert_eq!(i32::from_le_bytes(b[4..8].try_into().unwrap()), 7);
+        assert_eq!(i32::from_le_bytes(b[12..16].try_into().unwrap()), OP_MSG);
+        assert_eq!(&b[16..21], &[0, 0, 0, 0, 0]);
+        let m = decode(&b).unwrap();
+        assert_eq!(m.body, doc! {"hello": 1, "$db": "admin"});
+    }
+
+    #[test]
+    fn skips_a_trailing_checksum() {
+        let mut b = encode(1, &doc! {"ok": 1.0}, "admin").unwrap();
+        b[16] = 1; // checksumPresent
+        b.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        let len = b.len() as i32;
+        b[0..4].copy_from_slice(&len.to_le_bytes());
+        assert!(ok(&decode(&b).unwrap().body));
+    }
+
+    #[test]
+    fn malformed_replies() {
+        let good = encode(1, &doc! {"ok": 1.0}, "admin").unwrap();
+        assert_eq!(
+            decode(&good[..10]).unwrap_err(),
+            "10 bytes is shorter than an OP_MSG"
+        );
+        let mut wrong_op = good.clone();
+        wrong_op[12..16].copy_from_slice(&1i32.to_le_bytes());
+        assert_eq!(
+            decode(&wrong_op).unwrap_err(),
+            "opCode 1, expected 2013 (OP_MSG)"
+        );
+        let mut short = good.clone();
+        short.pop();
+        assert!(decode(&short).unwrap_err().starts_with("length field"));
+        let mut bad_kind = good;
+        bad_kind[20] = 9;
+        assert_eq!(decode(&bad_kind).unwrap_err(), "unknown section kind 9");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = decode(&bytes);
+        }
+    }
+}

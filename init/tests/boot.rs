@@ -1,0 +1,337 @@
+//! The boot steps against a directory (`haimg-init boot --root DIR`), as a
+//! separate process: bad inputs give one `haimg-init[error]:` line, the same
+//! reason in the status file, and an init that stays up (no services, still
+//! answering the halt signal). The good path renders the role's configs into
+//! DIR/run/haimg and spawns the services found under DIR. No network changes,
+//! no mounts, no traffic: outside PID 1 the boot skips them.
+
+use std::fs;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Root {
+    dir: tempfile::TempDir,
+}
+
+impl Root {
+    /// A rootfs as the image build and Proxmox leave it for `slot`.
+    fn new(role: &str, slot: &str, ip: &str) -> Root {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Root { dir };
+        let raw = haimg_model::spec::parse_yaml_raw(haimg_model::DEFAULT_SPEC).unwrap();
+        r.write(
+            "etc/haimg/plan.json",
+            &serde_json::to_string_pretty(&raw).unwrap(),
+        );
+        r.write("etc/haimg/role", &format!("{role}\n"));
+        r.write(
+            "etc/haimg/image.json",
+            &format!(r#"{{"role":"{role}","version":"1.0.0","input_hash":"ab12cd34ef56ab12cd34ef56","source_date_epoch":1700000000}}"#),
+        );
+        for t in haimg_model::render::TEMPLATES
+            .iter()
+            .filter(|t| t.role.as_str() == role)
+        {
+            r.write(&format!("etc/haimg/templates/{}", t.name), t.source);
+        }
+        r.write("etc/hostname", &format!("{slot}\n"));
+        r.write(
+            "etc/network/interfaces",
+            &format!("auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n\taddress {ip}/24\n\tgateway 192.168.30.1\n\n"),
+        );
+        r
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    fn executable(&self, rel: &str, script: &str) {
+        self.write(rel, script);
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.path(rel), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn boot(&self, uts: &str) -> Boot {
+        let log = fs::File::create(self.path("console.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_haimg-init"))
+            .args(["boot", "--root"])
+            .arg(self.dir.path())
+            .env_clear()
+            .env("HAIMG_TEST_UTS", uts)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Boot {
+            child: Some(child),
+            root: self.dir.path().to_path_buf(),
+        }
+    }
+}
+
+struct Boot {
+    child: Option<Child>,
+    root: std::path::PathBuf,
+}
+
+impl Boot {
+    fn status(&self) -> Value {
+        fs::read_to_string(self.root.join("run/haimg/status.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn console(&self) -> String {
+        fs::read_to_string(self.root.join("console.log")).unwrap_or_default()
+    }
+
+    fn wait_for(&self, what: &str, mut cond: impl FnMut(&Boot) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\nstatus: {}\nconsole:\n{}",
+                self.status(),
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// Halt it and return its exit code.
+    fn halt(&mut self) -> i32 {
+        let mut c = self.child.take().unwrap();
+        // SAFETY: kill(2) on the pid of the child this test started.
+        unsafe { libc::kill(c.id() as i32, libc::SIGPWR) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not halt\n{}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn errors(&self) -> Vec<String> {
+        self.console()
+            .lines()
+            .filter(|l| l.starts_with("haimg-init[error]: "))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Boot {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Boot, wait for the error in the status file, check it is also the console
+/// line, that the init stays up, and that it still halts cleanly.
+fn fails_and_stays_up(root: &Root, uts: &str, expected: &str) {
+    let mut b = root.boot(uts);
+    b.wait_for("an error in the status file", |b| {
+        b.status()["error"].is_string()
+    });
+    assert_eq!(b.status()["error"], expected);
+    assert_eq!(b.status()["services"], serde_json::json!([]));
+    assert_eq!(b.status()["phase"], "idle");
+    assert_eq!(
+        b.errors(),
+        [
+            format!("haimg-init[error]: {expected}"),
+            "haimg-init[error]: no services started; the init stays up and answers the halt signal"
+                .to_string()
+        ]
+    );
+    assert!(b.running(), "the init exited:\n{}", b.console());
+    assert_eq!(b.halt(), 0);
+    assert_eq!(b.status()["finish"], "halt");
+}
+
+#[test]
+fn missing_role_file() {
+    let r = Root::new("lb", "nginx1", "192.168.30.100");
+    fs::remove_file(r.path("etc/haimg/role")).unwrap();
+    fails_and_stays_up(
+        &r,
+        "nginx1",
+        "identity: /etc/haimg/role: missing; the image must name its role (lb, mongo or webapp)",
+    );
+}
+
+#[test]
+fn unknown_role() {
+    let r = Root::new("lb", "nginx1", "192.168.30.100");
+    r.write("etc/haimg/role", "cache\n");
+    fails_and_stays_up(
+        &r,
+        "nginx1",
+        "identity: /etc/haimg/role: unknown role \"cache\"; expected lb, mongo or webapp",
+    );
+}
+
+#[test]
+fn garbled_interfaces() {
+    let r = Root::new("lb", "nginx1", "192.168.30.100");
+    r.write(
+        "etc/network/interfaces",
+        "iface eth0 inet static\n\taddress 192.168.30.100/24\n\tgateway 192.168.30.x\n",
+    );
+    fails_and_stays_up(
+        &r,
+        "nginx1",
+        "identity: /etc/network/interfaces: line 3: \"192.168.30.x\" is not an IPv4 gateway",
+    );
+}
+
+#[test]
+fn hostname_and_address_disagree() {
+    let r = Root::new("lb", "nginx2", "192.168.30.100");
+    fails_and_stays_up(
+        &r,
+        "nginx2",
+        "identity: kernel hostname \"nginx2\" names nginx2 but /etc/network/interfaces \"192.168.30.100\" names nginx1; expected one of: nginx1 (nginx1, 192.168.30.100), nginx2 (nginx2, 192.168.30.101), nginx3 (nginx3, 192.168.30.102)",
+    );
+}
+
+#[test]
+fn garbled_plan() {
+    let r = Root::new("lb", "nginx1", "192.168.30.100");
+    r.write("etc/haimg/plan.json", "{\"schema_version\": 1,");
+    let mut b = r.boot("nginx1");
+    b.wait_for("an error", |b| b.status()["error"].is_string());
+    let e = b.status()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.starts_with("plan: /etc/haimg/plan.json: error at line 1 column"),
+        "{e}"
+    );
+    assert!(b.running());
+    assert_eq!(b.halt(), 0);
+}
+
+#[test]
+fn a_template_that_fails_to_render() {
+    let r = Root::new("lb", "nginx1", "192.168.30.100");
+    r.write(
+        "etc/haimg/templates/nginx.conf",
+        "worker_processes auto;\nlisten {{ lb.listen_prot }};\n",
+    );
+    fails_and_stays_up(
+        &r,
+        "nginx1",
+        "render: template nginx.conf: undefined value (line 2)",
+    );
+}
+
+#[test]
+fn a_bad_secret() {
+    let r = Root::new("mongo", "mongo2", "192.168.30.104");
+    let log = fs::File::create(r.path("console.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_haimg-init"))
+        .args(["boot", "--root"])
+        .arg(r.dir.path())
+        .env_clear()
+        .env("HAIMG_TEST_UTS", "mongo2")
+        .env("HAIMG_MONGO_KEY", "short")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let b = Boot {
+        child: None,
+        root: r.dir.path().to_path_buf(),
+    };
+    b.wait_for("an error", |b| b.status()["error"].is_string());
+    assert_eq!(
+        b.status()["error"],
+        "HAIMG_MONGO_KEY: a keyfile is 6 to 1024 base64 characters (got 5 characters)"
+    );
+    // The secret itself is never printed.
+    assert!(!b.console().contains("short"));
+    // SAFETY: kill(2) on the pid of the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_missing_service_binary() {
+    // The webapp image without Node: the service fails once, the init stays up.
+    let r = Root::new("webapp", "webapp2", "192.168.30.107");
+    let mut b = r.boot("webapp2");
+    b.wait_for("the service to fail", |b| {
+        b.status()["services"][0]["state"] == "failed"
+    });
+    let reason = b.status()["services"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let node = r.path("opt/node/bin/node");
+    assert_eq!(reason, format!("{} not found", node.display()));
+    assert_eq!(
+        b.errors(),
+        [format!(
+            "haimg-init[error]: pm2-runtime: {reason}; not restarting"
+        )]
+    );
+    // The config was rendered all the same.
+    let eco = fs::read_to_string(r.path("run/haimg/pm2/ecosystem.config.js")).unwrap();
+    assert!(eco.contains("\"HOSTNAME\": \"192.168.30.107\""));
+    assert!(b.running());
+    assert_eq!(b.halt(), 0);
+}
+
+#[test]
+fn a_good_boot_renders_and_spawns() {
+    let r = Root::new("lb", "nginx2", "192.168.30.101");
+    // Stand-ins for the image's programs (they only need to run; nothing here tests nginx).
+    r.executable("usr/sbin/nginx", "#!/bin/sh\nexec sleep 1000\n");
+    r.executable("usr/sbin/keepalived", "#!/bin/sh\nexec sleep 1000\n");
+    let mut b = r.boot("nginx2");
+    b.wait_for("nginx to be spawned", |b| {
+        b.status()["services"][0]["pid"].is_number()
+    });
+    let st = b.status();
+    assert_eq!(st["error"], Value::Null);
+    assert_eq!(st["identity"]["slot"], "nginx2");
+    assert_eq!(st["identity"]["address"], "192.168.30.101/24");
+    assert_eq!(st["image"]["input_hash"], "ab12cd34ef56ab12cd34ef56");
+    for k in ["identity_ms", "network_ms", "render_ms"] {
+        assert!(st["boot"][k].is_number(), "{k}: {st}");
+    }
+    let nginx = fs::read_to_string(r.path("run/haimg/nginx/nginx.conf")).unwrap();
+    assert!(nginx.contains("# nginx for nginx2 (haimg 1.0.0, image ab12cd34ef56)."));
+    let ka = fs::read_to_string(r.path("run/haimg/keepalived/keepalived.conf")).unwrap();
+    assert!(ka.contains("state BACKUP") && ka.contains("priority 100"));
+    let c = b.console();
+    assert!(c.contains("haimg-init[info]: identity: lb nginx2 (vmid 101, 192.168.30.101/24) from kernel hostname \"nginx2\", /etc/network/interfaces \"192.168.30.101\""), "{c}");
+    assert!(c.contains("haimg-init[info]: rendered 2 config(s)"), "{c}");
+    assert!(c.contains("haimg-init[info]: nginx started pid"), "{c}");
+    assert!(b.errors().is_empty(), "{c}");
+    assert_eq!(b.halt(), 0);
+}

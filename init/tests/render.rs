@@ -1,0 +1,165 @@
+//! Snapshots of every boot-time config for every slot of every role, rendered
+//! from the committed templates (`roles/<role>/templates/`), plus the options
+//! the default plan does not exercise and the errors a broken template gives.
+
+use haimg_model::render::{self, Extras, RenderError, TEMPLATES};
+use haimg_model::{Cluster, Role};
+
+fn spec(patch: impl FnOnce(&mut String)) -> Cluster {
+    let mut text = haimg_model::DEFAULT_SPEC.to_string();
+    patch(&mut text);
+    haimg_model::spec::parse_yaml(&text)
+        .expect("spec is valid")
+        .cluster
+}
+
+fn extras() -> Extras {
+    Extras {
+        image_hash: "0123456789ab".into(),
+        ..Extras::default()
+    }
+}
+
+#[test]
+fn every_slot_of_every_role() {
+    let c = spec(|_| {});
+    let mut n = 0;
+    for role in Role::ALL {
+        for m in c.members_of(role) {
+            for t in render::templates_for(role) {
+                let out = render::render_default(t, &c, m, &extras()).unwrap();
+                insta::assert_snapshot!(format!("{}@{}", t.name, m.slot), out);
+                n += 1;
+            }
+        }
+    }
+    // 3 lb × 2 + 3 mongo × 1 + 3 webapp × 1
+    assert_eq!(n, 12);
+}
+
+#[test]
+fn nginx_consistent_hash_and_tls() {
+    let c = spec(|t| {
+        *t = t.replace(
+            "upstream_hash: ip_hash",
+            "upstream_hash: remote_addr_consistent",
+        );
+        *t = t.replace(
+            "      listen_port: 80\n",
+            "      listen_port: 80\n      tls: { certificate: /etc/haimg/tls/cert.pem, certificate_key: /run/haimg/tls/key.pem }\n",
+        );
+    });
+    let m = &c.lb.members[1];
+    let out = render::render_default(&TEMPLATES[0], &c, m, &extras()).unwrap();
+    assert!(out.contains("hash $remote_addr consistent;"));
+    assert!(!out.contains("ip_hash;"));
+    assert!(out.contains("listen 443 ssl"));
+    insta::assert_snapshot!("nginx.conf@nginx2-consistent-tls", out);
+}
+
+#[test]
+fn keepalived_multicast_and_pass_override() {
+    let c = spec(|t| *t = t.replace("mode: unicast", "mode: multicast"));
+    let m = &c.lb.members[2];
+    let e = Extras {
+        vrrp_pass: Some("s3cret!".into()),
+        ..extras()
+    };
+    let out = render::render_default(&TEMPLATES[1], &c, m, &e).unwrap();
+    assert!(!out.contains("unicast_peer"));
+    assert!(out.contains("auth_pass s3cret!"));
+    insta::assert_snapshot!("keepalived.conf@nginx3-multicast", out);
+
+    let bad = Extras {
+        vrrp_pass: Some("too long password".into()),
+        ..extras()
+    };
+    let err = render::render_default(&TEMPLATES[1], &c, m, &bad).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "HAIMG_VRRP_PASS must be 1 to 8 printable characters without spaces or quotes"
+    );
+}
+
+#[test]
+fn mongod_keyfile_and_cgroup_memory() {
+    let c = spec(|_| {});
+    let m = &c.mongo.members[0];
+    let e = Extras {
+        mongo_keyfile: true,
+        memory_mb: Some(4096),
+        ..extras()
+    };
+    let out = render::render_default(&TEMPLATES[2], &c, m, &e).unwrap();
+    assert!(out.contains("keyFile: /run/haimg/mongod/keyfile"));
+    assert!(out.contains("cacheSizeGB: 1.50"));
+    insta::assert_snapshot!("mongod.conf@mongo1-keyfile-4g", out);
+}
+
+#[test]
+fn wiredtiger_cache_sizes() {
+    assert_eq!(render::wiredtiger_cache_centi_gb(256), 25);
+    assert_eq!(render::wiredtiger_cache_centi_gb(1536), 25);
+    assert_eq!(render::wiredtiger_cache_centi_gb(2048), 50);
+    assert_eq!(render::wiredtiger_cache_centi_gb(3000), 96);
+    assert_eq!(render::wiredtiger_cache_centi_gb(65536), 3150);
+}
+
+#[test]
+fn ecosystem_credentials_and_spec_env() {
+    let c = spec(|t| {
+        *t = t.replace(
+            "    env: {}",
+            "    env: { APP_BANNER: \"it's \\\"quoted\\\" </script>\", FEATURE_X: \"1\" }",
+        )
+    });
+    let m = &c.webapp.members[2];
+    let e = Extras {
+        db_credentials: Some(("app".into(), "p@ss:w/rd".into())),
+        ..extras()
+    };
+    let out = render::render_default(&TEMPLATES[3], &c, m, &e).unwrap();
+    assert_eq!(
+        render::mongodb_uri(&c, e.db_credentials.as_ref()),
+        "mongodb://app:p%40ss%3Aw%2Frd@192.168.30.103:27017,192.168.30.104:27017,192.168.30.105:27017/app?replicaSet=rs0&authSource=admin"
+    );
+    assert!(out.contains("rs0&authSource=admin\","));
+    insta::assert_snapshot!("ecosystem.config.js@webapp3-credentials-env", out);
+}
+
+#[test]
+fn vrrp_pass_is_derived_from_the_cluster_name() {
+    assert_eq!(render::derive_vrrp_pass("haimg").len(), 8);
+    assert_eq!(
+        render::derive_vrrp_pass("haimg"),
+        render::derive_vrrp_pass("haimg")
+    );
+    assert_ne!(
+        render::derive_vrrp_pass("haimg"),
+        render::derive_vrrp_pass("haimg2")
+    );
+}
+
+#[test]
+fn broken_templates_say_what_and_where() {
+    let c = spec(|_| {});
+    let lb = &c.lb.members[0];
+    let e = extras();
+    let err = |name: &str, src: &str| {
+        render::render(name, src, &c, lb, &e)
+            .unwrap_err()
+            .to_string()
+    };
+    insta::assert_snapshot!(
+        "error-undefined",
+        err("nginx.conf", "a\nlisten {{ lb.listen_prot }};\n")
+    );
+    insta::assert_snapshot!("error-syntax", err("nginx.conf", "{% if lb.tls %}\nx\n"));
+    insta::assert_snapshot!(
+        "error-other-role-value",
+        err("nginx.conf", "{{ mongo.replica_set }}")
+    );
+    let e2 = render::render_default(&TEMPLATES[2], &c, lb, &e).unwrap_err();
+    assert!(matches!(e2, RenderError::WrongRole { .. }));
+    insta::assert_snapshot!("error-wrong-role", e2.to_string());
+}
