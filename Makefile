@@ -9,7 +9,7 @@ HAIMG := target/release/haimg
 INIT_TARGET := x86_64-unknown-linux-gnu
 INIT_BIN := target/$(INIT_TARGET)/init/haimg-init
 APT_PACKAGES := mmdebstrap debootstrap uidmap arch-test lxc nftables iproute2 wrk binutils zstd \
-                libc6-dev ca-certificates
+                libc6-dev ca-certificates busybox-static
 
 .PHONY: setup build init release demo test lint unit bench clean
 

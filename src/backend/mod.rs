@@ -10,6 +10,7 @@
 //! tasks are waited on inside the backend). State lives in the target: tags on
 //! Proxmox, the state directory locally; there is no other state file.
 
+pub mod local;
 pub mod proxmox;
 
 use std::net::Ipv4Addr;
@@ -96,6 +97,9 @@ pub enum BackendError {
     Timeout { call: String, after: Duration },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+    /// From the local (LXC) backend, with the object it concerns.
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
 }
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;

@@ -7,6 +7,7 @@
 
 mod check;
 pub mod deploy;
+pub mod down;
 pub mod output;
 
 use std::path::PathBuf;
@@ -73,7 +74,7 @@ pub enum Command {
     /// Remove standby members and old templates
     Gc(Passthrough),
     /// Remove everything a local deploy created
-    Down(Passthrough),
+    Down(down::DownArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -129,7 +130,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Rollback(_) => not_yet("rollback"),
         Command::Test(_) => not_yet("test"),
         Command::Gc(_) => not_yet("gc"),
-        Command::Down(_) => not_yet("down"),
+        Command::Down(args) => down::run(cli.spec.as_deref(), args),
     }
 }
 
