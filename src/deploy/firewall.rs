@@ -571,7 +571,7 @@ fn same_cidr(a: &str, b: &str) -> bool {
         .eq_ignore_ascii_case(b.trim_end_matches("/32"))
 }
 
-/// Add what is missing (in order), remove what is not wanted.
+/// Add what is missing, remove what is not wanted.
 fn sync_entries(
     api: &dyn PveFirewall,
     at: Scope<'_>,
@@ -580,7 +580,8 @@ fn sync_entries(
     changes: &mut Vec<String>,
     label: &str,
 ) -> Result<(), BackendError> {
-    for e in &want.entries {
+    // Proxmox puts each new entry first: add in reverse to read in plan order.
+    for e in want.entries.iter().rev() {
         if !now
             .iter()
             .any(|n| same_cidr(&n.cidr, &e.cidr) && n.nomatch == e.nomatch)
@@ -657,9 +658,11 @@ fn sync_rules(
             let fresh = api.rules(list)?;
             match fresh.iter().find(|f| f.pos == d.pos) {
                 Some(f) if f.rule == d.rule => f.digest.clone(),
-                _ => return Err(BackendError::Other(anyhow::anyhow!(
+                _ => {
+                    return Err(BackendError::Other(anyhow::anyhow!(
                     "{label}: the rules changed while haimg was editing them; run the deploy again"
-                ))),
+                )))
+                }
             }
         };
         api.delete_rule(list, d.pos, &digest)?;

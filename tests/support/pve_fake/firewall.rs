@@ -74,6 +74,9 @@ pub struct FwState {
     pub ipsets: BTreeMap<String, Ipset>,
     pub groups: BTreeMap<String, Group>,
     pub guests: BTreeMap<u32, CtFw>,
+    /// Test knob: answer GETs of this route (e.g. `/cluster/firewall/ipset`)
+    /// with this `data` instead, to see how haimg takes a malformed answer.
+    pub garble: Option<(String, Value)>,
 }
 
 impl FwState {
@@ -705,6 +708,11 @@ pub fn dispatch(
 ) -> Option<R> {
     if !route.contains("/firewall") {
         return None;
+    }
+    if let Some((r, data)) = &fw.garble {
+        if method == "GET" && r == route {
+            return Some(Ok(data.clone()));
+        }
     }
     let at = place(route, p);
     let base = match at {

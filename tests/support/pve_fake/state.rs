@@ -519,6 +519,13 @@ impl Handler for Shared {
         };
         let resp = match resp {
             Ok(v) => ok(v),
+            // `raise_param_exc`: a 400 whose errors are per parameter (JSON-encoded by the handler).
+            Err((400, m)) if m.starts_with('{') => {
+                match serde_json::from_str::<BTreeMap<String, String>>(&m) {
+                    Ok(e) => err400(&e),
+                    Err(_) => err(400, &m),
+                }
+            }
             Err((code, m)) => err(code, &m),
         };
         self.record(&req.method, &path, query, body, resp.status);
