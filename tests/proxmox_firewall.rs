@@ -616,3 +616,84 @@ fn the_fake_refuses_what_proxmox_refuses() {
         "{e}"
     );
 }
+
+fn haimg(args: &[&str], spec: &std::path::Path) -> (i32, String, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_haimg"))
+        .arg("--spec")
+        .arg(spec)
+        .args(args)
+        .env("HAIMG_PVE_TOKEN", support::pve_fake::token())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+/// What a user sees: the dry-run lists the switch among the calls and says what
+/// it does; the real run reports the changes; a conflict exits 1 naming it.
+#[test]
+fn what_haimg_deploy_prints() {
+    let fake = FakePve::start(Config::default());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("haimg.yaml");
+    let text = support::spec_text(&fake.endpoint(), "templates", &support::ca_tls()).replacen(
+        "\nrollout:",
+        "  firewall: { datacenter: enable }\n\nrollout:",
+        1,
+    );
+    std::fs::write(&spec, text).unwrap();
+    let cluster = cluster_with(&fake, "{ datacenter: enable }");
+    let out = support::write_templates(dir.path(), &cluster, "v1");
+    let out = out.to_str().unwrap();
+    let firewall_lines = |s: &str| {
+        s.lines()
+            .filter(|l| l.contains("firewall"))
+            .map(|l| l.replace(&fake.endpoint(), "[ENDPOINT]"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    let (code, stdout, stderr) = haimg(&["deploy", "--dry-run", "--templates", out], &spec);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("PUT /cluster/firewall/options\n    enable=1\n"),
+        "{stdout}"
+    );
+    // Calls come in per-node order, which varies between runs: only the notes are compared.
+    let notes: Vec<&str> = stdout.lines().filter(|l| l.starts_with('#')).collect();
+    insta::assert_snapshot!("cli_dry_run_stdout_notes", notes.join("\n"));
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("/firewall")).count(),
+        55,
+        "{stdout}"
+    );
+    insta::assert_snapshot!("cli_dry_run_stderr_firewall_lines", firewall_lines(&stderr));
+
+    let (code, _, stderr) = haimg(&["deploy", "--no-progress", "--templates", out], &spec);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("  firewall: 55 changes; datacenter switch turned on by this run"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = haimg(&["deploy", "--json", "--templates", out], &spec);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["firewall"]["datacenter"], "on");
+    assert_eq!(v["firewall"]["changes"], serde_json::json!([]));
+    assert!(
+        stderr.contains("  firewall: 0 changes; datacenter switch on"),
+        "{stderr}"
+    );
+
+    fake.state().fw.ipsets.get_mut("haimg-vip").unwrap().comment = Some("mine".into());
+    let (code, _, stderr) = haimg(&["deploy", "--no-progress", "--templates", out], &spec);
+    assert_eq!(code, 1, "{stderr}");
+    insta::assert_snapshot!(firewall_lines(&stderr), @r#"
+      firewall: 0 changes; datacenter switch on
+      FAILED: firewall: the datacenter already has an IP set 'haimg-vip' that haimg did not write for cluster haimg (comment: "mine"); haimg leaves it alone: rename or remove it in Datacenter > Firewall, or rename the cluster
+    "#);
+}

@@ -472,7 +472,8 @@ pub fn converge(
                         report.changes.push("datacenter firewall: enable=1".into());
                         report.warnings.push(format!(
                             "{} the datacenter firewall (proxmox.firewall.datacenter: enable): it applies to every guest and host of the Proxmox cluster; \
-                             each node now also filters its own input (host policy_in, DROP unless set; Proxmox lets the local network reach ports 8006 and 22)",
+                             each node now also filters its own input (host policy_in, DROP unless set): only the management IP set, by default the node's local network, \
+                             may reach the API (8006) and SSH (22), so a deploy host outside it is locked out",
                             if dry_run { "would turn on" } else { "turned on" }
                         ));
                         if dry_run {
@@ -509,7 +510,12 @@ fn converge_datacenter(
                 Vec::new()
             }
             Some(n) if !owned_by(cluster, n.comment.as_deref()) => {
-                return Err(conflict(cluster, "IP set", &set.name, n.comment.as_deref()));
+                return Err(conflict(
+                    cluster,
+                    "an IP set",
+                    &set.name,
+                    n.comment.as_deref(),
+                ));
             }
             Some(_) => api.ipset_entries(Scope::Datacenter, &set.name)?,
         };
@@ -533,7 +539,7 @@ fn converge_datacenter(
             Some(n) if !owned_by(cluster, n.comment.as_deref()) => {
                 return Err(conflict(
                     cluster,
-                    "security group",
+                    "a security group",
                     &g.name,
                     n.comment.as_deref(),
                 ));
@@ -558,7 +564,7 @@ fn converge_datacenter(
 
 fn conflict(cluster: &Cluster, kind: &str, name: &str, comment: Option<&str>) -> BackendError {
     BackendError::Other(anyhow::anyhow!(
-        "the datacenter already has a {kind} '{name}' that haimg did not write for cluster {} (comment: {}); \
+        "the datacenter already has {kind} '{name}' that haimg did not write for cluster {} (comment: {}); \
          haimg leaves it alone: rename or remove it in Datacenter > Firewall, or rename the cluster",
         cluster.name,
         comment.map(|c| format!("{c:?}")).unwrap_or_else(|| "none".into())
