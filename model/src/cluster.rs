@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-pub use crate::spec::raw::{ExecMode, UpstreamHash, VrrpMode};
+pub use crate::spec::raw::{DatacenterFirewall, ExecMode, UpstreamHash, VrrpMode};
 
 /// The three kinds of image haimg builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -215,6 +215,15 @@ pub struct Proxmox {
     pub template_storage: String,
     pub rootfs_storage: String,
     pub tls: TlsMode,
+    pub firewall: Firewall,
+}
+
+/// `proxmox.firewall`: enforcing the network policy with Proxmox's firewall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Firewall {
+    /// `firewall=1` on net0, per-container options, tier IP sets and security groups.
+    pub enforce: bool,
+    pub datacenter: DatacenterFirewall,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

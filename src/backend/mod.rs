@@ -174,6 +174,13 @@ pub trait Backend {
         Ok(true)
     }
 
+    /// Proxmox's firewall API, where the network policy is enforced with it
+    /// (`crate::deploy::firewall`). `None` for targets that enforce it otherwise
+    /// (the local backend filters its own bridge with nftables).
+    fn firewall(&self) -> Option<&dyn proxmox::firewall::PveFirewall> {
+        None
+    }
+
     /// Every guest on the target whatever its owner, so a VMID taken by
     /// something haimg did not create is noticed. Defaults to [`Backend::list`].
     fn inventory(&self) -> Result<Vec<ContainerStatus>> {

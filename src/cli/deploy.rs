@@ -84,6 +84,11 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         if planned.is_empty() {
             text.push_str("# nothing to change\n");
         }
+        if let Some(f) = &report.firewall {
+            for w in &f.warnings {
+                text.push_str(&format!("# firewall: {w}\n"));
+            }
+        }
         for c in &planned {
             text.push_str(&format!("{c}\n"));
         }
@@ -122,6 +127,9 @@ fn print_summary(r: &Report, calls: CallCounts) {
         };
         eprintln!("  {:<10} CT {:<6} {:<8} {what}", m.slot, m.vmid, m.node);
     }
+    if let Some(f) = &r.firewall {
+        print_firewall(f, r.dry_run);
+    }
     eprintln!(
         "{} created, {} started, {} unchanged, {} blocked, {} failed in {:.1}s; {} API calls (GET {}, POST {}, PUT {}, DELETE {}; {} retried)",
         r.count(|a| *a == Action::Created),
@@ -137,4 +145,32 @@ fn print_summary(r: &Report, calls: CallCounts) {
         calls.delete,
         calls.retries,
     );
+}
+
+fn print_firewall(f: &deploy::firewall::FirewallReport, dry_run: bool) {
+    use deploy::firewall::Datacenter;
+    let switch = match f.datacenter {
+        Datacenter::On => "on",
+        Datacenter::Off => "OFF (policy not enforced)",
+        Datacenter::Enabled => "turned on by this run",
+        Datacenter::WouldEnable => "would be turned on",
+        Datacenter::Unknown => "unknown",
+    };
+    eprintln!(
+        "  firewall: {} change{}{}; datacenter switch {switch}",
+        f.changes.len(),
+        if f.changes.len() == 1 { "" } else { "s" },
+        if dry_run { " planned" } else { "" }
+    );
+    if !dry_run {
+        for c in &f.changes {
+            eprintln!("    {c}");
+        }
+    }
+    for w in &f.warnings {
+        eprintln!("  warning: firewall: {w}");
+    }
+    for e in &f.errors {
+        eprintln!("  FAILED: firewall: {e}");
+    }
 }

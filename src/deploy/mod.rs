@@ -9,12 +9,14 @@
 //! 3. upload the templates the creates need, once per shared storage or once
 //!    per node otherwise; an upload whose content hash is already stored is skipped;
 //! 4. per node, in parallel across nodes and in spec order within a node:
-//!    create stopped (`start=0`), then start.
+//!    create stopped (`start=0`), then start;
+//! 5. the network policy on the target's firewall ([`firewall`], Proxmox only).
 //!
 //! A failure of one member does not stop the others; the report lists each.
 //! Run twice, the second run changes nothing. Dry-run goes through the same
 //! path; the backend records instead of sending.
 
+pub mod firewall;
 pub mod members;
 pub mod tags;
 pub mod templates;
@@ -68,6 +70,9 @@ pub struct Report {
     pub dry_run: bool,
     pub members: Vec<MemberReport>,
     pub uploads: Vec<UploadReport>,
+    /// The network policy on Proxmox's firewall; `None` where not enforced that way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<firewall::FirewallReport>,
     pub elapsed_ms: u128,
 }
 
@@ -76,6 +81,7 @@ impl Report {
         self.members
             .iter()
             .all(|m| !matches!(m.action, Action::Blocked(_) | Action::Failed(_)))
+            && self.firewall.as_ref().is_none_or(|f| f.ok())
     }
 
     pub fn count(&self, f: impl Fn(&Action) -> bool) -> usize {
@@ -253,14 +259,16 @@ pub fn deploy<B: Backend + Sync>(
         reports.insert(r.vmid, r);
     }
     // Report in spec order.
-    let members = cluster
+    let members: Vec<MemberReport> = cluster
         .members()
         .filter_map(|m| reports.remove(&m.vmid))
         .collect();
+    let firewall = firewall::step(backend, cluster, &members, dry_run);
     Ok(Report {
         dry_run,
         members,
         uploads,
+        firewall,
         elapsed_ms: started.elapsed().as_millis(),
     })
 }

@@ -239,6 +239,49 @@ pub struct RawProxmox {
     pub rootfs_storage: String,
     #[serde(default)]
     pub tls: RawTls,
+    /// The network policy on Proxmox's firewall (issue 8).
+    #[serde(default)]
+    pub firewall: RawFirewall,
+}
+
+/// `proxmox.firewall`: how haimg enforces the network policy on Proxmox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFirewall {
+    /// Write the policy into Proxmox's firewall (`firewall=1` on net0, per-container
+    /// options, tier IP sets and security groups).
+    #[serde(default = "default_true")]
+    pub enforce: bool,
+    /// What to do about the datacenter-wide switch (`cluster.fw` `enable`), without
+    /// which Proxmox applies no guest rule at all.
+    #[serde(default)]
+    pub datacenter: DatacenterFirewall,
+}
+
+impl Default for RawFirewall {
+    fn default() -> Self {
+        RawFirewall {
+            enforce: true,
+            datacenter: DatacenterFirewall::default(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The datacenter firewall switch is shared by every guest and host of the
+/// Proxmox cluster, so haimg only turns it on when told to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DatacenterFirewall {
+    /// Read it and warn when it is off (the rules are then not enforced).
+    #[default]
+    Check,
+    /// Turn it on when it is off. This also applies the hosts' input policy
+    /// (DROP by default, except what the management IP set allows).
+    Enable,
 }
 
 fn default_template_storage() -> String {

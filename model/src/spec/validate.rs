@@ -834,6 +834,10 @@ impl Validator {
             template_storage: px.template_storage.clone(),
             rootfs_storage: px.rootfs_storage.clone(),
             tls: tls?,
+            firewall: Firewall {
+                enforce: px.firewall.enforce,
+                datacenter: px.firewall.datacenter,
+            },
         })
     }
 

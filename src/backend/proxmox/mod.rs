@@ -13,6 +13,7 @@
 //! being sent.
 
 pub mod client;
+pub mod firewall;
 pub mod params;
 pub mod tls;
 pub mod token;
@@ -156,6 +157,8 @@ pub struct ProxmoxBackend {
     client: Client,
     template_storage: String,
     rootfs_storage: String,
+    /// `firewall=1` on net0 (`proxmox.firewall.enforce`).
+    net_firewall: bool,
     settings: Settings,
     dry_run: Option<Mutex<Vec<PlannedCall>>>,
     version: Mutex<Option<VersionInfo>>,
@@ -200,6 +203,7 @@ impl ProxmoxBackend {
             client,
             template_storage: px.template_storage.clone(),
             rootfs_storage: px.rootfs_storage.clone(),
+            net_firewall: px.firewall.enforce,
             settings,
             dry_run: None,
             version: Mutex::new(None),
@@ -643,7 +647,7 @@ impl Backend for ProxmoxBackend {
         self.task_call(
             Method::Post,
             &path,
-            &params::create(spec, &self.rootfs_storage),
+            &params::create(spec, &self.rootfs_storage, self.net_firewall),
             Ctx {
                 node: &spec.node,
                 vmid: Some(spec.vmid),
@@ -805,6 +809,10 @@ impl Backend for ProxmoxBackend {
                     e,
                 )
             })
+    }
+
+    fn firewall(&self) -> Option<&dyn firewall::PveFirewall> {
+        Some(self)
     }
 
     fn capabilities(&self) -> Result<Capabilities> {

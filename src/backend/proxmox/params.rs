@@ -19,8 +19,9 @@
 use super::client::Params;
 use crate::backend::ContainerSpec;
 
-/// `POST /nodes/{node}/lxc`.
-pub fn create(spec: &ContainerSpec, rootfs_storage: &str) -> Params {
+/// `POST /nodes/{node}/lxc`. `firewall`: Proxmox's firewall filters net0
+/// (`proxmox.firewall.enforce`; the rules come from the network policy).
+pub fn create(spec: &ContainerSpec, rootfs_storage: &str, firewall: bool) -> Params {
     let mut p = Params::new()
         .add("vmid", spec.vmid)
         .add("ostemplate", &spec.template.volid)
@@ -34,7 +35,7 @@ pub fn create(spec: &ContainerSpec, rootfs_storage: &str) -> Params {
     if let (Some(gb), Some(mount)) = (spec.data_volume_gb, &spec.data_mount) {
         p = p.add("mp0", format!("{rootfs_storage}:{gb},mp={mount},backup=1"));
     }
-    p = p.add("net0", net0(spec));
+    p = p.add("net0", net0(spec, firewall));
     if !spec.nameservers.is_empty() {
         let ns: Vec<String> = spec.nameservers.iter().map(|n| n.to_string()).collect();
         p = p.add("nameserver", ns.join(" "));
@@ -58,12 +59,17 @@ pub fn create(spec: &ContainerSpec, rootfs_storage: &str) -> Params {
     p
 }
 
-/// `name=eth0,bridge=…,hwaddr=…,ip=…/24,gw=…,type=veth[,host-managed=1]`.
-pub fn net0(spec: &ContainerSpec) -> String {
+/// `name=eth0,bridge=…,hwaddr=…,ip=…/24,gw=…,type=veth[,firewall=1][,host-managed=1]`.
+/// `firewall=1` must be there when the interface is plugged: it puts the veth
+/// behind a firewall bridge (`pve-container:src/PVE/LXC.pm`, `net_tap_plug`).
+pub fn net0(spec: &ContainerSpec, firewall: bool) -> String {
     let mut s = format!(
         "name=eth0,bridge={},hwaddr={},ip={}/{},gw={},type=veth",
         spec.bridge, spec.hwaddr, spec.ip, spec.prefix, spec.gateway
     );
+    if firewall {
+        s.push_str(",firewall=1");
+    }
     if spec.host_managed {
         s.push_str(",host-managed=1");
     }

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod firewall;
 pub mod http;
 pub mod schema;
 mod state;
@@ -228,7 +229,9 @@ impl Drop for FakePve {
 /// A short name for an API path, for counting.
 pub fn kind_of(path: &str) -> &'static str {
     let p = path.trim_end_matches('/');
-    if p.ends_with("/upload") {
+    if p.contains("/firewall") {
+        "firewall"
+    } else if p.ends_with("/upload") {
         "upload"
     } else if p.contains("/tasks/") && p.ends_with("/status") {
         "task-status"

@@ -60,8 +60,10 @@ impl Schema {
             let tpl: Vec<&str> = e.path.trim_matches('/').split('/').collect();
             let mut params = BTreeMap::new();
             for (i, t) in tpl.iter().enumerate() {
-                if *t == "{volume}" && i == tpl.len() - 1 && segs.len() > i {
-                    params.insert("volume".into(), segs[i..].join("/"));
+                // The content and IP set entry sub-routers have `fragmentDelimiter => ''`
+                // (`Status.pm`, `IPSet.pm`): the last parameter takes the rest of the path.
+                if (*t == "{volume}" || *t == "{cidr}") && i == tpl.len() - 1 && segs.len() > i {
+                    params.insert(t[1..t.len() - 1].into(), segs[i..].join("/"));
                     return Some((e, params));
                 }
                 let Some(s) = segs.get(i) else { continue 'ep };

@@ -102,6 +102,8 @@ pub struct State {
     pub tasks: BTreeMap<String, Task>,
     pub release: String,
     pub task_polls: u32,
+    /// `cluster.fw` and the guests' `.fw` files.
+    pub fw: super::firewall::FwState,
     next_pid: u32,
 }
 
@@ -249,6 +251,7 @@ impl State {
             }
             Effect::Destroy(v) => {
                 self.containers.remove(v);
+                self.fw.guests.remove(v); // remove_vmfw_conf
                 Ok(())
             }
         }
@@ -277,6 +280,7 @@ fn version_lt(release: &str, maj: u32, min: u32) -> bool {
 impl Shared {
     pub fn new(cfg: Config) -> Shared {
         let mut schema = Schema::load();
+        super::firewall::register(&mut schema);
         if version_lt(&cfg.release, 9, 1) {
             // PVE < 9.1 (pve-container < 6.0.15) has no env/entrypoint/host-managed.
             for e in &mut schema.endpoints {
@@ -302,6 +306,7 @@ impl Shared {
                 tasks: BTreeMap::new(),
                 release: cfg.release,
                 task_polls: cfg.task_polls,
+                fw: Default::default(),
                 next_pid: 0x1000,
             }),
             faults: Mutex::new(Vec::new()),
@@ -514,6 +519,13 @@ impl Handler for Shared {
         };
         let resp = match resp {
             Ok(v) => ok(v),
+            // `raise_param_exc`: a 400 whose errors are per parameter (JSON-encoded by the handler).
+            Err((400, m)) if m.starts_with('{') => {
+                match serde_json::from_str::<BTreeMap<String, String>>(&m) {
+                    Ok(e) => err400(&e),
+                    Err(_) => err(400, &m),
+                }
+            }
             Err((code, m)) => err(code, &m),
         };
         self.record(&req.method, &path, query, body, resp.status);
@@ -642,6 +654,9 @@ fn dispatch(
     let node = p.get("node").cloned().unwrap_or_default();
     if !node.is_empty() {
         node_ok(st, &node)?;
+    }
+    if let Some(r) = super::firewall::dispatch(&mut st.fw, method, route, p) {
+        return r;
     }
     let vmid = p.get("vmid").cloned().unwrap_or_default();
     match (method, route) {
