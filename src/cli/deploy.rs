@@ -1,8 +1,7 @@
 //! `haimg deploy`: upload the templates and converge the containers.
 //!
 //! The backend is chosen here, where the program starts: a `proxmox.endpoint`
-//! in the spec means Proxmox; none means the local LXC backend (built
-//! separately, not wired yet). stdout carries data (`--json`, or the planned
+//! in the spec means Proxmox; none means the local LXC backend. stdout carries data (`--json`, or the planned
 //! calls of `--dry-run`); stderr carries progress and the summary.
 
 use std::path::{Path, PathBuf};
@@ -11,10 +10,12 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::{output, Exit};
+use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
 use crate::deploy::{self, templates, Action, Report};
 use crate::spec_file;
+use haimg_model::{Cluster, Role};
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -30,6 +31,9 @@ pub struct DeployArgs {
     /// Do not draw the upload progress bar
     #[arg(long)]
     pub no_progress: bool,
+    /// Deploy without these roles when their template was not built (e.g. `mongo`)
+    #[arg(long, value_name = "ROLE", value_delimiter = ',')]
+    pub allow_missing: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -45,10 +49,7 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let cluster = &loaded.checked.cluster;
     let Some(endpoint) = cluster.proxmox.endpoint.as_deref() else {
-        bail!(
-            "no proxmox.endpoint in {}: deploying to the local LXC backend is not available in this build yet (local backend not merged yet); set proxmox.endpoint to deploy to Proxmox VE",
-            loaded.source
-        );
+        return run_local(cluster, args);
     };
     let token = ApiToken::from_env().context("failed to read the Proxmox API token")?;
     let templates =
@@ -95,6 +96,84 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         output::stdout(&text)?;
     }
     print_summary(&report, calls);
+    Ok(if report.ok() { Exit::Ok } else { Exit::Error })
+}
+
+/// The roles to deploy: those with a built template, unless a missing one was not allowed.
+pub fn available_roles(
+    dir: &Path,
+    cluster: &Cluster,
+    allow_missing: &[String],
+) -> Result<(Vec<Role>, Vec<Role>)> {
+    let mut present = Vec::new();
+    let mut missing = Vec::new();
+    for role in Role::ALL {
+        if dir.join(cluster.template_filename(role)).is_file() {
+            present.push(role);
+        } else if allow_missing.iter().any(|r| r == role.as_str()) {
+            missing.push(role);
+        } else {
+            bail!(
+                "no {role} template at {}; run `haimg build` first, or pass --allow-missing {role} to deploy without it",
+                dir.join(cluster.template_filename(role)).display()
+            );
+        }
+    }
+    Ok((present, missing))
+}
+
+/// The cluster as far as it can be deployed: members of missing roles left out.
+pub fn without_roles(cluster: &Cluster, missing: &[Role]) -> Cluster {
+    let mut c = cluster.clone();
+    for role in missing {
+        match role {
+            Role::Lb => c.lb.members.clear(),
+            Role::Mongo => c.mongo.members.clear(),
+            Role::Webapp => c.webapp.members.clear(),
+        }
+    }
+    c
+}
+
+/// `haimg deploy` without a Proxmox endpoint: the cluster on this host's LXC.
+fn run_local(cluster: &Cluster, args: &DeployArgs) -> Result<Exit> {
+    if args.dry_run {
+        bail!(
+            "--dry-run lists Proxmox API calls; the local backend has none (set proxmox.endpoint)"
+        );
+    }
+    let (roles, missing) = available_roles(&args.templates, cluster, &args.allow_missing)?;
+    let templates = templates::find_roles(&args.templates, cluster, &roles)
+        .context("failed to find the built templates")?;
+    let target = without_roles(cluster, &missing);
+    let backend = LocalBackend::for_cluster(&cluster.name)
+        .context("failed to set up the local LXC backend")?;
+    eprintln!(
+        "deploy cluster {} version {} to local LXC ({})",
+        cluster.name,
+        cluster.version,
+        backend.state_dir().display()
+    );
+    for role in &missing {
+        eprintln!("  {role}: no template built; its members are not deployed");
+    }
+    let report = deploy::deploy(&backend, &target, &templates, false).context("deploy failed")?;
+    if args.json {
+        output::json(&report)?;
+    }
+    print_summary(&report, CallCounts::default());
+    if let Some(net) = backend
+        .network()
+        .context("failed to read the local network")?
+    {
+        let url = format!(
+            "http://{}:{}/",
+            cluster.network.vip, cluster.lb.nginx.listen_port
+        );
+        eprintln!("the VIP is reachable from the cluster's client namespace:");
+        eprintln!("  {}", net.curl_hint(&url));
+        eprintln!("remove everything with: haimg down");
+    }
     Ok(if report.ok() { Exit::Ok } else { Exit::Error })
 }
 

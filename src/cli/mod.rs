@@ -9,6 +9,7 @@ mod check;
 pub mod deploy;
 pub mod down;
 pub mod output;
+mod test;
 
 use std::path::PathBuf;
 
@@ -70,7 +71,7 @@ pub enum Command {
     /// Swap back to the standby members of the previous version
     Rollback(Passthrough),
     /// Boot the templates locally and run the golden scenarios
-    Test(Passthrough),
+    Test(test::TestArgs),
     /// Remove standby members and old templates
     Gc(Passthrough),
     /// Remove everything a local deploy created
@@ -128,7 +129,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Deploy(args) => deploy::run(cli.spec.as_deref(), args),
         Command::Status(_) => not_yet("status"),
         Command::Rollback(_) => not_yet("rollback"),
-        Command::Test(_) => not_yet("test"),
+        Command::Test(args) => test::run(cli.spec.as_deref(), args),
         Command::Gc(_) => not_yet("gc"),
         Command::Down(args) => down::run(cli.spec.as_deref(), args),
     }

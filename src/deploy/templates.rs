@@ -72,8 +72,17 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64), TemplateError> {
 
 /// The template of each role, from `dir`.
 pub fn find(dir: &Path, cluster: &Cluster) -> Result<BTreeMap<Role, LocalTemplate>, TemplateError> {
+    find_roles(dir, cluster, &Role::ALL)
+}
+
+/// The built templates of `roles` only.
+pub fn find_roles(
+    dir: &Path,
+    cluster: &Cluster,
+    roles: &[Role],
+) -> Result<BTreeMap<Role, LocalTemplate>, TemplateError> {
     let mut out = BTreeMap::new();
-    for role in Role::ALL {
+    for &role in roles {
         let path = dir.join(cluster.template_filename(role));
         if !path.is_file() {
             return Err(TemplateError::Missing { role, path });

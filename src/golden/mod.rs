@@ -4,5 +4,6 @@
 //! [`load`] is the bounded load generator, [`report`] the result shape.
 
 pub mod load;
+pub mod local;
 pub mod report;
 pub mod scenarios;

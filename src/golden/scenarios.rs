@@ -35,8 +35,8 @@ pub trait Testbed: Sync {
     /// The halt signal, waiting up to `timeout` for a clean stop.
     fn halt(&self, slot: &str, timeout: Duration) -> anyhow::Result<()>;
     fn start(&self, slot: &str) -> anyhow::Result<()>;
-    /// Run a command inside a member.
-    fn exec(&self, slot: &str, argv: &[&str]) -> anyhow::Result<std::process::Output>;
+    /// Run a command inside a member; its stdout, or an error when it fails.
+    fn exec(&self, slot: &str, argv: &[&str]) -> anyhow::Result<String>;
     /// Is a template for this role built and deployed?
     fn has_role(&self, role: Role) -> bool;
 }
@@ -453,8 +453,10 @@ fn app_crash(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
         .first()
         .ok_or_else(|| anyhow::anyhow!("no webapp"))?
         .clone();
-    let out = tb.exec(&m.slot, &["sh", "-c", FIND_APP_PID])?;
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let pid = tb
+        .exec(&m.slot, &["sh", "-c", FIND_APP_PID])?
+        .trim()
+        .to_string();
     anyhow::ensure!(!pid.is_empty(), "no app process found in {}", m.slot);
     let target = SocketAddr::new(m.ip.into(), tb.cluster().webapp.port);
     let t0 = Instant::now();
@@ -505,10 +507,7 @@ fn shutdown(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     let mut zombies = 0usize;
     for m in c.members().filter(|m| tb.has_role(m.role)) {
         let out = tb.exec(&m.slot, &["sh", "-c", COUNT_ZOMBIES])?;
-        zombies += String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<usize>()
-            .unwrap_or(0);
+        zombies += out.trim().parse::<usize>().unwrap_or(0);
         let t0 = Instant::now();
         let r = tb.halt(&m.slot, Duration::from_secs(10));
         let secs = t0.elapsed().as_secs_f64();
