@@ -26,7 +26,7 @@ pub mod lock;
 pub mod lockup;
 pub mod recipe;
 pub mod report;
-mod role;
+pub mod role;
 pub mod rootfs;
 pub mod runner;
 pub mod sbom;
@@ -120,7 +120,7 @@ impl Env {
         format!("haimg-{role}_{}_amd64", self.version)
     }
 
-    /// The crates in haimg-init, from `cargo metadata` (empty when the project has no workspace).
+    /// The crates in haimg-init, from `cargo tree` (empty when the project has no workspace).
     fn init_crates(&self) -> Vec<sbom::Crate> {
         self.init_crates
             .get_or_init(|| {
@@ -128,15 +128,20 @@ impl Env {
                     return Vec::new();
                 }
                 let cmd = cargo_cmd(&self.project.root)
-                    .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-                    .args(["--filter-platform", INIT_TARGET]);
+                    .args(["tree", "-p", "haimg-init", "-e", "normal,no-proc-macro"])
+                    .args([
+                        "--target",
+                        INIT_TARGET,
+                        "--prefix",
+                        "none",
+                        "--format",
+                        "{p}|{l}",
+                    ])
+                    .args(["--locked", "--offline"]);
                 match self.runner.run(&cmd) {
-                    Ok(out) => sbom::init_crates(&out.stdout_str()).unwrap_or_else(|e| {
-                        tracing::warn!("SBOM: {e}");
-                        Vec::new()
-                    }),
+                    Ok(out) => sbom::init_crates(&out.stdout_str()),
                     Err(e) => {
-                        tracing::warn!("SBOM: cargo metadata failed: {e}");
+                        tracing::warn!("SBOM: cargo tree failed: {e}");
                         Vec::new()
                     }
                 }

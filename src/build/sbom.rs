@@ -329,68 +329,53 @@ fn sorted_dirs(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     v
 }
 
-/// The crates linked into `haimg-init`, from `cargo metadata` JSON (normal dependencies only).
-pub fn init_crates(metadata: &str) -> Result<Vec<Crate>, String> {
-    let v: Value =
-        serde_json::from_str(metadata).map_err(|e| format!("cargo metadata is not JSON: {e}"))?;
-    let pkgs: BTreeMap<&str, &Value> = v["packages"]
-        .as_array()
-        .ok_or("cargo metadata has no packages")?
-        .iter()
-        .filter_map(|p| Some((p["id"].as_str()?, p)))
-        .collect();
-    let nodes: BTreeMap<&str, &Value> = v["resolve"]["nodes"]
-        .as_array()
-        .ok_or("cargo metadata has no resolve graph")?
-        .iter()
-        .filter_map(|n| Some((n["id"].as_str()?, n)))
-        .collect();
-    let start = pkgs
-        .iter()
-        .find(|(_, p)| p["name"] == "haimg-init")
-        .map(|(id, _)| *id)
-        .ok_or("haimg-init is not in the workspace")?;
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![start];
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        for d in nodes
-            .get(id)
-            .and_then(|n| n["deps"].as_array())
-            .into_iter()
-            .flatten()
-        {
-            let normal = d["dep_kinds"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k["kind"].is_null()));
-            if normal {
-                if let Some(p) = d["pkg"].as_str() {
-                    stack.push(p);
-                }
-            }
-        }
-    }
-    let mut out: Vec<Crate> = seen
-        .into_iter()
-        .filter_map(|id| pkgs.get(id))
-        .map(|p| Crate {
-            name: p["name"].as_str().unwrap_or("").into(),
-            version: p["version"].as_str().unwrap_or("").into(),
-            license: p["license"].as_str().map(str::to_string),
-            registry: p["source"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("registry+")),
+/// The crates linked into `haimg-init`, from
+/// `cargo tree -p haimg-init -e normal,no-proc-macro --format '{p}|{l}' --prefix none`
+/// (the features of that build alone; no proc-macros, which are not linked).
+pub fn init_crates(tree: &str) -> Vec<Crate> {
+    let mut out: Vec<Crate> = tree
+        .lines()
+        .filter_map(|l| {
+            let (pkg, license) = l.split_once('|')?;
+            let mut words = pkg.split_whitespace();
+            let name = words.next()?.to_string();
+            let version = words.next()?.trim_start_matches('v').to_string();
+            let local = words.next().is_some_and(|w| w.starts_with('('));
+            let license = license.trim_end_matches("(*)").trim();
+            Some(Crate {
+                name,
+                version,
+                license: (!license.is_empty()).then(|| license.to_string()),
+                registry: !local,
+            })
         })
         .collect();
     out.sort();
-    Ok(out)
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_crates_from_cargo_tree() {
+        let tree = "haimg-init v0.1.0 (/w/init)|Apache-2.0\nserde_json v1.0.154|MIT OR Apache-2.0\nserde_json v1.0.154|MIT OR Apache-2.0 (*)\nitoa v1.0.19|\n";
+        let c = init_crates(tree);
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            c[0],
+            Crate {
+                name: "haimg-init".into(),
+                version: "0.1.0".into(),
+                license: Some("Apache-2.0".into()),
+                registry: false
+            }
+        );
+        assert_eq!(c[1].license, None);
+        assert_eq!(c[2].license.as_deref(), Some("MIT OR Apache-2.0"));
+    }
 
     #[test]
     fn dates_round_trip() {
