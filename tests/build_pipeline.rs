@@ -457,3 +457,52 @@ fn mongo_stops_with_the_package_and_the_ways_to_provide_it() {
     opts.allow_missing = vec![Role::Mongo];
     assert!(build::build(&env, &opts).unwrap().ok);
 }
+
+/// `--verify` builds twice; when the two differ it says so and shows the first differing manifest lines.
+#[test]
+fn verify_reports_the_first_differing_manifest_lines() {
+    let f = fixture();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = n.clone();
+    // Before the fixture's mmdebstrap: add a file whose content differs per run, then fall through.
+    f.fake.first(move |c: &Cmd| {
+        if c.program == "dpkg-deb" {
+            return None;
+        }
+        if c.program == "mmdebstrap" && c.args.iter().any(|a| a.starts_with("--include=")) {
+            let target = PathBuf::from(&c.args[c.args.len() - 2]);
+            let i = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::fs::create_dir_all(target.join("etc")).unwrap();
+            std::fs::write(target.join("etc/build-nonce"), format!("{i}\n")).unwrap();
+        }
+        None
+    });
+    let mut opts = f.opts(&[Role::Lb]);
+    opts.verify = true;
+    let s = build::build(&f.env(false), &opts).unwrap();
+    assert!(!s.ok);
+    assert_eq!(s.roles[0].status, Status::Mismatch);
+    let sha = haimg::build::hash::sha256_hex;
+    assert_eq!(
+        s.roles[0].differences,
+        [
+            format!("-./etc/build-nonce f 0644 0 0 2 {} -", sha(b"0\n")),
+            format!("+./etc/build-nonce f 0644 0 0 2 {} -", sha(b"1\n")),
+        ]
+    );
+    assert!(
+        !f.root().join("out/haimg-lb_1.0.0_amd64.tar.zst").exists(),
+        "a non-reproducible template was published"
+    );
+}
+
+#[test]
+fn verify_passes_for_a_deterministic_build() {
+    let f = fixture();
+    let mut opts = f.opts(&[Role::Lb]);
+    opts.verify = true;
+    let s = build::build(&f.env(false), &opts).unwrap();
+    assert!(s.ok, "{:?}", s.roles[0]);
+    assert_eq!(s.roles[0].status, Status::Built);
+    assert_eq!(f.mmdebstrap_runs(), 2);
+}

@@ -19,8 +19,12 @@ use super::lock::DebPin;
 use super::recipe::Recipe;
 use super::runner::{Cmd, CommandRunner, RunError};
 
-/// The minbase selection, as apt patterns.
-pub const MINBASE: [&str; 3] = ["?essential", "?priority(required)", "apt"];
+/// The minbase selection, as apt patterns, plus `usr-is-merged`: it satisfies
+/// init-system-helpers' `usrmerge | usr-is-merged` on a /usr merged by
+/// mmdebstrap's merged-usr setup hook (as debootstrap does), instead of
+/// `usrmerge`, which would pull in the whole of perl (~45 MB) for a one-time
+/// conversion no template needs.
+pub const MINBASE: [&str; 4] = ["?essential", "?priority(required)", "apt", "usr-is-merged"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {

@@ -226,11 +226,13 @@ fn run(
     let a = produce(env, &prepared, init, &tmp, steps, opts.quiet)?;
     if opts.verify {
         // Second build from scratch, in another temporary path.
-        let other = tmp.join(format!("haimg-verify-{}", std::process::id()));
-        std::fs::create_dir_all(&other).map_err(io("create", &other))?;
-        let b = produce(env, &prepared, init, &other, steps, opts.quiet);
-        let _ = std::fs::remove_dir_all(&other);
-        let b = b?;
+        let other = tempfile::Builder::new()
+            .prefix("haimg-verify-")
+            .tempdir_in(&tmp)
+            .map_err(io("create a directory in", &tmp))?;
+        let nested = other.path().join("second-build");
+        std::fs::create_dir_all(&nested).map_err(io("create", &nested))?;
+        let b = produce(env, &prepared, init, &nested, steps, opts.quiet)?;
         let (ma, mb) = (
             read(&a.path().join(format!("{base}.manifest.txt")))?,
             read(&b.path().join(format!("{base}.manifest.txt")))?,

@@ -120,6 +120,9 @@ pub struct Bootstrap<'a> {
     pub tmpdir: &'a Path,
 }
 
+/// mmdebstrap's hook that lays out a merged /usr the way debootstrap does.
+pub const MERGED_USR_HOOK: &str = "/usr/share/mmdebstrap/hooks/merged-usr/setup00.sh";
+
 /// The mmdebstrap command line.
 pub fn mmdebstrap(b: &Bootstrap) -> Cmd {
     let mut cmd = Cmd::new("mmdebstrap")
@@ -131,6 +134,8 @@ pub fn mmdebstrap(b: &Bootstrap) -> Cmd {
             "--skip=output/dev",
             "--dpkgopt=force-unsafe-io",
         ])
+        // /bin, /sbin, /lib* as symlinks into /usr before anything is unpacked (see apt::MINBASE).
+        .arg(format!("--setup-hook={MERGED_USR_HOOK}"))
         .timeout(Duration::from_secs(1800))
         .env("SOURCE_DATE_EPOCH", b.source_date_epoch.to_string())
         .env("TMPDIR", b.tmpdir.display().to_string());

@@ -369,6 +369,15 @@ impl FakeRunner {
         self
     }
 
+    /// Like [`FakeRunner::on`], but tried before every handler added so far.
+    pub fn first(&self, f: impl Fn(&Cmd) -> Option<FakeReply> + Send + Sync + 'static) -> &Self {
+        self.handlers
+            .lock()
+            .expect("fake runner lock poisoned")
+            .insert(0, Box::new(f));
+        self
+    }
+
     /// Make calls of `program` fail with `code` and `stderr`.
     pub fn fail(&self, program: &str, code: i32, stderr: &str) -> &Self {
         let program = program.to_string();
