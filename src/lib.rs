@@ -6,6 +6,7 @@
 //! shared with `haimg-init`.
 
 pub mod backend;
+pub mod build;
 pub mod cli;
 pub mod deploy;
 pub mod golden;

@@ -5,9 +5,11 @@
 //! Exit codes: 0 ok, 1 error, 2 usage or invalid spec, 3 golden mismatch.
 //! A closed stdout (`haimg check | head`) ends the program quietly.
 
+pub mod build;
 mod check;
 pub mod deploy;
 pub mod down;
+pub mod lock;
 pub mod output;
 mod test;
 
@@ -61,9 +63,9 @@ pub enum Command {
     /// Print the embedded default spec (a starting point for haimg.yaml)
     Spec,
     /// Build the role templates (lb, mongo, webapp)
-    Build(Passthrough),
-    /// Update the image locks (images/<role>.lock) from the mirrors
-    Lock(Passthrough),
+    Build(build::BuildArgs),
+    /// Check the image locks (images/<role>.lock); `--update` re-resolves them
+    Lock(lock::LockArgs),
     /// Upload templates and create or roll out the containers
     Deploy(deploy::DeployArgs),
     /// Show the members: state, template version and hash
@@ -124,8 +126,8 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
             output::stdout(&String::from_utf8_lossy(&buf))?;
             Ok(Exit::Ok)
         }
-        Command::Build(_) => not_yet("build"),
-        Command::Lock(_) => not_yet("lock"),
+        Command::Build(args) => build::run(cli.spec.as_deref(), args),
+        Command::Lock(args) => lock::run(cli.spec.as_deref(), args),
         Command::Deploy(args) => deploy::run(cli.spec.as_deref(), args),
         Command::Status(_) => not_yet("status"),
         Command::Rollback(_) => not_yet("rollback"),

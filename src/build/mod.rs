@@ -1,0 +1,392 @@
+//! `haimg build`: recipe → root filesystem → role steps → normalize →
+//! deterministic `.tar.zst` + `.sha256` + text manifest + SPDX SBOM.
+//!
+//! Per role: the recipe (`images/<role>.yaml`) says what goes in, the lock
+//! (`images/<role>.lock`) pins the bytes. Every input — recipe, lock, baked
+//! plan, init binary, templates, the app and PM2 trees, host tool versions —
+//! is hashed into the role's **input hash**; a template whose input hash is in
+//! the cache (`.haimg/cache/images/<role>/<hash>/`) is not built again.
+//! Downloads go through the content-addressed cache (`.haimg/cache/blobs`),
+//! so a build whose inputs are cached needs no network.
+//!
+//! Invariants: a build never uses an unlocked package (fail closed, naming
+//! the package and `haimg lock --update`); external programs run only through
+//! the [`runner::CommandRunner`] seam; the process umask is 022 while
+//! building; nothing of the build host ends up in an image.
+
+// Errors carry the failed command (argv, stderr tail) and happen once per failed
+// build, so their size does not matter; boxing them would only obscure the variants.
+#![allow(clippy::result_large_err)]
+
+pub mod apt;
+pub mod fetch;
+pub mod finish;
+pub mod hash;
+pub mod lock;
+pub mod lockup;
+pub mod recipe;
+pub mod report;
+pub mod role;
+pub mod rootfs;
+pub mod runner;
+pub mod sbom;
+pub mod tarball;
+pub mod webapp;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use haimg_model::Role;
+use serde::Serialize;
+
+pub use role::BuildError;
+
+use fetch::Fetcher;
+use report::StepTime;
+use runner::{Cmd, CommandRunner};
+
+/// Bump when the build logic changes what an image contains: it is part of every input hash.
+pub const BUILD_FORMAT: u32 = 1;
+
+/// The host CA bundle npm needs in the build root (never in an image).
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The project: where `images/`, `roles/` and the workspace live.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+}
+
+impl Project {
+    /// `$HAIMG_CACHE_DIR`, else `<root>/.haimg/cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        std::env::var_os("HAIMG_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.root.join(".haimg/cache"))
+    }
+}
+
+/// What `haimg build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub roles: Vec<Role>,
+    pub out_dir: PathBuf,
+    /// A prebuilt haimg-init; else it is built from the workspace.
+    pub init: Option<PathBuf>,
+    pub verify: bool,
+    pub allow_missing: Vec<Role>,
+    pub quiet: bool,
+    /// Ignore cached templates (downloads stay cached).
+    pub no_cache: bool,
+    /// Never download: build only from the cache.
+    pub offline: bool,
+}
+
+/// Everything outside the build logic, chosen where the program starts.
+pub struct Env {
+    pub runner: Arc<dyn CommandRunner>,
+    pub fetcher: Fetcher,
+    pub project: Project,
+    /// The cluster spec's `cluster.version`.
+    pub version: String,
+    /// `/etc/haimg/plan.json` bytes.
+    pub plan_json: Vec<u8>,
+    pub ca_bundle: PathBuf,
+    init_crates: OnceLock<Vec<sbom::Crate>>,
+}
+
+impl Env {
+    pub fn new(
+        runner: Arc<dyn CommandRunner>,
+        fetcher: Fetcher,
+        project: Project,
+        version: String,
+        plan_json: Vec<u8>,
+    ) -> Env {
+        Env {
+            runner,
+            fetcher,
+            project,
+            version,
+            plan_json,
+            ca_bundle: PathBuf::from(HOST_CA_BUNDLE),
+            init_crates: OnceLock::new(),
+        }
+    }
+
+    /// `haimg-<role>_<version>_amd64`.
+    pub fn base_name(&self, role: Role) -> String {
+        format!("haimg-{role}_{}_amd64", self.version)
+    }
+
+    /// The crates in haimg-init, from `cargo tree` (empty when the project has no workspace).
+    fn init_crates(&self) -> Vec<sbom::Crate> {
+        self.init_crates
+            .get_or_init(|| {
+                if !self.project.root.join("Cargo.toml").is_file() {
+                    return Vec::new();
+                }
+                let cmd = cargo_cmd(&self.project.root)
+                    .args(["tree", "-p", "haimg-init", "-e", "normal,no-proc-macro"])
+                    .args([
+                        "--target",
+                        INIT_TARGET,
+                        "--prefix",
+                        "none",
+                        "--format",
+                        "{p}|{l}",
+                    ])
+                    .args(["--locked", "--offline"]);
+                match self.runner.run(&cmd) {
+                    Ok(out) => sbom::init_crates(&out.stdout_str()),
+                    Err(e) => {
+                        tracing::warn!("SBOM: cargo tree failed: {e}");
+                        Vec::new()
+                    }
+                }
+            })
+            .clone()
+    }
+}
+
+pub const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn cargo_cmd(root: &Path) -> Cmd {
+    let mut c = Cmd::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .cwd(root)
+        .timeout(std::time::Duration::from_secs(1800));
+    for (k, v) in std::env::vars() {
+        if !k.starts_with("CARGO_PKG") && !k.starts_with("CARGO_CRATE") && k != "RUSTFLAGS" {
+            c = c.env(k, v);
+        }
+    }
+    c
+}
+
+/// Build the static init from the workspace; returns its path.
+///
+/// Paths of the workspace and of `$CARGO_HOME` are remapped so the binary does
+/// not depend on where the project is checked out.
+pub fn build_init(runner: &dyn CommandRunner, root: &Path) -> Result<PathBuf, runner::RunError> {
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
+        format!(
+            "{}/.cargo",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
+        )
+    });
+    let rustflags = format!(
+        "-C target-feature=+crt-static --remap-path-prefix={}=/haimg --remap-path-prefix={cargo_home}=/cargo",
+        root.display()
+    );
+    let cmd = cargo_cmd(root)
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "haimg-init",
+            "--profile",
+            "init",
+            "--target",
+            INIT_TARGET,
+        ])
+        .env("RUSTFLAGS", rustflags);
+    runner.run(&cmd)?;
+    Ok(root
+        .join("target")
+        .join(INIT_TARGET)
+        .join("init")
+        .join("haimg-init"))
+}
+
+/// How one role ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Built,
+    /// The inputs were unchanged: the cached template was reused.
+    Cached,
+    /// Not built because an input cannot be obtained here (tolerated with `--allow-missing`).
+    Missing,
+    Failed,
+    /// `--verify`: two builds differ.
+    Mismatch,
+}
+
+/// One role in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleReport {
+    pub role: Role,
+    pub status: Status,
+    pub template: Option<PathBuf>,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    pub tar_size: Option<u64>,
+    pub entries: Option<usize>,
+    pub input_hash: Option<String>,
+    pub seconds: f64,
+    pub steps: Vec<StepTime>,
+    pub error: Option<String>,
+    /// `--verify`: the first differing manifest lines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
+}
+
+/// The `--json` summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub ok: bool,
+    pub out_dir: PathBuf,
+    pub roles: Vec<RoleReport>,
+}
+
+/// Build the requested roles; never stops at the first failing role.
+pub fn build(env: &Env, opts: &BuildOptions) -> Result<Summary, BuildError> {
+    // SAFETY: umask only sets the process file-creation mask; children inherit 022.
+    unsafe { libc::umask(0o022) };
+    std::fs::create_dir_all(&opts.out_dir).map_err(|source| BuildError::Io {
+        what: "create",
+        path: opts.out_dir.clone(),
+        source,
+    })?;
+    let init = match &opts.init {
+        Some(p) => p.clone(),
+        None => {
+            if !opts.quiet {
+                eprintln!("[init] cargo build -p haimg-init --profile init …");
+            }
+            let t = Instant::now();
+            let p = build_init(env.runner.as_ref(), &env.project.root).map_err(BuildError::Init)?;
+            if !opts.quiet {
+                eprintln!("[init] done in {:.1} s", t.elapsed().as_secs_f64());
+            }
+            p
+        }
+    };
+    let mut reports = Vec::new();
+    for &r in &opts.roles {
+        reports.push(role::build_one(env, opts, r, &init));
+    }
+    let ok = reports.iter().all(|r| match r.status {
+        Status::Built | Status::Cached => true,
+        Status::Missing => opts.allow_missing.contains(&r.role),
+        Status::Failed | Status::Mismatch => false,
+    });
+    Ok(Summary {
+        ok,
+        out_dir: opts.out_dir.clone(),
+        roles: reports,
+    })
+}
+
+/// Whether this process can build (root for mmdebstrap --mode=root, chroot and mounts).
+pub fn require_root() -> Result<(), BuildError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(BuildError::NotRoot);
+    }
+    Ok(())
+}
+
+/// The build secret the webapp's Next.js keys derive from: `$HAIMG_BUILD_SECRET_FILE`,
+/// else `<cache>/../build-secret`, created with 32 random bytes on first use.
+pub fn build_secret(project: &Project) -> Result<Vec<u8>, BuildError> {
+    let path = std::env::var_os("HAIMG_BUILD_SECRET_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project.root.join(".haimg/build-secret"));
+    let io = |what, source| BuildError::Io {
+        what,
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read(&path) {
+        Ok(b) if b.len() >= 16 => Ok(b),
+        Ok(_) => Err(BuildError::Secret(path)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::env::var_os("HAIMG_BUILD_SECRET_FILE").is_none() =>
+        {
+            use std::io::Read as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut raw = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut raw))
+                .map_err(|e| io("read", e))?;
+            let secret = hash::hex(&raw).into_bytes();
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).map_err(|e| io("create", e))?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| io("create", e))?;
+            std::io::Write::write_all(&mut f, &secret).map_err(|e| io("write", e))?;
+            tracing::info!(
+                "created the build secret {} (keep it to rebuild the same webapp image)",
+                path.display()
+            );
+            Ok(secret)
+        }
+        Err(e) => Err(io("read", e)),
+    }
+}
+
+/// Lines of `a` and `b` that differ, at most `max`, as `-old`/`+new` pairs.
+pub fn first_differences(a: &str, b: &str, max: usize) -> Vec<String> {
+    let al: Vec<&str> = a.lines().collect();
+    let bl: Vec<&str> = b.lines().collect();
+    let bs: std::collections::BTreeSet<&str> = bl.iter().copied().collect();
+    let as_: std::collections::BTreeSet<&str> = al.iter().copied().collect();
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while (i < al.len() || j < bl.len()) && out.len() < max {
+        match (al.get(i), bl.get(j)) {
+            (Some(x), Some(y)) if x == y => {
+                i += 1;
+                j += 1;
+            }
+            (Some(x), _) if !bs.contains(x) => {
+                out.push(format!("-{x}"));
+                i += 1;
+            }
+            (_, Some(y)) if !as_.contains(y) => {
+                out.push(format!("+{y}"));
+                j += 1;
+            }
+            (Some(x), Some(y)) => {
+                out.push(format!("-{x}"));
+                out.push(format!("+{y}"));
+                i += 1;
+                j += 1;
+            }
+            (Some(x), None) => {
+                out.push(format!("-{x}"));
+                i += 1;
+            }
+            (None, Some(y)) => {
+                out.push(format!("+{y}"));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_differences_shows_changed_lines() {
+        let a = "./a d\n./b f 1\n./c f 2\n";
+        let b = "./a d\n./b f 9\n./c f 2\n./d f 3\n";
+        assert_eq!(
+            first_differences(a, b, 10),
+            ["-./b f 1", "+./b f 9", "+./d f 3"]
+        );
+        assert!(first_differences(a, a, 10).is_empty());
+    }
+}
