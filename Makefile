@@ -8,6 +8,8 @@ CARGO ?= cargo
 HAIMG := target/release/haimg
 INIT_TARGET := x86_64-unknown-linux-gnu
 INIT_BIN := target/$(INIT_TARGET)/init/haimg-init
+# Keep in sync with INIT_RUSTFLAGS in src/build/mod.rs.
+INIT_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no
 APT_PACKAGES := mmdebstrap debootstrap uidmap arch-test lxc nftables iproute2 wrk binutils zstd \
                 libc6-dev ca-certificates busybox-static
 
@@ -25,8 +27,9 @@ setup:
 
 ## init: the static PID 1 baked into every image
 init:
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build -p haimg-init --profile init --target $(INIT_TARGET)
-	@ls -l $(INIT_BIN)
+	RUSTFLAGS='$(INIT_RUSTFLAGS)' $(CARGO) build -p haimg-init --profile init --target $(INIT_TARGET)
+	@size=$$(stat -c %s $(INIT_BIN)); echo "haimg-init: $$size bytes"; \
+	  if [ $$size -gt 2097152 ]; then echo "error: haimg-init is over 2 MiB"; exit 1; fi
 
 release:
 	$(CARGO) build --release -p haimg

@@ -164,6 +164,12 @@ fn cargo_cmd(root: &Path) -> Cmd {
     c
 }
 
+/// How the init is compiled: static glibc, not position-independent and
+/// without unwind tables (it is built with panic=abort), which keeps the
+/// stripped binary under 2 MiB. The Makefile's `init` target uses the same.
+pub const INIT_RUSTFLAGS: &str =
+    "-C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no";
+
 /// Build the static init from the workspace; returns its path.
 ///
 /// Paths of the workspace and of `$CARGO_HOME` are remapped so the binary does
@@ -176,7 +182,7 @@ pub fn build_init(runner: &dyn CommandRunner, root: &Path) -> Result<PathBuf, ru
         )
     });
     let rustflags = format!(
-        "-C target-feature=+crt-static --remap-path-prefix={}=/haimg --remap-path-prefix={cargo_home}=/cargo",
+        "{INIT_RUSTFLAGS} --remap-path-prefix={}=/haimg --remap-path-prefix={cargo_home}=/cargo",
         root.display()
     );
     let cmd = cargo_cmd(root)
