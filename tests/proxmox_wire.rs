@@ -310,13 +310,18 @@ fn haimg_deploy_end_to_end_through_the_binary() {
 }
 
 #[test]
-fn deploy_without_endpoint_says_the_local_backend_is_not_there_yet() {
+fn deploy_without_endpoint_goes_local_and_needs_templates() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("haimg.yaml");
     std::fs::write(&spec, haimg::model::DEFAULT_SPEC).unwrap();
-    let (code, _, err) = haimg(&["deploy"], &spec, None);
+    let (code, _, err) = haimg(&["deploy", "--templates", "no-such-dir"], &spec, None);
     assert_eq!(code, 1);
-    assert!(err.contains("local backend not merged yet"), "{err}");
+    assert!(
+        err.contains(
+            "no lb template at no-such-dir/haimg-lb_1.0.0_amd64.tar.zst; run `haimg build` first"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
