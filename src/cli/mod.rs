@@ -7,7 +7,11 @@
 
 mod check;
 pub mod deploy;
+mod gc;
 pub mod output;
+mod rollback;
+mod status;
+pub mod target;
 
 use std::path::PathBuf;
 
@@ -65,13 +69,13 @@ pub enum Command {
     /// Upload templates and create or roll out the containers
     Deploy(deploy::DeployArgs),
     /// Show the members: state, template version and hash
-    Status(Passthrough),
+    Status(status::StatusArgs),
     /// Swap back to the standby members of the previous version
-    Rollback(Passthrough),
+    Rollback(rollback::RollbackArgs),
     /// Boot the templates locally and run the golden scenarios
     Test(Passthrough),
     /// Remove standby members and old templates
-    Gc(Passthrough),
+    Gc(gc::GcArgs),
     /// Remove everything a local deploy created
     Down(Passthrough),
     /// Print a shell completion script
@@ -125,10 +129,10 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Build(_) => not_yet("build"),
         Command::Lock(_) => not_yet("lock"),
         Command::Deploy(args) => deploy::run(cli.spec.as_deref(), args),
-        Command::Status(_) => not_yet("status"),
-        Command::Rollback(_) => not_yet("rollback"),
+        Command::Status(args) => status::run(cli.spec.as_deref(), args),
+        Command::Rollback(args) => rollback::run(cli.spec.as_deref(), args),
         Command::Test(_) => not_yet("test"),
-        Command::Gc(_) => not_yet("gc"),
+        Command::Gc(args) => gc::run(cli.spec.as_deref(), args),
         Command::Down(_) => not_yet("down"),
     }
 }

@@ -1,0 +1,30 @@
+//! Versioned blue/green rollouts, rollback, garbage collection and status,
+//! written once against [`crate::backend::Backend`].
+//!
+//! Every slot owns two VMIDs (the spec's and `+ rollout.green_vmid_offset`);
+//! a rollout creates the new member (green) on the free one, stopped, swaps it
+//! in for the serving one (blue) and keeps blue stopped as the standby for
+//! `haimg rollback`. The next rollout alternates back. State lives only in
+//! the target's tags (`state-live`/`state-standby`, `gen-<n>-<id>`, see
+//! [`crate::deploy::tags`]) and power states; there is no state file, and a
+//! run killed at any point is continued by the next run.
+//!
+//! * [`slot`]: what the target holds for one slot;
+//! * [`machine`]: the pure step machine of one slot;
+//! * [`plan`]: which slots change, in which order (deploy and rollback);
+//! * [`exec`]: carrying a plan out, with health gates and automatic restore;
+//! * [`gate`]: the health gates (HTTP/TCP from the deploy host, mongo via a probe trait);
+//! * [`gc`]: removing old standbys and templates;
+//! * [`status`]: the live and standby member of every slot.
+
+pub mod exec;
+pub mod gate;
+pub mod gc;
+pub mod machine;
+pub mod plan;
+pub mod slot;
+pub mod status;
+
+pub use exec::{Aborted, Event, Executor, Observer, Options, Report};
+pub use gate::{HealthGate, NetGate, NoMongoClient};
+pub use plan::{Kind, Plan};
