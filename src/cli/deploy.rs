@@ -17,6 +17,7 @@ use super::target::{self, Confirmed};
 use super::{output, Exit};
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
+use crate::backend::Backend;
 use crate::deploy::{self, templates, Action, Report};
 use crate::rollout::{self, exec, plan, Executor, Plan};
 use crate::spec_file;
@@ -68,7 +69,11 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         backend.token().id()
     );
     let gate = target::gate();
-    let views = rollout::slot::observe(&backend, cluster).context("failed to read the target")?;
+    let inventory = backend
+        .inventory()
+        .context("failed to read the target's inventory")?;
+    let views = rollout::slot::observe_from(&backend, cluster, &inventory)
+        .context("failed to read the target")?;
     let plan = plan::for_deploy(cluster, &views, &templates, &gate);
     let rolling = !plan.is_empty();
     if rolling || !plan.blocked.is_empty() {
@@ -85,8 +90,8 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         }
     }
 
-    let report =
-        deploy::deploy(&backend, cluster, &templates, args.dry_run).context("deploy failed")?;
+    let report = deploy::deploy_with_inventory(&backend, cluster, &templates, args.dry_run, inventory)
+        .context("deploy failed")?;
     let rollout_report = if rolling {
         let opts = exec::Options::from_cluster(cluster, args.dry_run);
         let ex = Executor::new(&backend, cluster, &gate, Some(&templates), opts);
@@ -159,13 +164,13 @@ fn print_summary(r: &Report, calls: CallCounts) {
         eprintln!("  {:<10} CT {:<6} {:<8} {what}", m.slot, m.vmid, m.node);
     }
     eprintln!(
-        "{} created, {} started, {} unchanged, {} to roll out, {} blocked, {} failed in {:.1}s; {} API calls (GET {}, POST {}, PUT {}, DELETE {}; {} retried)",
+        "{} created, {} started, {} unchanged, {} blocked, {} failed, {} to roll out in {:.1}s; {} API calls (GET {}, POST {}, PUT {}, DELETE {}; {} retried)",
         r.count(|a| *a == Action::Created),
         r.count(|a| *a == Action::Started),
         r.count(|a| *a == Action::Unchanged),
-        r.rollouts(),
         r.count(|a| matches!(a, Action::Blocked(_))),
         r.count(|a| matches!(a, Action::Failed(_))),
+        r.rollouts(),
         r.elapsed_ms as f64 / 1000.0,
         calls.total(),
         calls.get,

@@ -169,8 +169,20 @@ pub fn deploy<B: Backend + Sync>(
     templates: &BTreeMap<Role, LocalTemplate>,
     dry_run: bool,
 ) -> Result<Report, DeployError> {
-    let started = Instant::now();
     let inventory = backend.inventory().map_err(DeployError::Inventory)?;
+    deploy_with_inventory(backend, cluster, templates, dry_run, inventory)
+}
+
+/// [`deploy`] from an inventory the caller already read (the CLI reads it
+/// once for the rollout plan and the converge).
+pub fn deploy_with_inventory<B: Backend + Sync>(
+    backend: &B,
+    cluster: &Cluster,
+    templates: &BTreeMap<Role, LocalTemplate>,
+    dry_run: bool,
+    inventory: Vec<ContainerStatus>,
+) -> Result<Report, DeployError> {
+    let started = Instant::now();
 
     // Keyed by the spec's VMID (one report per slot).
     let mut reports: BTreeMap<u32, MemberReport> = BTreeMap::new();

@@ -112,9 +112,17 @@ impl SlotView {
         }
     }
 
-    /// Ask the backend which container holds the data volume (mongo only).
+    /// Ask the backend which container holds the data volume (mongo only,
+    /// and only when the slot has two containers: a lone member is the one
+    /// the volume was created with, so a converged cluster costs no call).
     pub fn fill_data<B: Backend + ?Sized>(&mut self, backend: &B) -> Result<(), BackendError> {
         if self.member.role != Role::Mongo {
+            return Ok(());
+        }
+        if self.base.is_none() || self.alt.is_none() {
+            for ct in [&mut self.base, &mut self.alt].into_iter().flatten() {
+                ct.data = Some(true);
+            }
             return Ok(());
         }
         for ct in [&mut self.base, &mut self.alt].into_iter().flatten() {
@@ -244,15 +252,24 @@ pub fn need(view: &SlotView, want: &MemberTags) -> Need {
 }
 
 /// Every slot of the cluster, in spec order, from one inventory call (plus
-/// one data-volume query per mongo container).
+/// one data-volume query per container of a two-member mongo slot).
 pub fn observe<B: Backend + ?Sized>(
     backend: &B,
     cluster: &Cluster,
 ) -> Result<Vec<SlotView>, BackendError> {
     let inventory = backend.inventory()?;
+    observe_from(backend, cluster, &inventory)
+}
+
+/// [`observe`] from an inventory already read.
+pub fn observe_from<B: Backend + ?Sized>(
+    backend: &B,
+    cluster: &Cluster,
+    inventory: &[ContainerStatus],
+) -> Result<Vec<SlotView>, BackendError> {
     let mut out = Vec::new();
     for m in cluster.members() {
-        let mut v = SlotView::from_inventory(cluster, m, &inventory);
+        let mut v = SlotView::from_inventory(cluster, m, inventory);
         if v.problem.is_none() {
             v.fill_data(backend)?;
         }

@@ -184,6 +184,13 @@ impl FakePve {
         self.shared.state.lock().unwrap()
     }
 
+    /// Replace the whole model (containers, storages, volumes; tasks dropped),
+    /// e.g. with a copy taken after a deploy, to start many tests from it.
+    pub fn set_state(&self, mut s: State) {
+        s.tasks.clear();
+        *self.shared.state.lock().unwrap() = s;
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.log.lock().unwrap().clone()
     }
@@ -242,6 +249,8 @@ pub fn kind_of(path: &str) -> &'static str {
         "shutdown"
     } else if p.ends_with("/status/current") {
         "ct-status"
+    } else if p.ends_with("/move_volume") {
+        "move-volume"
     } else if p.ends_with("/lxc") {
         "create-or-list"
     } else if p.contains("/storage/") && p.ends_with("/status") {
@@ -254,6 +263,8 @@ pub fn kind_of(path: &str) -> &'static str {
         "resources"
     } else if p.ends_with("/config") {
         "config"
+    } else if p.rsplit('/').next().is_some_and(|x| x.parse::<u32>().is_ok()) && p.contains("/lxc/") {
+        "ct"
     } else {
         "other"
     }
