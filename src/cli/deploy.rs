@@ -90,8 +90,9 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         }
     }
 
-    let report = deploy::deploy_with_inventory(&backend, cluster, &templates, args.dry_run, inventory)
-        .context("deploy failed")?;
+    let report =
+        deploy::deploy_with_inventory(&backend, cluster, &templates, args.dry_run, inventory)
+            .context("deploy failed")?;
     let rollout_report = if rolling {
         let opts = exec::Options::from_cluster(cluster, args.dry_run);
         let ex = Executor::new(&backend, cluster, &gate, Some(&templates), opts);

@@ -317,10 +317,11 @@ fn report(m: &Member, action: Action) -> MemberReport {
     }
 }
 
-type Stored = BTreeMap<(String, Role), Result<StoredTemplate, String>>;
+pub(crate) type Stored = BTreeMap<(String, Role), Result<StoredTemplate, String>>;
 
 /// Upload what the creates need; returns the stored template per (node, role).
-fn upload_phase<B: Backend + Sync>(
+/// Rollouts use it too, before their first slot.
+pub(crate) fn upload_phase<B: Backend + Sync + ?Sized>(
     backend: &B,
     cluster: &Cluster,
     templates: &BTreeMap<Role, LocalTemplate>,

@@ -181,7 +181,7 @@ pub struct Executor<'a, B: Backend + Sync + ?Sized> {
     /// The built templates (deploy); a rollback needs none.
     pub templates: Option<&'a BTreeMap<Role, LocalTemplate>>,
     pub opts: Options,
-    stored: Mutex<BTreeMap<(String, Role), StoredTemplate>>,
+    stored: Mutex<BTreeMap<(String, Role), Result<StoredTemplate, String>>>,
     caps: Mutex<Option<Capabilities>>,
 }
 
@@ -205,10 +205,12 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
     }
 
     /// Every slot of the plan in order; stops after the first slot that fails.
+    /// The templates the greens need are uploaded first (once per shared
+    /// storage); a failed upload stops the rollout before anything changes.
     pub fn run(&self, plan: &Plan, obs: &mut dyn Observer) -> Result<Report, Aborted> {
         let t0 = Instant::now();
         let mut slots = Vec::new();
-        let mut stopped: Option<String> = None;
+        let mut stopped: Option<String> = self.upload(plan);
         for sp in &plan.slots {
             if stopped.is_some() {
                 slots.push(self.blank(sp, Outcome::NotStarted));
@@ -243,6 +245,39 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
             slots,
             seconds: t0.elapsed().as_secs_f64(),
             stopped,
+        })
+    }
+
+    /// Upload every template a `Create` of the plan needs; the error, if any.
+    fn upload(&self, plan: &Plan) -> Option<String> {
+        let creates: Vec<&Member> = plan
+            .slots
+            .iter()
+            .filter(|s| s.steps.iter().any(|st| matches!(st, Step::Create { .. })))
+            .map(|s| &s.member)
+            .collect();
+        let templates = self.templates?;
+        if creates.is_empty() {
+            return None;
+        }
+        let (stored, _) =
+            crate::deploy::upload_phase(self.backend, self.cluster, templates, &creates);
+        let failed: Vec<String> = stored
+            .iter()
+            .filter_map(|((node, role), r)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| format!("{role} template on {node}: {e}"))
+            })
+            .collect();
+        if let Ok(mut s) = self.stored.lock() {
+            s.extend(stored);
+        }
+        (!failed.is_empty()).then(|| {
+            format!(
+                "template upload failed, nothing was changed: {}",
+                failed.join("; ")
+            )
         })
     }
 
@@ -578,14 +613,16 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         let key = (m.node.clone(), m.role);
         let cached = self.stored.lock().ok().and_then(|s| s.get(&key).cloned());
         let stored = match cached {
-            Some(s) => s,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Err(Fail::Backend(format!("template upload failed: {e}"))),
+            // A slot re-planned mid-run: upload now (a no-op when stored).
             None => {
                 let s = self
                     .backend
                     .upload_template(&m.node, &local.path, &local.sha256)
                     .map_err(|e| Fail::Backend(format!("template upload failed: {e}")))?;
                 if let Ok(mut c) = self.stored.lock() {
-                    c.insert(key, s.clone());
+                    c.insert(key, Ok(s.clone()));
                 }
                 s
             }

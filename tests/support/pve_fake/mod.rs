@@ -133,6 +133,16 @@ impl Default for Config {
     }
 }
 
+/// Shared access to the fake's model.
+#[derive(Clone)]
+pub struct StateHandle(Arc<state::Shared>);
+
+impl StateHandle {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.state.lock().unwrap()
+    }
+}
+
 pub struct FakePve {
     pub addr: SocketAddr,
     shared: Arc<state::Shared>,
@@ -182,6 +192,11 @@ impl FakePve {
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.shared.state.lock().unwrap()
+    }
+
+    /// A handle on the model that outlives borrows of the fake (for gates and observers).
+    pub fn shared_state(&self) -> StateHandle {
+        StateHandle(self.shared.clone())
     }
 
     /// Replace the whole model (containers, storages, volumes; tasks dropped),
@@ -263,7 +278,12 @@ pub fn kind_of(path: &str) -> &'static str {
         "resources"
     } else if p.ends_with("/config") {
         "config"
-    } else if p.rsplit('/').next().is_some_and(|x| x.parse::<u32>().is_ok()) && p.contains("/lxc/") {
+    } else if p
+        .rsplit('/')
+        .next()
+        .is_some_and(|x| x.parse::<u32>().is_ok())
+        && p.contains("/lxc/")
+    {
         "ct"
     } else {
         "other"

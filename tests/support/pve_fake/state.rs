@@ -311,22 +311,32 @@ impl State {
             Effect::Reassign(from, key, to, tkey) => {
                 // The worker checks again under both config locks.
                 let (src_node, value) = {
-                    let c = self.containers.get(from).ok_or(format!("could not find CT {from}"))?;
-                    let v = c
-                        .config
-                        .get(key)
-                        .ok_or(format!("volume '{key}' for container '{from}' does not exist"))?;
+                    let c = self
+                        .containers
+                        .get(from)
+                        .ok_or(format!("could not find CT {from}"))?;
+                    let v = c.config.get(key).ok_or(format!(
+                        "volume '{key}' for container '{from}' does not exist"
+                    ))?;
                     if c.running {
                         return Err("Cannot move in-use volume while the source CT is running - detach or shutdown first".into());
                     }
                     (c.node.clone(), v.clone())
                 };
-                let dst = self.containers.get(to).ok_or(format!("could not find CT {to}"))?;
+                let dst = self
+                    .containers
+                    .get(to)
+                    .ok_or(format!("could not find CT {to}"))?;
                 if dst.node != src_node {
-                    return Err(format!("Both containers need to be on the same node ({src_node} != {})", dst.node));
+                    return Err(format!(
+                        "Both containers need to be on the same node ({src_node} != {})",
+                        dst.node
+                    ));
                 }
                 if dst.config.contains_key(tkey) {
-                    return Err(format!("Target volume key '{tkey}' is already in use for container '{to}'"));
+                    return Err(format!(
+                        "Target volume key '{tkey}' is already in use for container '{to}'"
+                    ));
                 }
                 // PVE::Storage::rename_volume: the next free vm-<target>-disk-N.
                 let old = Self::volid_of(&value);
@@ -991,7 +1001,12 @@ fn dispatch(
             }
             let deletes: Vec<String> = p
                 .get("delete")
-                .map(|d| d.split([',', ';', ' ']).filter(|x| !x.is_empty()).map(str::to_string).collect())
+                .map(|d| {
+                    d.split([',', ';', ' '])
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             for (k, val) in p
                 .iter()
@@ -999,10 +1014,17 @@ fn dispatch(
             {
                 if deletes.contains(k) {
                     let mut e = BTreeMap::new();
-                    e.insert(k.clone(), "conflicting values: setting and deleting the same option".to_string());
+                    e.insert(
+                        k.clone(),
+                        "conflicting values: setting and deleting the same option".to_string(),
+                    );
                     return Err((400, serde_json::to_string(&e).unwrap()));
                 }
-                let val = if k == "tags" { unique_tags(val) } else { val.clone() };
+                let val = if k == "tags" {
+                    unique_tags(val)
+                } else {
+                    val.clone()
+                };
                 c.config.insert(k.clone(), val);
             }
             for d in deletes {
@@ -1051,7 +1073,13 @@ fn unique_tags(t: &str) -> String {
 /// container (`target-vmid`) is modelled. The checks are those of
 /// `pve-container:src/PVE/API2/LXC.pm` (`$load_and_check_reassign_configs`),
 /// made before the worker starts, with Proxmox's texts.
-fn move_volume(st: &mut State, node: &str, vmid: &str, p: &BTreeMap<String, String>, fault: Option<&FaultKind>) -> R {
+fn move_volume(
+    st: &mut State,
+    node: &str,
+    vmid: &str,
+    p: &BTreeMap<String, String>,
+    fault: Option<&FaultKind>,
+) -> R {
     let key = p["volume"].clone();
     let target = p.get("target-vmid").cloned();
     if let (Some(_), Some(_)) = (&target, p.get("storage")) {
@@ -1062,21 +1090,42 @@ fn move_volume(st: &mut State, node: &str, vmid: &str, p: &BTreeMap<String, Stri
         return Err((400, serde_json::to_string(&e).unwrap()));
     }
     let Some(target) = target else {
-        return Err((501, "move_volume to another storage is not modeled by the fake".into()));
+        return Err((
+            501,
+            "move_volume to another storage is not modeled by the fake".into(),
+        ));
     };
-    let tkey = p.get("target-volume").cloned().unwrap_or_else(|| key.clone());
+    let tkey = p
+        .get("target-volume")
+        .cloned()
+        .unwrap_or_else(|| key.clone());
     if key == "rootfs" || tkey == "rootfs" {
         return Err((500, "Cannot move to/from 'rootfs'".into()));
     }
     let from: u32 = vmid.parse().unwrap_or(0);
     let to: u32 = target.parse().unwrap_or(0);
-    let src = st.containers.get(&from).ok_or((500, format!("could not find CT {from}")))?;
-    let dst = st.containers.get(&to).ok_or((500, format!("could not find CT {to}")))?;
+    let src = st
+        .containers
+        .get(&from)
+        .ok_or((500, format!("could not find CT {from}")))?;
+    let dst = st
+        .containers
+        .get(&to)
+        .ok_or((500, format!("could not find CT {to}")))?;
     if src.node != dst.node {
-        return Err((500, format!("Both containers need to be on the same node ({} != {})", src.node, dst.node)));
+        return Err((
+            500,
+            format!(
+                "Both containers need to be on the same node ({} != {})",
+                src.node, dst.node
+            ),
+        ));
     }
     if src.node != node {
-        return Err((500, format!("Configuration file 'nodes/{node}/lxc/{from}.conf' does not exist")));
+        return Err((
+            500,
+            format!("Configuration file 'nodes/{node}/lxc/{from}.conf' does not exist"),
+        ));
     }
     for c in [src, dst] {
         if let Some(l) = &c.lock {
@@ -1084,14 +1133,30 @@ fn move_volume(st: &mut State, node: &str, vmid: &str, p: &BTreeMap<String, Stri
         }
     }
     if !src.config.contains_key(&key) {
-        return Err((500, format!("volume '{key}' for container '{from}' does not exist")));
+        return Err((
+            500,
+            format!("volume '{key}' for container '{from}' does not exist"),
+        ));
     }
     if dst.config.contains_key(&tkey) {
-        return Err((500, format!("Target volume key '{tkey}' is already in use for container '{to}'")));
+        return Err((
+            500,
+            format!("Target volume key '{tkey}' is already in use for container '{to}'"),
+        ));
     }
     if src.running {
-        return Err((500, "Cannot move in-use volume while the source CT is running - detach or shutdown first".into()));
+        return Err((
+            500,
+            "Cannot move in-use volume while the source CT is running - detach or shutdown first"
+                .into(),
+        ));
     }
     let id = format!("{from}-{key}>{to}-{tkey}");
-    Ok(json!(st.new_task(node, "move_volume", &id, Effect::Reassign(from, key, to, tkey), fault)))
+    Ok(json!(st.new_task(
+        node,
+        "move_volume",
+        &id,
+        Effect::Reassign(from, key, to, tkey),
+        fault
+    )))
 }
