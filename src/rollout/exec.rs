@@ -321,6 +321,8 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         // The failure that turned the slot around, if any.
         let mut failure: Option<Outcome> = None;
         let mut down_at: Option<Instant> = None;
+        let mut started: Vec<u32> = Vec::new();
+        let mut promoted = false;
         for _ in 0..2 * MAX_STEPS {
             let step = match next(&view, &goal) {
                 Next::Done => break,
@@ -344,6 +346,11 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                         || (failure.is_some() && matches!(step, Step::Start { .. }))
                     {
                         rep.down_s = down_at.map(|d| d.elapsed().as_secs_f64());
+                    }
+                    match &step {
+                        Step::Start { vmid } => started.push(*vmid),
+                        Step::Promote { .. } => promoted = true,
+                        _ => {}
                     }
                     apply(&mut view, &step, &goal);
                     let seconds = ts.elapsed().as_secs_f64();
@@ -425,6 +432,23 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                         }
                     }
                 }
+            }
+        }
+        if failure.is_none() && !promoted && !self.opts.dry_run {
+            // A member already tagged live was started (the way back from an
+            // interrupted swap): it gets the same gate, as a check.
+            if let Some(l) = view.live().filter(|l| started.contains(&l.vmid)) {
+                let e = self.expect(&view.member, l.vmid, l.version(), l.template());
+                match self.gate.wait_healthy(self.cluster, &e, self.opts.health_timeout) {
+                    Ok(p) => rep.gate = Some(p),
+                    Err(e) => {
+                        rep.outcome = Outcome::GateFailed {
+                            error: format!("CT {} was started but is not healthy: {e}", l.vmid),
+                            restored: false,
+                        };
+                    }
+                }
+                rep.down_s = down_at.map(|d| d.elapsed().as_secs_f64());
             }
         }
         if let Some(f) = failure {

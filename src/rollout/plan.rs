@@ -1,8 +1,9 @@
 //! The rollout (or rollback) plan: which slots swap, in which order, from which
 //! member to which, and every step each slot will take.
 //!
-//! Order, one slot at a time so no tier ever has two members down: the mongo
-//! tier first (secondaries, then the primary, which steps down before its
+//! Order, one slot at a time so no tier ever has two members down: slots a
+//! killed run left mid-swap first (they may be down), then the mongo
+//! tier (secondaries, then the primary, which steps down before its
 //! shutdown), then webapp (spec order), then lb (backups by rising priority,
 //! the VRRP master last). Data tier first because a new app may rely on the
 //! new database image but not the other way round; the entry tier last so
@@ -71,6 +72,8 @@ pub struct SlotPlan {
     /// The member that will serve.
     pub green: Brief,
     pub note: String,
+    /// Left mid-swap by a killed run: goes first, since its slot may be down.
+    pub interrupted: bool,
     pub steps: Vec<Step>,
     #[serde(skip)]
     pub goal: Goal,
@@ -242,21 +245,20 @@ pub fn for_rollback(cluster: &Cluster, views: &[SlotView], gate: &dyn HealthGate
             continue;
         }
         let Some(live) = v.live() else { continue };
-        let (goal, note) = if !v.at_rest() {
-            (
-                Goal::Container { vmid: live.vmid },
-                "interrupted: back to the live member".to_string(),
-            )
-        } else {
-            match v.standby() {
-                Some(s) if live.gen() == latest && s.gen() < live.gen() => {
-                    (Goal::Container { vmid: s.vmid }, String::new())
-                }
-                _ => continue,
-            }
+        // The latest rollout's members go back to their older partner; any
+        // other slot goes (back) to rest on its live member.
+        let target = match v.other_of(live.vmid) {
+            Some(o) if live.gen() == latest && o.gen() < live.gen() => o,
+            _ => live,
         };
-        let Goal::Container { vmid } = goal else {
-            continue;
+        let vmid = target.vmid;
+        let goal = Goal::Container { vmid };
+        let note = if vmid == live.vmid {
+            "interrupted: back to the live member".to_string()
+        } else if !v.at_rest() {
+            "interrupted swap, undone".to_string()
+        } else {
+            String::new()
         };
         match simulate(v, &goal) {
             Err(reason) => blocked.push(BlockedSlot {
@@ -350,6 +352,7 @@ fn slot_plan(v: &SlotView, steps: Vec<Step>, goal: Goal, green: Brief, note: Str
         blue,
         green,
         note,
+        interrupted: !v.at_rest(),
         steps,
         goal,
         member: m.clone(),
@@ -378,19 +381,21 @@ fn finish(
             Err(e) => refusal = Some(format!("mongo tier: cannot find the primary: {e}")),
         }
     }
-    let key = |s: &SlotPlan| -> (u8, u32, usize) {
+    // Interrupted slots first: they may be down, and every other slot's
+    // swap needs the rest of its tier up.
+    let key = |s: &SlotPlan| -> (bool, u8, u32, usize) {
         let idx = s.member.index;
+        let later = !s.interrupted;
         match s.role {
-            Role::Mongo => (
-                0,
-                u32::from(primary.as_deref() == Some(s.slot.as_str())),
-                idx,
-            ),
-            Role::Webapp => (1, 0, idx),
+            Role::Mongo => {
+                let last = primary.as_deref() == Some(s.slot.as_str());
+                (later, 0, u32::from(last), idx)
+            }
+            Role::Webapp => (later, 1, 0, idx),
             Role::Lb => {
                 let master = cluster.lb.keepalived.master == s.slot;
                 let prio = cluster.lb_priority(&s.member).unwrap_or(0);
-                (2, if master { 1000 } else { u32::from(prio) }, idx)
+                (later, 2, if master { 1000 } else { u32::from(prio) }, idx)
             }
         }
     };
