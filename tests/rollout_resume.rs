@@ -19,7 +19,9 @@ struct Reference {
 }
 
 fn serials(bed: &Bed, vmids: impl Iterator<Item = u32>) -> Vec<Option<u64>> {
-    vmids.map(|v| bed.fake.state().serial_of(v, "mp0")).collect()
+    vmids
+        .map(|v| bed.fake.state().serial_of(v, "mp0"))
+        .collect()
 }
 
 /// Kill the rollout after step `n`, then resume it on one copy and roll back on another.
@@ -48,22 +50,48 @@ fn kill_at(base: &Bed, n: usize, want: &Reference) {
     let bb = back.backend(&v1);
     let mut rec_b = Recorder::new(&back, &v1, tlb);
     let rb = rollout_support::roll_back(&bb, &v1, &gate_b, &mut rec_b).unwrap();
-    assert!(rb.ok(), "rollback after a kill at step {n}: {rb:#?}\n{}", back.table());
+    assert!(
+        rb.ok(),
+        "rollback after a kill at step {n}: {rb:#?}\n{}",
+        back.table()
+    );
     let live = back.live();
-    assert_eq!(live.len(), 9, "kill at {n}: every slot serves\n{}", back.table());
+    assert_eq!(
+        live.len(),
+        9,
+        "kill at {n}: every slot serves\n{}",
+        back.table()
+    );
     for (slot, (vmid, ver)) in &live {
-        assert_eq!(ver, "1.0.0", "kill at {n}: {slot} rolled back\n{}", back.table());
+        assert_eq!(
+            ver,
+            "1.0.0",
+            "kill at {n}: {slot} rolled back\n{}",
+            back.table()
+        );
         assert!(*vmid < 1000, "kill at {n}: {slot} on CT {vmid}");
     }
-    assert_eq!(serials(&back, 103..=105), want.serials, "kill at {n}: data back on the old members");
+    assert_eq!(
+        serials(&back, 103..=105),
+        want.serials,
+        "kill at {n}: data back on the old members"
+    );
     assert!(back.down_per_tier(&v1).is_empty());
 
     // Resume with the same spec: the rollout finishes as if never killed.
     let mut rec = Recorder::new(&killed, &v2, tl.clone());
     let r = rollout_support::roll(&b, &v2, &tpl, &gate, &mut rec).unwrap();
     assert!(r.ok(), "resume after a kill at step {n}: {r:#?}");
-    assert_eq!(killed.table(), want.table, "resume after a kill at step {n}");
-    assert_eq!(serials(&killed, 1103..=1105), want.serials, "kill at {n}: data moved once");
+    assert_eq!(
+        killed.table(),
+        want.table,
+        "resume after a kill at step {n}"
+    );
+    assert_eq!(
+        serials(&killed, 1103..=1105),
+        want.serials,
+        "kill at {n}: data moved once"
+    );
     assert!(killed.down_per_tier(&v2).is_empty());
     eprintln!(
         "kill after step {n:>2}: resume took {} step(s), rollback {} step(s)",

@@ -439,7 +439,10 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
             // interrupted swap): it gets the same gate, as a check.
             if let Some(l) = view.live().filter(|l| started.contains(&l.vmid)) {
                 let e = self.expect(&view.member, l.vmid, l.version(), l.template());
-                match self.gate.wait_healthy(self.cluster, &e, self.opts.health_timeout) {
+                match self
+                    .gate
+                    .wait_healthy(self.cluster, &e, self.opts.health_timeout)
+                {
                     Ok(p) => rep.gate = Some(p),
                     Err(e) => {
                         rep.outcome = Outcome::GateFailed {

@@ -68,6 +68,16 @@ impl Bed {
         templates(self.dir.path(), c, salt)
     }
 
+    /// 1.0.0 templates where only the webapp's content changed.
+    pub fn webapp_only(&self, salt: &str) -> BTreeMap<Role, LocalTemplate> {
+        templates_with(self.dir.path(), &self.v1, "1.0.0", &[(Role::Webapp, salt)])
+    }
+
+    /// Stop a container in the fake (a crash nobody asked for).
+    pub fn crash(&self, vmid: u32) {
+        self.fake.state().containers.get_mut(&vmid).unwrap().running = false;
+    }
+
     pub fn backend(&self, c: &Cluster) -> ProxmoxBackend {
         support::backend(c)
     }
@@ -136,6 +146,21 @@ impl Bed {
         }
         out
     }
+}
+
+/// Templates whose content per role depends on `salts` (roles not listed: `default`).
+pub fn templates_with(
+    dir: &Path,
+    c: &Cluster,
+    default: &str,
+    salts: &[(Role, &str)],
+) -> BTreeMap<Role, LocalTemplate> {
+    let mut out = templates(dir, c, default);
+    for (role, salt) in salts {
+        let t = templates(dir, c, salt);
+        out.insert(*role, t[role].clone());
+    }
+    out
 }
 
 /// Three templates for `c` whose content depends on `salt`.
