@@ -28,6 +28,15 @@ pub fn cluster_v(fake: &FakePve, version: &str) -> Cluster {
     haimg::model::spec::parse_yaml(&text).expect("spec").cluster
 }
 
+/// [`cluster_v`] keeping `keep` versions.
+pub fn cluster_keep(fake: &FakePve, version: &str, keep: u32) -> Cluster {
+    let text = support::spec_text(&fake.endpoint(), "templates", &support::ca_tls())
+        .replace("  version: 1.0.0\n", &format!("  version: {version}\n"))
+        .replace("keep_versions: 2", &format!("keep_versions: {keep}"));
+    assert!(text.contains(&format!("keep_versions: {keep}")));
+    haimg::model::spec::parse_yaml(&text).expect("spec").cluster
+}
+
 /// A cluster deployed at 1.0.0 on a fresh fake.
 pub struct Bed {
     pub fake: FakePve,

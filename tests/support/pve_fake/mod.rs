@@ -194,6 +194,10 @@ impl FakePve {
         self.shared.state.lock().unwrap()
     }
 
+    pub fn containers_len(&self) -> usize {
+        self.state().containers.len()
+    }
+
     /// A handle on the model that outlives borrows of the fake (for gates and observers).
     pub fn shared_state(&self) -> StateHandle {
         StateHandle(self.shared.clone())
