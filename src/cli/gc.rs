@@ -77,7 +77,7 @@ pub fn run(spec: Option<&Path>, args: &GcArgs) -> Result<Exit> {
             plan: &plan,
             report: report.as_ref(),
         })?;
-    } else if args.dry_run {
+    } else if args.dry_run && report.is_some() {
         let mut text = format!("# {}\n", backend.token().redacted_header());
         for c in &backend.planned() {
             text.push_str(&format!("{c}\n"));

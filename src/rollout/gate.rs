@@ -340,7 +340,16 @@ impl HealthGate for NetGate {
             }
         }
         if errors.len() == cluster.mongo.members.len() {
-            return Err(GateError::Mongo(errors.join("; ")));
+            let mut texts: Vec<&str> = errors
+                .iter()
+                .map(|e| e.split_once(": ").map_or(e.as_str(), |(_, t)| t))
+                .collect();
+            texts.dedup();
+            return Err(GateError::Mongo(if texts.len() == 1 {
+                format!("no member answers: {}", texts[0])
+            } else {
+                errors.join("; ")
+            }));
         }
         Ok(None)
     }

@@ -459,11 +459,14 @@ pub fn render(plan: &Plan) -> String {
             (Kind::Rollback, Some(g)) => format!(", undoing generation {g}"),
             _ => String::new(),
         };
+        let change = if plan.from == plan.to {
+            format!("{} (new templates)", plan.to.join(", "))
+        } else {
+            format!("{} -> {}", plan.from.join(", "), plan.to.join(", "))
+        };
         out.push_str(&format!(
-            "{what} of cluster {}: {} -> {}{gen}; {} slot(s), one at a time\n",
+            "{what} of cluster {}: {change}{gen}; {} slot(s), one at a time\n",
             plan.cluster,
-            plan.from.join(", "),
-            plan.to.join(", "),
             plan.slots.len()
         ));
         let (b, g) = match plan.kind {

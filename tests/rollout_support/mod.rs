@@ -157,19 +157,31 @@ impl Bed {
     }
 }
 
-/// Templates whose content per role depends on `salts` (roles not listed: `default`).
+/// Templates in one directory whose content per role depends on `salts`
+/// (roles not listed: `default`), as `haimg deploy --templates DIR` finds them.
 pub fn templates_with(
     dir: &Path,
     c: &Cluster,
     default: &str,
     salts: &[(Role, &str)],
 ) -> BTreeMap<Role, LocalTemplate> {
-    let mut out = templates(dir, c, default);
-    for (role, salt) in salts {
-        let t = templates(dir, c, salt);
-        out.insert(*role, t[role].clone());
+    let name: Vec<String> = salts.iter().map(|(r, s)| format!("{r}-{s}")).collect();
+    let mixed = dir
+        .join(format!("tpl-{default}-{}", name.join("-")))
+        .join("out");
+    std::fs::create_dir_all(&mixed).unwrap();
+    for role in Role::ALL {
+        let salt = salts
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map_or(default, |(_, s)| *s);
+        let src = templates(dir, c, salt)[&role].path.clone();
+        let file = src.file_name().unwrap();
+        std::fs::copy(&src, mixed.join(file)).unwrap();
+        let side = format!("{}.sha256", file.to_string_lossy());
+        std::fs::copy(src.with_file_name(&side), mixed.join(&side)).unwrap();
     }
-    out
+    support::find_templates(&mixed, c)
 }
 
 /// Three templates for `c` whose content depends on `salt`.
