@@ -98,11 +98,7 @@ fn deploy_refuses_a_mongo_rollout_without_a_mongo_client() {
         &spec(&bed, "1.1.0"),
     );
     assert_eq!(code, 1, "{err}");
-    let last = err
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
-        .unwrap_or("");
+    let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
     insta::assert_snapshot!(last, @"error: refusing to roll out: mongo tier: cannot find the primary: mongo: no member answers: no MongoDB client in this build (the OP_MSG client is in haimg-init's join module, not merged yet): the mongo tier cannot be ordered or gated");
     assert!(bed.fake.requests().iter().all(|r| r.method == "GET"));
 }
