@@ -111,7 +111,12 @@ fn keep_one_removes_every_standby_and_its_template() {
         .iter()
         .all(|m| m.vmid < 1000 && m.version == "1.0.0"));
     assert_eq!(p.templates.len(), 3);
+    bed.fake.clear_requests();
     let r = gc::run(&bed.backend(&c), &p, false);
+    insta::assert_snapshot!(
+        "gc_mutating_calls",
+        rollout_support::mutating(&bed.fake).join("\n")
+    );
     assert!(r.ok());
     assert_eq!(r.removed_members.len(), 9);
     assert_eq!(bed.fake.containers_len(), 9);

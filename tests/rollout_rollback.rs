@@ -73,6 +73,10 @@ fn rollback_swaps_back_to_the_kept_members_in_the_same_order() {
         .map(|v| bed.fake.state().serial_of(v, "mp0"))
         .collect();
     assert_eq!(back, serials, "the data came back");
+    insta::assert_snapshot!(
+        "rollback_mutating_calls",
+        rollout_support::mutating(&bed.fake).join("\n")
+    );
     let counts = bed.fake.counts();
     eprintln!(
         "rollback: {} API calls, {:.2}s; {counts:?}",

@@ -201,3 +201,35 @@ fn dry_run_prints_the_plan_and_every_call_and_changes_nothing() {
     // Shared template storage: one upload per role, as in a real run.
     assert_eq!(calls.iter().filter(|c| c.contains("/upload\n")).count(), 3);
 }
+
+#[test]
+fn a_foreign_guest_on_a_green_vmid_blocks_only_its_slot() {
+    let bed = Bed::new();
+    bed.fake.state().add_foreign(1107, "pve2", "qemu");
+    let timeline = Arc::new(Mutex::new(Vec::new()));
+    let gate = FakeGate::new(&bed, timeline.clone());
+    let tpl = bed.webapp_only("w2");
+    let b = bed.backend(&bed.v1);
+    let p = rollout_support::deploy_plan(&b, &bed.v1, &tpl, &gate);
+    assert_eq!(p.slots.len(), 2);
+    let text = plan::render(&p);
+    let blocked = text.lines().find(|l| l.starts_with("blocked:")).unwrap();
+    insta::assert_snapshot!(blocked, @r#"blocked: webapp2: CT 107 runs version 1.0.0 (template e3e61734a2bc), the spec wants 1.0.0 (template 0b6a37e92e96); VMID 1107 (the green VMID of slot webapp2) is held by guest "other1107" on pve2 that is not this slot's member; free the VMID or change the spec"#);
+    let mut rec = Recorder::new(&bed, &bed.v1, timeline);
+    let r = haimg::rollout::Executor::new(
+        &b,
+        &bed.v1,
+        &gate,
+        Some(&tpl),
+        rollout_support::opts(&bed.v1),
+    )
+    .run(&p, &mut rec)
+    .unwrap();
+    assert!(r.ok());
+    assert_eq!(bed.live()["webapp2"], (107, "1.0.0".to_string()));
+    assert_eq!(
+        bed.fake.state().containers[&1107].kind,
+        "qemu",
+        "left alone"
+    );
+}

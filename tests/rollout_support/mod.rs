@@ -96,7 +96,9 @@ impl Bed {
         let st = self.fake.state();
         let mut out = BTreeMap::new();
         for c in st.containers.values() {
-            let t = MemberTags::parse(&c.tags().split(';').collect::<Vec<_>>()).unwrap();
+            let Some(t) = MemberTags::parse(&c.tags().split(';').collect::<Vec<_>>()) else {
+                continue;
+            };
             if c.running && t.state != Some(Tag::Standby) {
                 let prev = out.insert(
                     t.slot.clone().unwrap(),
@@ -117,7 +119,10 @@ impl Bed {
         let st = self.fake.state();
         let mut out = String::new();
         for c in st.containers.values() {
-            let t = MemberTags::parse(&c.tags().split(';').collect::<Vec<_>>()).unwrap();
+            let Some(t) = MemberTags::parse(&c.tags().split(';').collect::<Vec<_>>()) else {
+                out.push_str(&format!("{:<5} (not haimg's)\n", c.vmid));
+                continue;
+            };
             out.push_str(&format!(
                 "{:<5} {:<8} {:<7} {:<8} {} gen {}{}\n",
                 c.vmid,
