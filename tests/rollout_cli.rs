@@ -130,6 +130,27 @@ fn dry_run_prints_the_plan_and_every_call() {
     assert_eq!(stdout.matches("/move_volume\n").count(), 3);
     assert_eq!(stdout.matches("\nPUT ").count(), 18);
     assert!(!stdout.contains(pve_fake::TOKEN_SECRET) && !err.contains(pve_fake::TOKEN_SECRET));
+
+    let (code, stdout, err) = haimg(
+        &[
+            "deploy",
+            "--dry-run",
+            "--json",
+            "--templates",
+            out.to_str().unwrap(),
+        ],
+        &spec(&bed, "1.1.0"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["rollout_plan"]["kind"], "rollout");
+    assert_eq!(v["rollout_plan"]["gen"], 1);
+    assert_eq!(v["rollout_plan"]["slots"][0]["steps"][0]["step"], "create");
+    assert_eq!(v["rollout_plan"]["slots"][0]["green"]["vmid"], 1103);
+    assert_eq!(v["rollout"]["slots"][8]["slot"], "nginx1");
+    assert_eq!(v["rollout"]["slots"][8]["outcome"], "done");
+    assert_eq!(v["rollout"]["slots"][8]["steps"][2]["step"], "start");
+    assert_eq!(v["planned_calls"].as_array().unwrap().len(), 3 + 9 * 5 + 3);
 }
 
 #[test]
