@@ -297,6 +297,9 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         }
     }
 
+    /// One slot: derive, do, apply, until done. Long on purpose: the view, the
+    /// goal and the first failure are the loop's whole state, and splitting it
+    /// would pass all three around.
     fn run_slot(&self, sp: &SlotPlan, obs: &mut dyn Observer) -> Result<SlotReport, Aborted> {
         let t0 = Instant::now();
         let mut rep = self.blank(sp, Outcome::Done);

@@ -413,7 +413,7 @@ pub fn mutating(fake: &FakePve) -> Vec<String> {
                 support::pve_fake::Body::Form(f) => f
                     .into_iter()
                     .filter(|(k, _)| k != "description")
-                    .map(|(k, v)| format!("{k}={v}"))
+                    .map(|(k, v)| format!("{k}={}", v.replace('\0', "\\0")))
                     .collect::<Vec<_>>()
                     .join(" "),
                 _ => String::new(),
