@@ -11,6 +11,7 @@ pub mod cli;
 pub mod deploy;
 pub mod golden;
 pub mod netpolicy;
+pub mod rollout;
 pub mod spec_file;
 
 pub use haimg_model as model;

@@ -96,15 +96,6 @@ fn unreadable_spec_is_an_error_naming_the_file() {
 }
 
 #[test]
-fn not_implemented_commands_fail() {
-    for cmd in ["rollback", "gc"] {
-        let out = haimg(&[cmd]);
-        assert_eq!(out.status.code(), Some(1), "{cmd}");
-        assert!(text(&out.stderr).contains("not implemented yet"));
-    }
-}
-
-#[test]
 fn usage_errors_exit_2() {
     let out = haimg(&["check", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));

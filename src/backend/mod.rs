@@ -159,6 +159,16 @@ pub trait Backend {
     fn move_data_volume(&self, node: &str, from_vmid: u32, to_vmid: u32) -> Result<()>;
     fn set_tags(&self, node: &str, vmid: u32, tags: &[String]) -> Result<()>;
 
+    /// Whether the container holds the data volume (`mp0`). Rollouts read it to
+    /// know where a mongo member's data is after an interrupted hand-over.
+    fn has_data_volume(&self, node: &str, vmid: u32) -> Result<bool> {
+        let _ = (node, vmid);
+        Err(BackendError::Other(anyhow::anyhow!(
+            "the {} backend cannot tell which container holds a data volume",
+            self.kind()
+        )))
+    }
+
     /// What this target supports. Locally everything is available.
     fn capabilities(&self) -> Result<Capabilities> {
         Ok(Capabilities {

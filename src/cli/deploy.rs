@@ -1,25 +1,32 @@
-//! `haimg deploy`: upload the templates and converge the containers.
+//! `haimg deploy`: upload the templates, converge the containers, and roll
+//! out blue/green where members run something else than the spec.
 //!
 //! The backend is chosen here, where the program starts: a `proxmox.endpoint`
-//! in the spec means Proxmox; none means the local LXC backend. stdout carries data (`--json`, or the planned
-//! calls of `--dry-run`); stderr carries progress and the summary.
+//! in the spec means Proxmox; none means the local LXC backend. When a
+//! rollout is needed its plan is printed (stderr) before anything changes,
+//! and it goes ahead only with `--yes` or a `y` on a terminal. stdout carries
+//! data (`--json`, or the planned calls of `--dry-run`); stderr carries the
+//! plan, progress and the summary.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::target::{self, Confirmed};
 use super::{output, Exit};
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
-use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
+use crate::backend::proxmox::PlannedCall;
+use crate::backend::Backend;
 use crate::deploy::{self, templates, Action, Report};
+use crate::rollout::{self, exec, plan, Executor, Plan};
 use crate::spec_file;
 use haimg_model::{Cluster, Role};
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
-    /// Print every API call that would change something (secrets redacted); change nothing
+    /// Print the rollout plan and every API call that would change something (secrets redacted); change nothing
     #[arg(long)]
     pub dry_run: bool,
     /// Print the report (or, with --dry-run, the planned calls) as JSON on stdout
@@ -34,12 +41,19 @@ pub struct DeployArgs {
     /// Deploy without these roles when their template was not built (e.g. `mongo`)
     #[arg(long, value_name = "ROLE", value_delimiter = ',')]
     pub allow_missing: Vec<String>,
+    /// Roll out without asking (needed when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Serialize)]
 struct DeployJson<'a> {
     #[serde(flatten)]
     report: &'a Report,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout_plan: Option<&'a Plan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<&'a exec::Report>,
     api_calls: CallCounts,
     #[serde(skip_serializing_if = "Option::is_none")]
     planned_calls: Option<&'a [PlannedCall]>,
@@ -48,35 +62,61 @@ struct DeployJson<'a> {
 pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let cluster = &loaded.checked.cluster;
-    let Some(endpoint) = cluster.proxmox.endpoint.as_deref() else {
+    if cluster.proxmox.endpoint.is_none() {
         return run_local(cluster, args);
-    };
-    let token = ApiToken::from_env().context("failed to read the Proxmox API token")?;
+    }
+    let backend = target::proxmox(&loaded, args.dry_run, !args.no_progress)?;
     let templates =
         templates::find(&args.templates, cluster).context("failed to find the built templates")?;
-    let settings = Settings {
-        progress: !args.no_progress,
-        ..Settings::default()
-    };
-    let mut backend = ProxmoxBackend::new(&cluster.proxmox, token, settings)
-        .context("failed to set up the Proxmox client")?;
-    if args.dry_run {
-        backend = backend.into_dry_run();
-    }
     eprintln!(
-        "{}deploy cluster {} version {} to {endpoint} as {}",
+        "{}deploy cluster {} version {} to {} as {}",
         if args.dry_run { "dry-run: " } else { "" },
         cluster.name,
         cluster.version,
+        cluster.proxmox.endpoint.as_deref().unwrap_or("?"),
         backend.token().id()
     );
+    let gate = target::gate();
+    let inventory = backend
+        .inventory()
+        .context("failed to read the target's inventory")?;
+    let views = rollout::slot::observe_from(&backend, cluster, &inventory)
+        .context("failed to read the target")?;
+    let plan = plan::for_deploy(cluster, &views, &templates, &gate);
+    let rolling = !plan.is_empty();
+    if rolling || !plan.blocked.is_empty() {
+        eprint!("{}", plan::render(&plan));
+    }
+    if rolling && !args.dry_run {
+        if let Some(r) = &plan.refusal {
+            bail!("refusing to roll out: {r}");
+        }
+        match target::confirm(args.yes, "roll out")? {
+            Confirmed::Yes => {}
+            Confirmed::No => return Ok(Exit::Error),
+            Confirmed::NoTerminal => return Ok(Exit::Usage),
+        }
+    }
+
     let report =
-        deploy::deploy(&backend, cluster, &templates, args.dry_run).context("deploy failed")?;
+        deploy::deploy_with_inventory(&backend, cluster, &templates, args.dry_run, inventory)
+            .context("deploy failed")?;
+    let rollout_report = if rolling {
+        let opts = exec::Options::from_cluster(cluster, args.dry_run);
+        let ex = Executor::new(&backend, cluster, &gate, Some(&templates), opts);
+        let mut progress = target::progress(plan.slots.len());
+        Some(ex.run(&plan, &mut progress).context("rollout stopped")?)
+    } else {
+        None
+    };
+
     let calls = backend.calls();
     let planned = backend.planned();
     if args.json {
         output::json(&DeployJson {
             report: &report,
+            rollout_plan: rolling.then_some(&plan),
+            rollout: rollout_report.as_ref(),
             api_calls: calls,
             planned_calls: args.dry_run.then_some(planned.as_slice()),
         })?;
@@ -96,7 +136,15 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         output::stdout(&text)?;
     }
     print_summary(&report, calls);
-    Ok(if report.ok() { Exit::Ok } else { Exit::Error })
+    if let Some(r) = &rollout_report {
+        target::summary(r, cluster);
+    }
+    let rolled = rollout_report.as_ref().is_none_or(exec::Report::ok);
+    Ok(if report.ok() && rolled && plan.blocked.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Error
+    })
 }
 
 /// The roles to deploy: those with a built template, unless a missing one was not allowed.
@@ -201,6 +249,7 @@ fn print_summary(r: &Report, calls: CallCounts) {
             Action::Created => format!("{would}created and started"),
             Action::Started => format!("{would}started"),
             Action::Unchanged => "unchanged".to_string(),
+            Action::Rollout(why) => format!("rollout: {why}"),
             Action::Blocked(why) => format!("BLOCKED: {why}"),
             Action::Failed(why) => format!("FAILED: {why}"),
         };
@@ -210,12 +259,13 @@ fn print_summary(r: &Report, calls: CallCounts) {
         print_firewall(f, r.dry_run);
     }
     eprintln!(
-        "{} created, {} started, {} unchanged, {} blocked, {} failed in {:.1}s; {} API calls (GET {}, POST {}, PUT {}, DELETE {}; {} retried)",
+        "{} created, {} started, {} unchanged, {} blocked, {} failed, {} to roll out in {:.1}s; {} API calls (GET {}, POST {}, PUT {}, DELETE {}; {} retried)",
         r.count(|a| *a == Action::Created),
         r.count(|a| *a == Action::Started),
         r.count(|a| *a == Action::Unchanged),
         r.count(|a| matches!(a, Action::Blocked(_))),
         r.count(|a| matches!(a, Action::Failed(_))),
+        r.rollouts(),
         r.elapsed_ms as f64 / 1000.0,
         calls.total(),
         calls.get,

@@ -9,8 +9,12 @@ pub mod build;
 mod check;
 pub mod deploy;
 pub mod down;
+mod gc;
 pub mod lock;
 pub mod output;
+mod rollback;
+mod status;
+pub mod target;
 mod test;
 
 use std::path::PathBuf;
@@ -69,13 +73,13 @@ pub enum Command {
     /// Upload templates and create or roll out the containers
     Deploy(deploy::DeployArgs),
     /// Show the members: state, template version and hash
-    Status(Passthrough),
+    Status(status::StatusArgs),
     /// Swap back to the standby members of the previous version
-    Rollback(Passthrough),
+    Rollback(rollback::RollbackArgs),
     /// Boot the templates locally and run the golden scenarios
     Test(test::TestArgs),
     /// Remove standby members and old templates
-    Gc(Passthrough),
+    Gc(gc::GcArgs),
     /// Remove everything a local deploy created
     Down(down::DownArgs),
     /// Print a shell completion script
@@ -83,13 +87,6 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-}
-
-/// Arguments of commands that are not built yet; accepted so `--help` works.
-#[derive(Debug, clap::Args)]
-pub struct Passthrough {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<String>,
 }
 
 /// Parse the command line, run, and return the process exit code.
@@ -129,17 +126,12 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Build(args) => build::run(cli.spec.as_deref(), args),
         Command::Lock(args) => lock::run(cli.spec.as_deref(), args),
         Command::Deploy(args) => deploy::run(cli.spec.as_deref(), args),
-        Command::Status(_) => not_yet("status"),
-        Command::Rollback(_) => not_yet("rollback"),
+        Command::Status(args) => status::run(cli.spec.as_deref(), args),
+        Command::Rollback(args) => rollback::run(cli.spec.as_deref(), args),
         Command::Test(args) => test::run(cli.spec.as_deref(), args),
-        Command::Gc(_) => not_yet("gc"),
+        Command::Gc(args) => gc::run(cli.spec.as_deref(), args),
         Command::Down(args) => down::run(cli.spec.as_deref(), args),
     }
-}
-
-fn not_yet(cmd: &str) -> anyhow::Result<Exit> {
-    eprintln!("error: `haimg {cmd}` is not implemented yet");
-    Ok(Exit::Error)
 }
 
 /// Print an error chain on stderr and pick the exit code.

@@ -41,6 +41,7 @@ pub fn member_tags(cluster: &Cluster, member: &Member, template: &LocalTemplate)
         version: Some(cluster.version.clone()),
         template: Some(template.short_hash().to_string()),
         state: None,
+        gen: None,
         extra: cluster.tags.clone(),
     }
 }

@@ -3,9 +3,10 @@
 //! Converges the target to the spec: every member exists on its node, carries
 //! the tags of the current template, and runs. Steps:
 //! 1. one inventory call: which VMIDs exist, where, with which tags;
-//! 2. classify each member: create, start, unchanged, or blocked (VMID held
-//!    by a foreign guest, member on another node, member of an older template:
-//!    replacing a running member is a blue/green rollout, which is not built yet);
+//! 2. classify each slot: create, start, unchanged, blocked (VMID held by a
+//!    foreign guest, member on another node), or rollout: a member of another
+//!    template, or a slot left mid-swap, is replaced blue/green by
+//!    [`crate::rollout`], never here (the slot is reported, not touched);
 //! 3. upload the templates the creates need, once per shared storage or once
 //!    per node otherwise; an upload whose content hash is already stored is skipped;
 //! 4. per node, in parallel across nodes and in spec order within a node:
@@ -29,7 +30,8 @@ use serde::Serialize;
 
 use self::tags::MemberTags;
 use self::templates::LocalTemplate;
-use crate::backend::{Backend, BackendError, ContainerStatus, PowerState, StoredTemplate};
+use crate::backend::{Backend, BackendError, ContainerStatus, StoredTemplate};
+use crate::rollout::slot::{need, Need, SlotView};
 
 /// What happened (or, in dry-run, would happen) to one member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,6 +42,8 @@ pub enum Action {
     /// Existed stopped; started.
     Started,
     Unchanged,
+    /// Not touched here: a blue/green rollout replaces it (see `crate::rollout`).
+    Rollout(String),
     /// Not touched: the target holds something haimg must not change on its own.
     Blocked(String),
     Failed(String),
@@ -84,6 +88,11 @@ impl Report {
             && self.firewall.as_ref().is_none_or(|f| f.ok())
     }
 
+    /// Slots a rollout has to swap.
+    pub fn rollouts(&self) -> usize {
+        self.count(|a| matches!(a, Action::Rollout(_)))
+    }
+
     pub fn count(&self, f: impl Fn(&Action) -> bool) -> usize {
         self.members.iter().filter(|m| f(&m.action)).count()
     }
@@ -101,18 +110,20 @@ pub enum DeployError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Todo {
     Create,
-    Start,
+    /// Start this VMID (the slot's live member).
+    Start(u32),
 }
 
-/// Decide what a member needs, given what holds its VMID.
+/// Decide what a slot needs, given what holds its two VMIDs.
 fn classify(
     cluster: &Cluster,
     m: &Member,
     want: &MemberTags,
-    found: Option<&ContainerStatus>,
+    inventory: &[ContainerStatus],
 ) -> Result<Option<Todo>, Action> {
-    let Some(ct) = found else {
-        return Ok(Some(Todo::Create));
+    let view = SlotView::from_inventory(cluster, m, inventory);
+    let Some(ct) = inventory.iter().find(|c| c.vmid == m.vmid) else {
+        return slot_need(m, &view, want);
     };
     let Some(have) = MemberTags::parse(&ct.tags) else {
         return Err(Action::Blocked(format!(
@@ -138,20 +149,23 @@ fn classify(
             m.vmid, ct.node, m.node
         )));
     }
-    if !have.same_deployment(want) {
+    slot_need(m, &view, want)
+}
+
+/// What the slot's members need (the spec's VMID is empty or this slot's own).
+fn slot_need(m: &Member, view: &SlotView, want: &MemberTags) -> Result<Option<Todo>, Action> {
+    if let Some(alt) = view.alt.as_ref().filter(|c| c.node != m.node) {
         return Err(Action::Blocked(format!(
-            "CT {} runs version {} (template {}), the spec wants {} (template {}); replacing a member is a blue/green rollout, which haimg does not do yet",
-            m.vmid,
-            have.version.as_deref().unwrap_or("?"),
-            have.template.as_deref().unwrap_or("?"),
-            want.version.as_deref().unwrap_or("?"),
-            want.template.as_deref().unwrap_or("?"),
+            "CT {} runs on node {}, the spec places it on {}; haimg does not migrate containers: move it in Proxmox or change the spec",
+            alt.vmid, alt.node, m.node
         )));
     }
-    Ok(match ct.state {
-        PowerState::Running => None,
-        PowerState::Stopped => Some(Todo::Start),
-    })
+    match need(view, want) {
+        Need::Create => Ok(Some(Todo::Create)),
+        Need::Start(vmid) => Ok(Some(Todo::Start(vmid))),
+        Need::Unchanged => Ok(None),
+        Need::Rollout(why) => Err(Action::Rollout(why)),
+    }
 }
 
 /// Converge the target to `cluster`, using the built `templates`.
@@ -161,23 +175,45 @@ pub fn deploy<B: Backend + Sync>(
     templates: &BTreeMap<Role, LocalTemplate>,
     dry_run: bool,
 ) -> Result<Report, DeployError> {
-    let started = Instant::now();
     let inventory = backend.inventory().map_err(DeployError::Inventory)?;
-    let by_vmid: BTreeMap<u32, &ContainerStatus> = inventory.iter().map(|c| (c.vmid, c)).collect();
+    deploy_with_inventory(backend, cluster, templates, dry_run, inventory)
+}
 
+/// [`deploy`] from an inventory the caller already read (the CLI reads it
+/// once for the rollout plan and the converge).
+pub fn deploy_with_inventory<B: Backend + Sync>(
+    backend: &B,
+    cluster: &Cluster,
+    templates: &BTreeMap<Role, LocalTemplate>,
+    dry_run: bool,
+    inventory: Vec<ContainerStatus>,
+) -> Result<Report, DeployError> {
+    let started = Instant::now();
+
+    // Keyed by the spec's VMID (one report per slot).
     let mut reports: BTreeMap<u32, MemberReport> = BTreeMap::new();
     let mut todo: Vec<(&Member, Todo)> = Vec::new();
     for m in cluster.members() {
         let want = members::member_tags(cluster, m, &templates[&m.role]);
-        let action = match classify(cluster, m, &want, by_vmid.get(&m.vmid).copied()) {
+        let mut vmid = SlotView::from_inventory(cluster, m, &inventory)
+            .live()
+            .map_or(m.vmid, |l| l.vmid);
+        let action = match classify(cluster, m, &want, &inventory) {
             Ok(Some(t)) => {
                 todo.push((m, t));
                 continue;
             }
             Ok(None) => Action::Unchanged,
-            Err(a) => a,
+            Err(a) => {
+                if matches!(a, Action::Blocked(_)) {
+                    vmid = m.vmid;
+                }
+                a
+            }
         };
-        reports.insert(m.vmid, report(m, action));
+        let mut r = report(m, action);
+        r.vmid = vmid;
+        reports.insert(m.vmid, r);
     }
 
     let creates: Vec<&Member> = todo
@@ -212,7 +248,7 @@ pub fn deploy<B: Backend + Sync>(
                     list.iter()
                         .map(|(m, t)| {
                             let action = match t {
-                                Todo::Start => match backend.start(&m.node, m.vmid) {
+                                Todo::Start(vmid) => match backend.start(&m.node, *vmid) {
                                     Ok(()) => Action::Started,
                                     Err(e) => Action::Failed(e.to_string()),
                                 },
@@ -244,7 +280,11 @@ pub fn deploy<B: Backend + Sync>(
                                     }
                                 },
                             };
-                            report(m, action)
+                            let mut r = report(m, action);
+                            if let Todo::Start(vmid) = t {
+                                r.vmid = *vmid;
+                            }
+                            r
                         })
                         .collect::<Vec<_>>()
                 })
@@ -256,7 +296,9 @@ pub fn deploy<B: Backend + Sync>(
             .collect()
     });
     for r in results {
-        reports.insert(r.vmid, r);
+        if let Some(m) = cluster.member_by_slot(&r.slot) {
+            reports.insert(m.vmid, r);
+        }
     }
     // Report in spec order.
     let members: Vec<MemberReport> = cluster
@@ -283,10 +325,11 @@ fn report(m: &Member, action: Action) -> MemberReport {
     }
 }
 
-type Stored = BTreeMap<(String, Role), Result<StoredTemplate, String>>;
+pub(crate) type Stored = BTreeMap<(String, Role), Result<StoredTemplate, String>>;
 
 /// Upload what the creates need; returns the stored template per (node, role).
-fn upload_phase<B: Backend + Sync>(
+/// Rollouts use it too, before their first slot.
+pub(crate) fn upload_phase<B: Backend + Sync + ?Sized>(
     backend: &B,
     cluster: &Cluster,
     templates: &BTreeMap<Role, LocalTemplate>,

@@ -7,7 +7,9 @@
 //! slot-<slot>           the member's slot, e.g. slot-nginx1
 //! ver-<version>         cluster.version of the template, e.g. ver-1.0.0
 //! tpl-<sha12>           first 12 hex digits of the template's sha256
-//! state-<state>         reserved for blue/green rollouts: state-live, state-standby
+//! state-<state>         blue/green position: state-live, state-standby (none = live)
+//! gen-<n>[-<id>]        rollout generation: n counts rollouts of the cluster, id
+//!                       names the rollout's target (8 hex digits), see `crate::rollout`
 //! ```
 //!
 //! Every tag is `[a-z0-9_][a-z0-9_+.-]*` (Proxmox's tag pattern, lowercased);
@@ -18,12 +20,43 @@ use haimg_model::Role;
 
 pub const OWNER: &str = "haimg";
 
-/// Blue/green position of a member (set by rollouts, issue 7).
+/// Blue/green position of a member (set by rollouts). A member without a
+/// state tag (created by a plain deploy) counts as live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Live,
     Standby,
+}
+
+/// Which rollout created or last promoted a member: `n` orders rollouts,
+/// `id` (8 hex digits) names the target they rolled to, so a resumed rollout
+/// finds its own members again.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Gen {
+    pub n: u32,
+    pub id: Option<String>,
+}
+
+impl Gen {
+    fn render(&self) -> String {
+        match &self.id {
+            Some(id) => format!("{}-{id}", self.n),
+            None => self.n.to_string(),
+        }
+    }
+
+    fn parse(v: &str) -> Option<Gen> {
+        let (n, id) = match v.split_once('-') {
+            Some((n, id)) if !id.is_empty() => (n, Some(id.to_string())),
+            Some(_) => return None,
+            None => (v, None),
+        };
+        Some(Gen {
+            n: n.parse().ok()?,
+            id,
+        })
+    }
 }
 
 impl State {
@@ -44,6 +77,8 @@ pub struct MemberTags {
     pub version: Option<String>,
     pub template: Option<String>,
     pub state: Option<State>,
+    /// Rollout generation; `None` for members of the first deploy (generation 0).
+    pub gen: Option<Gen>,
     /// Tags outside the scheme, in order.
     pub extra: Vec<String>,
 }
@@ -63,6 +98,7 @@ impl MemberTags {
         push("ver", self.version.as_deref());
         push("tpl", self.template.as_deref());
         push("state", self.state.map(State::as_str));
+        push("gen", self.gen.as_ref().map(Gen::render).as_deref());
         for e in &self.extra {
             let e = e.to_ascii_lowercase();
             if !out.contains(&e) {
@@ -93,6 +129,7 @@ impl MemberTags {
                 "tpl" if !v.is_empty() => m.template = Some(v),
                 "state" if v == "live" => m.state = Some(State::Live),
                 "state" if v == "standby" => m.state = Some(State::Standby),
+                "gen" if Gen::parse(&v).is_some() => m.gen = Gen::parse(&v),
                 _ => m.extra.push(t.clone()),
             }
         }
@@ -121,6 +158,7 @@ mod tests {
             version: Some("1.0.0-RC1".into()),
             template: Some("0123456789ab".into()),
             state: None,
+            gen: None,
             extra: vec!["prod".into()],
         }
     }
@@ -141,6 +179,26 @@ mod tests {
         want.state = Some(State::Standby);
         assert_eq!(back, want);
         assert!(back.same_deployment(&want));
+    }
+
+    #[test]
+    fn generations_round_trip_with_and_without_id() {
+        let mut m = sample();
+        m.state = Some(State::Live);
+        m.gen = Some(Gen {
+            n: 12,
+            id: Some("0a1b2c3d".into()),
+        });
+        let tags = m.render();
+        insta::assert_snapshot!(tags.join(";"), @"haimg;cluster-haimg;role-lb;slot-nginx1;ver-1.0.0-rc1;tpl-0123456789ab;state-live;gen-12-0a1b2c3d;prod");
+        let back = MemberTags::parse(&tags).unwrap();
+        assert_eq!(back.gen, m.gen);
+        let plain = MemberTags::parse(&["haimg", "gen-3"]).unwrap();
+        assert_eq!(plain.gen, Some(Gen { n: 3, id: None }));
+        // Not a generation: kept as an extra tag, never guessed.
+        let odd = MemberTags::parse(&["haimg", "gen-x", "gen-3-"]).unwrap();
+        assert_eq!(odd.gen, None);
+        assert_eq!(odd.extra, vec!["gen-x", "gen-3-"]);
     }
 
     #[test]

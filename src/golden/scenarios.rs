@@ -11,7 +11,7 @@
 //! client address and one scenario must not spend another's budget.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,10 +39,40 @@ pub trait Testbed: Sync {
     fn exec(&self, slot: &str, argv: &[&str]) -> anyhow::Result<String>;
     /// Is a template for this role built and deployed?
     fn has_role(&self, role: Role) -> bool;
+
+    /// Templates of a second build for the rollout scenarios, as a directory
+    /// `haimg deploy --templates DIR` accepts; `None` when there is none.
+    fn rollout_templates(&self, which: NextBuild) -> Option<PathBuf> {
+        let _ = which;
+        None
+    }
+
+    /// Roll the cluster out to the templates in `dir` as `haimg deploy --yes`
+    /// does: typically [`crate::rollout::deploy_rollout`] with this testbed's
+    /// backend and a [`crate::rollout::NetGate`] in its client netns.
+    fn rollout(&self, dir: &Path) -> anyhow::Result<crate::rollout::Report> {
+        let _ = dir;
+        anyhow::bail!("this testbed cannot run rollouts")
+    }
+
+    /// `haimg rollback --yes` ([`crate::rollout::rollback`]).
+    fn rollback(&self) -> anyhow::Result<crate::rollout::Report> {
+        anyhow::bail!("this testbed cannot run rollbacks")
+    }
 }
 
-/// Every scenario, in the order `haimg test` runs them (shutdown last: it stops the cluster).
-pub const ALL: [&str; 8] = [
+/// The second build a rollout scenario rolls to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextBuild {
+    /// The next version, every role healthy.
+    Good,
+    /// A webapp whose app exits at start, so its health gate fails.
+    BadGreen,
+}
+
+/// Every scenario, in the order `haimg test` runs them (shutdown last: it
+/// stops the cluster; rollback right after rollout, which it undoes).
+pub const ALL: [&str; 11] = [
     "http",
     "sticky",
     "rate-limit",
@@ -50,6 +80,9 @@ pub const ALL: [&str; 8] = [
     "webapp-loss",
     "app-crash",
     "mongo-rs0",
+    "rollout",
+    "rollback",
+    "rollout-bad-green",
     "shutdown",
 ];
 
@@ -62,6 +95,9 @@ pub fn run(name: &str, tb: &dyn Testbed) -> Outcome {
         "webapp-loss" => webapp_loss(tb),
         "app-crash" => app_crash(tb),
         "mongo-rs0" => mongo_rs0(tb),
+        "rollout" => rollout(tb),
+        "rollback" => rollback(tb),
+        "rollout-bad-green" => rollout_bad_green(tb),
         "shutdown" => shutdown(tb),
         other => Err(anyhow::anyhow!("unknown scenario {other:?}")),
     };
@@ -497,6 +533,301 @@ fn mongo_rs0(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     Ok(o)
 }
 
+/// One request of a steady load: when, from which source, what came back.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    /// `None`: no HTTP answer (refused, reset, timed out).
+    status: Option<u16>,
+    version: Option<String>,
+}
+
+/// A steady, bounded load through the VIP: `rate_per_s` requests a second,
+/// spread over `sources` (each its own /24, so neither the rate limit nor
+/// `ip_hash` sees one hot client), until stopped or `max` has passed.
+struct Steady {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<Sample>>>,
+}
+
+impl Steady {
+    fn start(tb: &dyn Testbed, sources: Vec<Ipv4Addr>, rate_per_s: f64, max: Duration) -> Steady {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut spec = spec_from(tb, vip(tb), "/api/health", sources[0]);
+        spec.timeout = Duration::from_secs(2);
+        let st = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(ns) = &spec.netns {
+                if load::enter_netns(ns).is_err() {
+                    return out;
+                }
+            }
+            let t0 = Instant::now();
+            let every = Duration::from_secs_f64(1.0 / rate_per_s.max(0.1));
+            let mut i = 0usize;
+            while !st.load(Ordering::SeqCst) && t0.elapsed() < max {
+                let due = t0 + every * i as u32;
+                if let Some(w) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(w); // pacing, not synchronisation
+                }
+                spec.source = Some(sources[i % sources.len()].into());
+                let at = Instant::now();
+                let r = load::get(&spec).ok();
+                let version = r.as_ref().and_then(|r| {
+                    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+                    v.get("version")?.as_str().map(str::to_string)
+                });
+                out.push(Sample {
+                    at,
+                    status: r.map(|r| r.status),
+                    version,
+                });
+                i += 1;
+            }
+            out
+        });
+        Steady {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A user sees a failure: no answer, or a 5xx.
+fn failed(s: &Sample) -> bool {
+    s.status.is_none_or(|c| c >= 500)
+}
+
+/// Four client addresses, each in its own /24 (5 requests/s each at 20/s).
+fn steady_sources(tb: &dyn Testbed, first: u8) -> Vec<Ipv4Addr> {
+    (first..first + 4).map(|n| tb.client_source(n)).collect()
+}
+
+/// Run `f` (a rollout or rollback) under the steady load; figures for both.
+fn under_load(
+    tb: &dyn Testbed,
+    o: &mut Outcome,
+    first_source: u8,
+    f: impl FnOnce() -> anyhow::Result<crate::rollout::Report>,
+) -> anyhow::Result<(crate::rollout::Report, Vec<Sample>)> {
+    let load = Steady::start(
+        tb,
+        steady_sources(tb, first_source),
+        20.0,
+        Duration::from_secs(1800),
+    );
+    // Let the load settle before the first change.
+    let settle = Instant::now();
+    std::thread::sleep(Duration::from_secs(2)); // load warm-up, not synchronisation
+    let result = f();
+    std::thread::sleep(Duration::from_secs(2)); // trailing load after the last swap
+    let samples = load.finish();
+    let report = result?;
+    let fails: Vec<&Sample> = samples.iter().filter(|s| failed(s)).collect();
+    o.figure("sent", samples.len())
+        .figure("failed", fails.len())
+        .figure(
+            "limited_429",
+            samples.iter().filter(|s| s.status == Some(429)).count(),
+        );
+    let secs = samples
+        .last()
+        .map(|l| l.at.duration_since(settle).as_secs_f64())
+        .unwrap_or(0.0);
+    o.figure(
+        "load_rate_per_s",
+        if secs > 0.0 {
+            samples.len() as f64 / secs
+        } else {
+            0.0
+        },
+    );
+    let seen: std::collections::BTreeSet<&str> = samples
+        .iter()
+        .filter_map(|s| s.version.as_deref())
+        .collect();
+    o.figure(
+        "versions_seen",
+        seen.into_iter().collect::<Vec<_>>().join(","),
+    );
+    o.figure("total_s", report.seconds);
+    for s in &report.slots {
+        o.figure(&format!("{}_s", s.slot), s.seconds);
+        if let Some(d) = s.down_s {
+            o.figure(&format!("{}_down_s", s.slot), d);
+        }
+    }
+    o.expect(
+        fails.is_empty(),
+        format!(
+            "{} of {} requests failed, first at +{:.1}s",
+            fails.len(),
+            samples.len(),
+            fails
+                .first()
+                .map(|f| f.at.duration_since(settle).as_secs_f64())
+                .unwrap_or(0.0)
+        ),
+    );
+    Ok((report, samples))
+}
+
+/// The versions `/api/health` reports through the VIP, from 8 client subnets.
+fn served_versions(tb: &dyn Testbed) -> std::collections::BTreeSet<String> {
+    (30..38)
+        .filter_map(|n| {
+            let r = probe(
+                tb,
+                vip(tb),
+                "/api/health",
+                tb.client_source(n),
+                Duration::from_secs(3),
+            )
+            .ok()?;
+            let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+            v.get("version")?.as_str().map(str::to_string)
+        })
+        .collect()
+}
+
+fn rollout(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    let Some(dir) = tb.rollout_templates(NextBuild::Good) else {
+        return Ok(Outcome::skip(
+            "rollout",
+            "the testbed has no second build to roll out to",
+        ));
+    };
+    let mut o = Outcome::new("rollout");
+    let (report, _) = under_load(tb, &mut o, 40, || tb.rollout(&dir))?;
+    let want: std::collections::BTreeSet<String> = report
+        .slots
+        .iter()
+        .filter(|s| s.role == Role::Webapp)
+        .map(|s| s.to.version.clone())
+        .collect();
+    o.figure("slots", report.slots.len());
+    o.expect(
+        report.ok(),
+        format!(
+            "the rollout stopped: {}",
+            report.stopped.as_deref().unwrap_or("?")
+        ),
+    );
+    o.expect(
+        !report.slots.is_empty(),
+        "nothing was rolled out (same build as running?)",
+    );
+    let served = served_versions(tb);
+    o.figure(
+        "served_versions",
+        served.iter().cloned().collect::<Vec<_>>().join(","),
+    );
+    o.expect(
+        want.is_empty() || served == want,
+        format!("through the VIP the webapps report {served:?}, expected {want:?}"),
+    );
+    Ok(o)
+}
+
+fn rollback(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    if tb.rollout_templates(NextBuild::Good).is_none() {
+        return Ok(Outcome::skip(
+            "rollback",
+            "no rollout to undo (the testbed has no second build)",
+        ));
+    }
+    let mut o = Outcome::new("rollback");
+    let (report, _) = under_load(tb, &mut o, 50, || tb.rollback())?;
+    o.figure("slots", report.slots.len());
+    o.expect(
+        !report.slots.is_empty(),
+        "nothing to roll back: run the rollout scenario first",
+    );
+    o.expect(
+        report.ok(),
+        format!(
+            "the rollback stopped: {}",
+            report.stopped.as_deref().unwrap_or("?")
+        ),
+    );
+    let want: std::collections::BTreeSet<String> = report
+        .slots
+        .iter()
+        .filter(|s| s.role == Role::Webapp)
+        .map(|s| s.to.version.clone())
+        .collect();
+    let served = served_versions(tb);
+    o.figure(
+        "served_versions",
+        served.iter().cloned().collect::<Vec<_>>().join(","),
+    );
+    o.expect(
+        want.is_empty() || served == want,
+        format!("through the VIP the webapps report {served:?}, expected {want:?}"),
+    );
+    Ok(o)
+}
+
+fn rollout_bad_green(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+    let Some(dir) = tb.rollout_templates(NextBuild::BadGreen) else {
+        return Ok(Outcome::skip(
+            "rollout-bad-green",
+            "the testbed has no failing build to roll out to",
+        ));
+    };
+    let mut o = Outcome::new("rollout-bad-green");
+    let before = served_versions(tb);
+    let (report, _) = under_load(tb, &mut o, 60, || tb.rollout(&dir))?;
+    use crate::rollout::exec::Outcome as Slot;
+    let failed_slot = report
+        .slots
+        .iter()
+        .find(|s| !s.ok() && s.outcome != Slot::NotStarted);
+    match failed_slot {
+        Some(s) => {
+            o.figure("failed_slot", s.slot.as_str());
+            o.figure("restore_s", s.seconds);
+            let restored = matches!(s.outcome, Slot::GateFailed { restored: true, .. });
+            o.expect(
+                restored,
+                format!(
+                    "{}: expected a failed gate and a restore, got {:?}",
+                    s.slot, s.outcome
+                ),
+            );
+            if let Some(a) = &s.after_restore {
+                o.figure("after_restore", a.as_str());
+            }
+        }
+        None => {
+            o.fail("the bad build passed every health gate");
+        }
+    }
+    o.expect(
+        !report.ok(),
+        "the rollout reported success with a failing build",
+    );
+    let after = served_versions(tb);
+    o.figure(
+        "served_versions",
+        after.iter().cloned().collect::<Vec<_>>().join(","),
+    );
+    o.expect(
+        after == before,
+        format!("served versions changed from {before:?} to {after:?}"),
+    );
+    Ok(o)
+}
+
 /// Zombie processes inside a member.
 const COUNT_ZOMBIES: &str = "n=0; for s in /proc/[0-9]*/stat; do case \"$(cut -d' ' -f3 $s 2>/dev/null)\" in Z) n=$((n+1));; esac; done; echo $n";
 
@@ -540,6 +871,72 @@ mod tests {
             Some("webapp2")
         );
         assert_eq!(health_slot("not json"), None);
+    }
+
+    /// A testbed without a second build: the rollout scenarios skip, saying why.
+    struct NoBuilds(Cluster);
+
+    impl Testbed for NoBuilds {
+        fn cluster(&self) -> &Cluster {
+            &self.0
+        }
+        fn client_netns(&self) -> Option<PathBuf> {
+            None
+        }
+        fn client_source(&self, n: u8) -> Ipv4Addr {
+            Ipv4Addr::new(10, 99, n, 2)
+        }
+        fn admin_source(&self) -> Ipv4Addr {
+            Ipv4Addr::new(192, 168, 30, 1)
+        }
+        fn kill(&self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("not here")
+        }
+        fn halt(&self, _: &str, _: Duration) -> anyhow::Result<()> {
+            anyhow::bail!("not here")
+        }
+        fn start(&self, _: &str) -> anyhow::Result<()> {
+            anyhow::bail!("not here")
+        }
+        fn exec(&self, _: &str, _: &[&str]) -> anyhow::Result<std::process::Output> {
+            anyhow::bail!("not here")
+        }
+        fn has_role(&self, _: Role) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn rollout_scenarios_skip_without_a_second_build() {
+        let c = haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
+            .unwrap()
+            .cluster;
+        let tb = NoBuilds(c);
+        for name in ["rollout", "rollback", "rollout-bad-green"] {
+            assert!(ALL.contains(&name));
+            let o = run(name, &tb);
+            assert_eq!(
+                o.status,
+                crate::golden::report::Status::Skip,
+                "{name}: {o:?}"
+            );
+            assert!(
+                o.reason.as_deref().is_some_and(|r| r.contains("build")),
+                "{o:?}"
+            );
+        }
+        assert!(tb.rollout(Path::new("x")).is_err() && tb.rollback().is_err());
+    }
+
+    #[test]
+    fn failures_are_no_answer_or_5xx() {
+        let s = |status| Sample {
+            at: Instant::now(),
+            status,
+            version: None,
+        };
+        assert!(failed(&s(None)) && failed(&s(Some(502))));
+        assert!(!failed(&s(Some(200))) && !failed(&s(Some(429))));
     }
 
     #[test]

@@ -815,6 +815,19 @@ impl Backend for ProxmoxBackend {
         Some(self)
     }
 
+    fn has_data_volume(&self, node: &str, vmid: u32) -> Result<bool> {
+        let path = format!("/nodes/{}/lxc/{vmid}/config", seg(node));
+        let conf: serde_json::Map<String, Value> = self.get_as(
+            &path,
+            &Params::new(),
+            Ctx {
+                node,
+                vmid: Some(vmid),
+            },
+        )?;
+        Ok(conf.contains_key("mp0"))
+    }
+
     fn capabilities(&self) -> Result<Capabilities> {
         let v = self.version(Ctx {
             node: "",

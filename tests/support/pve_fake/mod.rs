@@ -134,6 +134,16 @@ impl Default for Config {
     }
 }
 
+/// Shared access to the fake's model.
+#[derive(Clone)]
+pub struct StateHandle(Arc<state::Shared>);
+
+impl StateHandle {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.state.lock().unwrap()
+    }
+}
+
 pub struct FakePve {
     pub addr: SocketAddr,
     shared: Arc<state::Shared>,
@@ -183,6 +193,22 @@ impl FakePve {
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.shared.state.lock().unwrap()
+    }
+
+    pub fn containers_len(&self) -> usize {
+        self.state().containers.len()
+    }
+
+    /// A handle on the model that outlives borrows of the fake (for gates and observers).
+    pub fn shared_state(&self) -> StateHandle {
+        StateHandle(self.shared.clone())
+    }
+
+    /// Replace the whole model (containers, storages, volumes; tasks dropped),
+    /// e.g. with a copy taken after a deploy, to start many tests from it.
+    pub fn set_state(&self, mut s: State) {
+        s.tasks.clear();
+        *self.shared.state.lock().unwrap() = s;
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -245,6 +271,8 @@ pub fn kind_of(path: &str) -> &'static str {
         "shutdown"
     } else if p.ends_with("/status/current") {
         "ct-status"
+    } else if p.ends_with("/move_volume") {
+        "move-volume"
     } else if p.ends_with("/lxc") {
         "create-or-list"
     } else if p.contains("/storage/") && p.ends_with("/status") {
@@ -257,6 +285,13 @@ pub fn kind_of(path: &str) -> &'static str {
         "resources"
     } else if p.ends_with("/config") {
         "config"
+    } else if p
+        .rsplit('/')
+        .next()
+        .is_some_and(|x| x.parse::<u32>().is_ok())
+        && p.contains("/lxc/")
+    {
+        "ct"
     } else {
         "other"
     }

@@ -79,6 +79,8 @@ enum Effect {
     Start(u32),
     Stop(u32),
     Destroy(u32),
+    /// `move_volume` to another container: (vmid, key, target vmid, target key).
+    Reassign(u32, String, u32, String),
 }
 
 #[derive(Debug, Clone)]
@@ -95,16 +97,21 @@ pub struct Task {
     effect: Effect,
 }
 
+#[derive(Clone)]
 pub struct State {
     pub nodes: Vec<String>,
     pub storages: Vec<Storage>,
     pub containers: BTreeMap<u32, Container>,
+    /// Allocated guest volumes (`local-lvm:vm-103-disk-1`) and a serial that
+    /// stays with the data when a volume is renamed by `move_volume`.
+    pub volumes: BTreeMap<String, u64>,
     pub tasks: BTreeMap<String, Task>,
     pub release: String,
     pub task_polls: u32,
     /// `cluster.fw` and the guests' `.fw` files.
     pub fw: super::firewall::FwState,
     next_pid: u32,
+    next_serial: u64,
 }
 
 impl State {
@@ -114,6 +121,49 @@ impl State {
     fn storage_mut(&mut self, id: &str) -> Option<&mut Storage> {
         self.storages.iter_mut().find(|s| s.id == id)
     }
+    /// The volume ID of a volume config value (`local-lvm:vm-1-disk-0,mp=/x` → `local-lvm:vm-1-disk-0`).
+    pub fn volid_of(value: &str) -> String {
+        let first = value.split(',').next().unwrap_or("");
+        first.strip_prefix("volume=").unwrap_or(first).to_string()
+    }
+
+    /// `<storage>:<GiB>` becomes a new volume `vm-<vmid>-disk-<n>` (as
+    /// `PVE::LXC::create_disks` allocates it), with `size=` appended.
+    fn allocate(&mut self, vmid: u32, value: &str) -> String {
+        let vol = Self::volid_of(value);
+        let Some((sid, size)) = vol.split_once(':') else {
+            return value.to_string();
+        };
+        if size.parse::<u32>().is_err() {
+            return value.to_string();
+        }
+        let name = self.free_disk_name(sid, vmid);
+        self.next_serial += 1;
+        self.volumes.insert(name.clone(), self.next_serial);
+        let rest: Vec<&str> = value.split(',').skip(1).collect();
+        let mut out = name;
+        for r in rest {
+            out.push(',');
+            out.push_str(r);
+        }
+        out.push_str(&format!(",size={size}G"));
+        out
+    }
+
+    fn free_disk_name(&self, sid: &str, vmid: u32) -> String {
+        (0..)
+            .map(|n| format!("{sid}:vm-{vmid}-disk-{n}"))
+            .find(|v| !self.volumes.contains_key(v))
+            .unwrap_or_default()
+    }
+
+    /// The serial of the volume a container's config key points to.
+    pub fn serial_of(&self, vmid: u32, key: &str) -> Option<u64> {
+        let c = self.containers.get(&vmid)?;
+        let v = c.config.get(key)?;
+        self.volumes.get(&Self::volid_of(v)).copied()
+    }
+
     /// A foreign guest (no haimg tags), as another admin would leave it.
     pub fn add_foreign(&mut self, vmid: u32, node: &str, kind: &str) {
         let mut config = BTreeMap::new();
@@ -250,8 +300,60 @@ impl State {
                 Ok(())
             }
             Effect::Destroy(v) => {
-                self.containers.remove(v);
+                if let Some(c) = self.containers.remove(v) {
+                    // purge + destroy-unreferenced-disks: its volumes and any named for it.
+                    for val in c.config.values() {
+                        self.volumes.remove(&Self::volid_of(val));
+                    }
+                }
                 self.fw.guests.remove(v); // remove_vmfw_conf
+                let mine = format!(":vm-{v}-disk-");
+                self.volumes.retain(|k, _| !k.contains(&mine));
+                Ok(())
+            }
+            Effect::Reassign(from, key, to, tkey) => {
+                // The worker checks again under both config locks.
+                let (src_node, value) = {
+                    let c = self
+                        .containers
+                        .get(from)
+                        .ok_or(format!("could not find CT {from}"))?;
+                    let v = c.config.get(key).ok_or(format!(
+                        "volume '{key}' for container '{from}' does not exist"
+                    ))?;
+                    if c.running {
+                        return Err("Cannot move in-use volume while the source CT is running - detach or shutdown first".into());
+                    }
+                    (c.node.clone(), v.clone())
+                };
+                let dst = self
+                    .containers
+                    .get(to)
+                    .ok_or(format!("could not find CT {to}"))?;
+                if dst.node != src_node {
+                    return Err(format!(
+                        "Both containers need to be on the same node ({src_node} != {})",
+                        dst.node
+                    ));
+                }
+                if dst.config.contains_key(tkey) {
+                    return Err(format!(
+                        "Target volume key '{tkey}' is already in use for container '{to}'"
+                    ));
+                }
+                // PVE::Storage::rename_volume: the next free vm-<target>-disk-N.
+                let old = Self::volid_of(&value);
+                let sid = old.split(':').next().unwrap_or("").to_string();
+                let new = self.free_disk_name(&sid, *to);
+                let serial = self.volumes.remove(&old).unwrap_or(0);
+                self.volumes.insert(new.clone(), serial);
+                let new_value = value.replacen(&old, &new, 1);
+                if let Some(c) = self.containers.get_mut(from) {
+                    c.config.remove(key);
+                }
+                if let Some(c) = self.containers.get_mut(to) {
+                    c.config.insert(tkey.clone(), new_value);
+                }
                 Ok(())
             }
         }
@@ -261,6 +363,8 @@ impl State {
     fn undo(&mut self, e: &Effect) {
         if let Effect::Create(v) = e {
             self.containers.remove(v);
+            let mine = format!(":vm-{v}-disk-");
+            self.volumes.retain(|k, _| !k.contains(&mine));
         }
     }
 }
@@ -303,11 +407,13 @@ impl Shared {
                 nodes: cfg.nodes,
                 storages: cfg.storages,
                 containers: BTreeMap::new(),
+                volumes: BTreeMap::new(),
                 tasks: BTreeMap::new(),
                 release: cfg.release,
                 task_polls: cfg.task_polls,
                 fw: Default::default(),
                 next_pid: 0x1000,
+                next_serial: 0,
             }),
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
@@ -802,11 +908,13 @@ fn dispatch(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             if let Some(t) = config.get_mut("tags") {
-                *t = t
-                    .split([';', ',', ' '])
-                    .filter(|x| !x.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(";");
+                *t = unique_tags(t);
+            }
+            for key in ["rootfs", "mp0"] {
+                if let Some(val) = config.get(key).cloned() {
+                    let a = st.allocate(v, &val);
+                    config.insert(key.into(), a);
+                }
             }
             st.containers.insert(
                 v,
@@ -903,14 +1011,43 @@ fn dispatch(
             let v: u32 = vmid.parse().unwrap_or(0);
             ct(st, &node, &vmid)?;
             let c = st.containers.get_mut(&v).ok_or((500, "gone".to_string()))?;
+            if let Some(l) = &c.lock {
+                return Err((500, format!("CT is locked ({l})")));
+            }
+            let deletes: Vec<String> = p
+                .get("delete")
+                .map(|d| {
+                    d.split([',', ';', ' '])
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
             for (k, val) in p
                 .iter()
                 .filter(|(k, _)| !matches!(k.as_str(), "node" | "vmid" | "digest" | "delete"))
             {
-                c.config.insert(k.clone(), val.clone());
+                if deletes.contains(k) {
+                    let mut e = BTreeMap::new();
+                    e.insert(
+                        k.clone(),
+                        "conflicting values: setting and deleting the same option".to_string(),
+                    );
+                    return Err((400, serde_json::to_string(&e).unwrap()));
+                }
+                let val = if k == "tags" {
+                    unique_tags(val)
+                } else {
+                    val.clone()
+                };
+                c.config.insert(k.clone(), val);
+            }
+            for d in deletes {
+                c.config.remove(&d);
             }
             Ok(Value::Null)
         }
+        ("POST", "/nodes/{node}/lxc/{vmid}/move_volume") => move_volume(st, &node, &vmid, p, fault),
         ("GET", "/nodes/{node}/tasks/{upid}/status") => {
             st.poll(&p["upid"]).ok_or((400, "no such task".to_string()))
         }
@@ -932,4 +1069,109 @@ fn dispatch(
         }
         _ => Err((501, format!("{method} {route} is not modeled by the fake"))),
     }
+}
+
+/// `PVE::GuestHelpers::get_unique_tags` with the default `tag-style`:
+/// split on `;`, `,` or space, lowercased, sorted, duplicates dropped.
+fn unique_tags(t: &str) -> String {
+    let mut v: Vec<String> = t
+        .split([';', ',', ' '])
+        .filter(|x| !x.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    v.sort();
+    v.dedup();
+    v.join(";")
+}
+
+/// `POST /nodes/{node}/lxc/{vmid}/move_volume`: only reassignment to another
+/// container (`target-vmid`) is modelled. The checks are those of
+/// `pve-container:src/PVE/API2/LXC.pm` (`$load_and_check_reassign_configs`),
+/// made before the worker starts, with Proxmox's texts.
+fn move_volume(
+    st: &mut State,
+    node: &str,
+    vmid: &str,
+    p: &BTreeMap<String, String>,
+    fault: Option<&FaultKind>,
+) -> R {
+    let key = p["volume"].clone();
+    let target = p.get("target-vmid").cloned();
+    if let (Some(_), Some(_)) = (&target, p.get("storage")) {
+        let msg = "either set 'storage' or 'target-vmid', but not both";
+        let mut e = BTreeMap::new();
+        e.insert("target-vmid", msg);
+        e.insert("storage", msg);
+        return Err((400, serde_json::to_string(&e).unwrap()));
+    }
+    let Some(target) = target else {
+        return Err((
+            501,
+            "move_volume to another storage is not modeled by the fake".into(),
+        ));
+    };
+    let tkey = p
+        .get("target-volume")
+        .cloned()
+        .unwrap_or_else(|| key.clone());
+    if key == "rootfs" || tkey == "rootfs" {
+        return Err((500, "Cannot move to/from 'rootfs'".into()));
+    }
+    let from: u32 = vmid.parse().unwrap_or(0);
+    let to: u32 = target.parse().unwrap_or(0);
+    let src = st
+        .containers
+        .get(&from)
+        .ok_or((500, format!("could not find CT {from}")))?;
+    let dst = st
+        .containers
+        .get(&to)
+        .ok_or((500, format!("could not find CT {to}")))?;
+    if src.node != dst.node {
+        return Err((
+            500,
+            format!(
+                "Both containers need to be on the same node ({} != {})",
+                src.node, dst.node
+            ),
+        ));
+    }
+    if src.node != node {
+        return Err((
+            500,
+            format!("Configuration file 'nodes/{node}/lxc/{from}.conf' does not exist"),
+        ));
+    }
+    for c in [src, dst] {
+        if let Some(l) = &c.lock {
+            return Err((500, format!("CT is locked ({l})")));
+        }
+    }
+    if !src.config.contains_key(&key) {
+        return Err((
+            500,
+            format!("volume '{key}' for container '{from}' does not exist"),
+        ));
+    }
+    if dst.config.contains_key(&tkey) {
+        return Err((
+            500,
+            format!("Target volume key '{tkey}' is already in use for container '{to}'"),
+        ));
+    }
+    if src.running {
+        return Err((
+            500,
+            "Cannot move in-use volume while the source CT is running - detach or shutdown first"
+                .into(),
+        ));
+    }
+    let id = format!("{from}-{key}>{to}-{tkey}");
+    Ok(json!(st.new_task(
+        node,
+        "move_volume",
+        &id,
+        Effect::Reassign(from, key, to, tkey),
+        fault
+    )))
 }

@@ -1,0 +1,79 @@
+//! `haimg rollback`: swap the slots of the latest rollout back to their kept
+//! (stopped) standby members, in the rollout's order, with the same health
+//! gates; a slot left mid-swap by a killed run goes back to its live member.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::target::{self, Confirmed};
+use super::{output, Exit};
+use crate::rollout::{exec, plan, slot, Executor, Plan};
+use crate::spec_file;
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// Print the plan and every API call it would make; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan and report as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Roll back without asking (needed when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Serialize)]
+struct RollbackJson<'a> {
+    plan: &'a Plan,
+    report: Option<&'a exec::Report>,
+    planned_calls: Option<&'a [crate::backend::proxmox::PlannedCall]>,
+}
+
+pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
+    let loaded = spec_file::load(spec)?;
+    let cluster = &loaded.checked.cluster;
+    let backend = target::proxmox(&loaded, args.dry_run, false)?;
+    let gate = target::gate();
+    let views = slot::observe(&backend, cluster).context("failed to read the target")?;
+    let plan = plan::for_rollback(cluster, &views, &gate);
+    eprint!("{}", plan::render(&plan));
+    let mut report = None;
+    if !plan.is_empty() {
+        if !args.dry_run {
+            if let Some(r) = &plan.refusal {
+                bail!("refusing to roll back: {r}");
+            }
+            match target::confirm(args.yes, "roll back")? {
+                Confirmed::Yes => {}
+                Confirmed::No => return Ok(Exit::Error),
+                Confirmed::NoTerminal => return Ok(Exit::Usage),
+            }
+        }
+        let opts = exec::Options::from_cluster(cluster, args.dry_run);
+        let ex = Executor::new(&backend, cluster, &gate, None, opts);
+        let mut progress = target::progress(plan.slots.len());
+        report = Some(ex.run(&plan, &mut progress).context("rollback stopped")?);
+    }
+    let planned = backend.planned();
+    if args.json {
+        output::json(&RollbackJson {
+            plan: &plan,
+            report: report.as_ref(),
+            planned_calls: args.dry_run.then_some(planned.as_slice()),
+        })?;
+    } else if args.dry_run {
+        let mut text = format!("# {}\n", backend.token().redacted_header());
+        for c in &planned {
+            text.push_str(&format!("{c}\n"));
+        }
+        output::stdout(&text)?;
+    }
+    if let Some(r) = &report {
+        target::summary(r, cluster);
+    }
+    let ok = report.as_ref().is_none_or(exec::Report::ok) && plan.blocked.is_empty();
+    Ok(if ok { Exit::Ok } else { Exit::Error })
+}

@@ -1,0 +1,588 @@
+//! Health gates: is the member that was just started serving its role?
+//!
+//! [`HealthGate`] is the seam: the executor asks it before tagging a member
+//! live, and asks it which mongo member is primary (to order the tier and to
+//! step the primary down before its shutdown). [`NetGate`] is the real one:
+//! HTTP and TCP from the deploy host to the member's address (the spec's
+//! `network.admin` address may reach the health ports), optionally from inside
+//! a network namespace and from a chosen source address (the local test bed).
+//!
+//! Per role:
+//! * lb: `GET /haimg/lb-health` on the member answers 200 with its slot, and
+//!   the same path through the VIP answers 200;
+//! * webapp: `GET /api/health` on the member answers 200 with the wanted
+//!   `version` (and `slot`, and `imageHash` when known);
+//! * mongo: the member is PRIMARY or SECONDARY of the replica set and at most
+//!   [`MONGO_MAX_LAG`] behind the primary, asked through [`MongoProbe`].
+//!
+//! A gate passes after [`PASSES_NEEDED`] good answers in a row, so a member
+//! that comes up and falls over again does not pass. Every wait is bounded
+//! by the spec's `rollout.health_timeout_s`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use haimg_model::{Cluster, Member, Role};
+use serde::Serialize;
+
+use crate::golden::load::{self, LoadSpec};
+
+/// What the member must show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expect {
+    pub slot: String,
+    pub role: Role,
+    pub vmid: u32,
+    /// The member's address.
+    pub ip: std::net::Ipv4Addr,
+    pub version: String,
+    /// First 12 hex digits of the template's sha256.
+    pub template: String,
+    /// The image's input hash as `/api/health` reports it, when known.
+    pub image_hash: Option<String>,
+}
+
+/// A gate that passed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Passed {
+    pub waited_s: f64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    #[error("{slot} (CT {vmid}) did not pass its {role} health gate within {}s: {last}", .waited.as_secs())]
+    Unhealthy {
+        slot: String,
+        vmid: u32,
+        role: Role,
+        waited: Duration,
+        /// The last thing seen.
+        last: String,
+    },
+    #[error("mongo: {0}")]
+    Mongo(String),
+}
+
+/// The seam between the rollout and the running cluster.
+pub trait HealthGate: Sync {
+    /// Wait up to `timeout` until the member serves its role.
+    fn wait_healthy(
+        &self,
+        cluster: &Cluster,
+        e: &Expect,
+        timeout: Duration,
+    ) -> Result<Passed, GateError>;
+
+    /// The slot of the mongo member that says it is primary, if any.
+    fn mongo_primary(&self, cluster: &Cluster) -> Result<Option<String>, GateError>;
+
+    /// Ask `member` to step down, then wait up to `timeout` until another member is primary.
+    fn mongo_step_down(
+        &self,
+        cluster: &Cluster,
+        member: &Member,
+        timeout: Duration,
+    ) -> Result<(), GateError>;
+}
+
+/// A mongo member as `hello` / `replSetGetStatus` describe it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MongoStatus {
+    /// `PRIMARY`, `SECONDARY`, `STARTUP2`, `RECOVERING`, ...
+    pub state: String,
+    pub set_name: Option<String>,
+    /// How far its last applied op is behind the primary's.
+    pub lag_s: Option<f64>,
+}
+
+/// The MongoDB commands a rollout needs; the OP_MSG client that implements
+/// it lives in haimg-init (`init/src/join`), not in this build yet.
+pub trait MongoProbe: Send + Sync {
+    fn status(&self, addr: SocketAddr, timeout: Duration) -> Result<MongoStatus, String>;
+    /// `replSetStepDown` with `secs` of stepdown time.
+    fn step_down(&self, addr: SocketAddr, secs: u32, timeout: Duration) -> Result<(), String>;
+}
+
+/// No MongoDB client in this build: every call says so.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMongoClient;
+
+pub const NO_MONGO_CLIENT: &str = "no MongoDB client in this build (the OP_MSG client is in haimg-init's join module, not merged yet): the mongo tier cannot be ordered or gated";
+
+impl MongoProbe for NoMongoClient {
+    fn status(&self, _: SocketAddr, _: Duration) -> Result<MongoStatus, String> {
+        Err(NO_MONGO_CLIENT.into())
+    }
+    fn step_down(&self, _: SocketAddr, _: u32, _: Duration) -> Result<(), String> {
+        Err(NO_MONGO_CLIENT.into())
+    }
+}
+
+/// The lb health path (rendered into nginx by haimg-init), answered with the slot.
+pub const LB_HEALTH_PATH: &str = "/haimg/lb-health";
+pub const WEBAPP_HEALTH_PATH: &str = "/api/health";
+pub const PASSES_NEEDED: u32 = 2;
+/// "Caught up": a mongo member at most this far behind the primary.
+pub const MONGO_MAX_LAG: Duration = Duration::from_secs(2);
+
+/// HTTP and TCP from the deploy host.
+pub struct NetGate {
+    /// Enter this network namespace for every probe (local test bed).
+    pub netns: Option<PathBuf>,
+    /// Bind probes to this source address (the spec's admin address).
+    pub source: Option<IpAddr>,
+    pub mongo: Box<dyn MongoProbe>,
+    /// Between two probes.
+    pub every: Duration,
+    /// One probe's connect + read timeout.
+    pub probe_timeout: Duration,
+    /// Where to really connect for a member address (tests point members at loopback).
+    pub resolve: Box<dyn Fn(SocketAddr) -> SocketAddr + Send + Sync>,
+}
+
+impl std::fmt::Debug for NetGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetGate")
+            .field("netns", &self.netns)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetGate {
+    pub fn new(
+        netns: Option<PathBuf>,
+        source: Option<IpAddr>,
+        mongo: Box<dyn MongoProbe>,
+    ) -> NetGate {
+        NetGate {
+            netns,
+            source,
+            mongo,
+            every: Duration::from_millis(250),
+            probe_timeout: Duration::from_secs(2),
+            resolve: Box::new(|a| a),
+        }
+    }
+
+    /// One HTTP GET; in its own thread when a netns must be entered, so the
+    /// caller's thread keeps its namespace.
+    fn get(&self, addr: SocketAddr, path: &str) -> std::io::Result<load::Response> {
+        let mut spec = LoadSpec::new((self.resolve)(addr), path);
+        spec.timeout = self.probe_timeout;
+        spec.source = self.source;
+        match &self.netns {
+            None => load::get(&spec),
+            Some(ns) => std::thread::scope(|s| {
+                s.spawn(|| {
+                    load::enter_netns(ns)?;
+                    load::get(&spec)
+                })
+                .join()
+                .map_err(|_| std::io::Error::other("probe thread panicked"))?
+            }),
+        }
+    }
+
+    /// One look at the member: `Ok(detail)` when healthy, `Err(what was seen)`.
+    fn check_once(&self, cluster: &Cluster, e: &Expect) -> Result<String, String> {
+        match e.role {
+            Role::Lb => {
+                let port = cluster.lb.nginx.listen_port;
+                let own = self
+                    .get(SocketAddr::new(e.ip.into(), port), LB_HEALTH_PATH)
+                    .map_err(|x| format!("{}:{port}{LB_HEALTH_PATH}: {x}", e.ip))?;
+                if own.status != 200 || own.body.trim() != e.slot {
+                    return Err(format!(
+                        "{}:{port}{LB_HEALTH_PATH} answered {} {:?}, expected 200 {:?}",
+                        e.ip,
+                        own.status,
+                        own.body.trim(),
+                        e.slot
+                    ));
+                }
+                let vip = cluster.network.vip;
+                let via = self
+                    .get(SocketAddr::new(vip.into(), port), LB_HEALTH_PATH)
+                    .map_err(|x| format!("VIP {vip}:{port}{LB_HEALTH_PATH}: {x}"))?;
+                if via.status != 200 {
+                    return Err(format!("VIP {vip}:{port} answered {}", via.status));
+                }
+                Ok(format!(
+                    "answers on {}:{port}; VIP {vip} served by {}",
+                    e.ip,
+                    via.body.trim()
+                ))
+            }
+            Role::Webapp => {
+                let port = cluster.webapp.port;
+                let r = self
+                    .get(SocketAddr::new(e.ip.into(), port), WEBAPP_HEALTH_PATH)
+                    .map_err(|x| format!("{}:{port}{WEBAPP_HEALTH_PATH}: {x}", e.ip))?;
+                if r.status != 200 {
+                    return Err(format!(
+                        "{}:{port}{WEBAPP_HEALTH_PATH} answered {}",
+                        e.ip, r.status
+                    ));
+                }
+                check_webapp_health(&r.body, e)
+            }
+            Role::Mongo => {
+                let addr = SocketAddr::new(e.ip.into(), cluster.mongo.port);
+                let st = self
+                    .mongo
+                    .status((self.resolve)(addr), self.probe_timeout)?;
+                check_mongo(&st, &cluster.mongo.replica_set)
+            }
+        }
+    }
+}
+
+/// `/api/health` shows the wanted version (and slot, and image hash when known).
+pub fn check_webapp_health(body: &str, e: &Expect) -> Result<String, String> {
+    let v: serde_json::Value = serde_json::from_str(body)
+        .map_err(|x| format!("/api/health is not JSON ({x}): {body:.120}"))?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let version = field("version");
+    if version.as_deref() != Some(e.version.as_str()) {
+        return Err(format!(
+            "/api/health reports version {}, expected {}",
+            version.as_deref().unwrap_or("(none)"),
+            e.version
+        ));
+    }
+    if let Some(slot) = field("slot") {
+        if slot != e.slot {
+            return Err(format!("/api/health is slot {slot}, expected {}", e.slot));
+        }
+    }
+    if let Some(want) = &e.image_hash {
+        let got = field("imageHash").unwrap_or_default();
+        if got.is_empty() || (!got.starts_with(want.as_str()) && !want.starts_with(got.as_str())) {
+            return Err(format!(
+                "/api/health reports image {got:?}, expected {want}"
+            ));
+        }
+    }
+    Ok(format!("/api/health: version {}", e.version))
+}
+
+/// PRIMARY or SECONDARY of the set, and caught up.
+pub fn check_mongo(st: &MongoStatus, set: &str) -> Result<String, String> {
+    if st.set_name.as_deref() != Some(set) {
+        return Err(format!(
+            "member of replica set {:?}, expected {set:?}",
+            st.set_name.as_deref().unwrap_or("(none)")
+        ));
+    }
+    if st.state != "PRIMARY" && st.state != "SECONDARY" {
+        return Err(format!("state {}", st.state));
+    }
+    match st.lag_s {
+        Some(l) if l <= MONGO_MAX_LAG.as_secs_f64() => {
+            Ok(format!("{} of {set}, {l:.1}s behind", st.state))
+        }
+        Some(l) => Err(format!("{} but {l:.1}s behind the primary", st.state)),
+        None => Err(format!("{}, lag unknown", st.state)),
+    }
+}
+
+impl HealthGate for NetGate {
+    fn wait_healthy(
+        &self,
+        cluster: &Cluster,
+        e: &Expect,
+        timeout: Duration,
+    ) -> Result<Passed, GateError> {
+        let t0 = Instant::now();
+        let mut good = 0;
+        let mut last = String::from("no answer yet");
+        loop {
+            match self.check_once(cluster, e) {
+                Ok(detail) => {
+                    good += 1;
+                    if good >= PASSES_NEEDED {
+                        return Ok(Passed {
+                            waited_s: t0.elapsed().as_secs_f64(),
+                            detail,
+                        });
+                    }
+                }
+                Err(seen) => {
+                    good = 0;
+                    last = seen;
+                }
+            }
+            if t0.elapsed() >= timeout {
+                return Err(GateError::Unhealthy {
+                    slot: e.slot.clone(),
+                    vmid: e.vmid,
+                    role: e.role,
+                    waited: t0.elapsed(),
+                    last,
+                });
+            }
+            std::thread::sleep(self.every.min(timeout.saturating_sub(t0.elapsed())));
+            // poll interval
+        }
+    }
+
+    fn mongo_primary(&self, cluster: &Cluster) -> Result<Option<String>, GateError> {
+        let mut errors = Vec::new();
+        for m in &cluster.mongo.members {
+            let addr = (self.resolve)(SocketAddr::new(m.ip.into(), cluster.mongo.port));
+            match self.mongo.status(addr, self.probe_timeout) {
+                Ok(st) if st.state == "PRIMARY" => return Ok(Some(m.slot.clone())),
+                Ok(_) => {}
+                Err(e) => errors.push(format!("{}: {e}", m.slot)),
+            }
+        }
+        if errors.len() == cluster.mongo.members.len() {
+            let mut texts: Vec<&str> = errors
+                .iter()
+                .map(|e| e.split_once(": ").map_or(e.as_str(), |(_, t)| t))
+                .collect();
+            texts.dedup();
+            return Err(GateError::Mongo(if texts.len() == 1 {
+                format!("no member answers: {}", texts[0])
+            } else {
+                errors.join("; ")
+            }));
+        }
+        Ok(None)
+    }
+
+    fn mongo_step_down(
+        &self,
+        cluster: &Cluster,
+        member: &Member,
+        timeout: Duration,
+    ) -> Result<(), GateError> {
+        let addr = (self.resolve)(SocketAddr::new(member.ip.into(), cluster.mongo.port));
+        let secs = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(10);
+        self.mongo
+            .step_down(addr, secs, self.probe_timeout)
+            .map_err(|e| GateError::Mongo(format!("replSetStepDown on {}: {e}", member.slot)))?;
+        let t0 = Instant::now();
+        loop {
+            if let Some(p) = self.mongo_primary(cluster)? {
+                if p != member.slot {
+                    return Ok(());
+                }
+            }
+            if t0.elapsed() >= timeout {
+                return Err(GateError::Mongo(format!(
+                    "no other member became primary within {}s after {} stepped down",
+                    timeout.as_secs(),
+                    member.slot
+                )));
+            }
+            std::thread::sleep(self.every); // poll interval
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn expect(role: Role, slot: &str) -> Expect {
+        Expect {
+            slot: slot.into(),
+            role,
+            vmid: 1106,
+            ip: "192.168.30.106".parse().unwrap(),
+            version: "1.1.0".into(),
+            template: "bbbbbbbbbbbb".into(),
+            image_hash: None,
+        }
+    }
+
+    fn cluster() -> Cluster {
+        haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
+            .unwrap()
+            .cluster
+    }
+
+    /// A loopback server answering with `f(n)` for the n-th request.
+    fn serve(f: impl Fn(usize) -> String + Send + 'static) -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf);
+                let i = n2.fetch_add(1, Ordering::SeqCst);
+                let body = f(i);
+                let _ = s.write_all(body.as_bytes());
+            }
+        });
+        (addr, n)
+    }
+
+    fn http(status: u16, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn gate_to(addr: SocketAddr) -> NetGate {
+        let mut g = NetGate::new(None, None, Box::new(NoMongoClient));
+        g.every = Duration::from_millis(5);
+        g.probe_timeout = Duration::from_millis(500);
+        // Every member and the VIP are this loopback server.
+        g.resolve = Box::new(move |_| addr);
+        g
+    }
+
+    #[test]
+    fn webapp_passes_once_the_new_version_answers_twice() {
+        let (addr, n) = serve(|i| match i {
+            0 => http(502, "starting"),
+            1 => http(200, r#"{"ok":true,"slot":"webapp1","version":"1.0.0"}"#),
+            _ => http(
+                200,
+                r#"{"ok":true,"slot":"webapp1","version":"1.1.0","imageHash":"abc"}"#,
+            ),
+        });
+        let g = gate_to(addr);
+        let p = g
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Webapp, "webapp1"),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(p.detail, "/api/health: version 1.1.0");
+        assert_eq!(n.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn webapp_gate_times_out_with_what_it_saw() {
+        let (addr, _) = serve(|_| http(200, r#"{"ok":true,"slot":"webapp1","version":"1.0.0"}"#));
+        let g = gate_to(addr);
+        let e = g
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Webapp, "webapp1"),
+                Duration::from_millis(100),
+            )
+            .unwrap_err();
+        insta::assert_snapshot!(e.to_string(), @"webapp1 (CT 1106) did not pass its webapp health gate within 0s: /api/health reports version 1.0.0, expected 1.1.0");
+    }
+
+    #[test]
+    fn refused_connections_fail_the_gate() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let g = gate_to(addr);
+        let e = g
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Lb, "nginx2"),
+                Duration::from_millis(50),
+            )
+            .unwrap_err();
+        let GateError::Unhealthy { last, .. } = e else {
+            panic!()
+        };
+        assert!(
+            last.starts_with("192.168.30.106:80/haimg/lb-health: "),
+            "{last}"
+        );
+        assert!(last.contains("refused"), "{last}");
+    }
+
+    #[test]
+    fn lb_needs_its_own_slot_and_the_vip() {
+        let (addr, _) = serve(|_| http(200, "nginx2\n"));
+        let g = gate_to(addr);
+        let p = g
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Lb, "nginx2"),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(
+            p.detail,
+            "answers on 192.168.30.106:80; VIP 192.168.30.200 served by nginx2"
+        );
+        let e = g
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Lb, "nginx3"),
+                Duration::from_millis(30),
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with(r#"answered 200 "nginx2", expected 200 "nginx3""#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn webapp_health_checks_slot_and_image_hash() {
+        let mut e = expect(Role::Webapp, "webapp1");
+        e.image_hash = Some("0123456789ab".into());
+        let ok = r#"{"slot":"webapp1","version":"1.1.0","imageHash":"0123456789abcdef"}"#;
+        assert!(check_webapp_health(ok, &e).is_ok());
+        let other = r#"{"slot":"webapp2","version":"1.1.0","imageHash":"0123456789abcdef"}"#;
+        assert_eq!(
+            check_webapp_health(other, &e).unwrap_err(),
+            "/api/health is slot webapp2, expected webapp1"
+        );
+        let img = r#"{"slot":"webapp1","version":"1.1.0","imageHash":"ffff"}"#;
+        assert_eq!(
+            check_webapp_health(img, &e).unwrap_err(),
+            r#"/api/health reports image "ffff", expected 0123456789ab"#
+        );
+        let none = r#"{"slot":"webapp1","version":"1.1.0"}"#;
+        assert!(check_webapp_health(none, &e).is_err());
+        assert!(check_webapp_health("<html>", &e)
+            .unwrap_err()
+            .starts_with("/api/health is not JSON"));
+    }
+
+    #[test]
+    fn mongo_must_be_in_the_set_and_caught_up() {
+        let st = |state: &str, set: Option<&str>, lag: Option<f64>| MongoStatus {
+            state: state.into(),
+            set_name: set.map(str::to_string),
+            lag_s: lag,
+        };
+        assert!(check_mongo(&st("SECONDARY", Some("rs0"), Some(0.5)), "rs0").is_ok());
+        assert!(check_mongo(&st("PRIMARY", Some("rs0"), Some(0.0)), "rs0").is_ok());
+        assert_eq!(
+            check_mongo(&st("STARTUP2", Some("rs0"), None), "rs0").unwrap_err(),
+            "state STARTUP2"
+        );
+        assert_eq!(
+            check_mongo(&st("SECONDARY", Some("rs0"), Some(30.0)), "rs0").unwrap_err(),
+            "SECONDARY but 30.0s behind the primary"
+        );
+        assert_eq!(
+            check_mongo(&st("SECONDARY", None, Some(0.0)), "rs0").unwrap_err(),
+            r#"member of replica set "(none)", expected "rs0""#
+        );
+    }
+
+    #[test]
+    fn without_a_mongo_client_the_tier_cannot_be_ordered() {
+        let g = NetGate::new(None, None, Box::new(NoMongoClient));
+        let e = g.mongo_primary(&cluster()).unwrap_err();
+        assert!(e.to_string().contains("not merged yet"), "{e}");
+    }
+}
