@@ -898,7 +898,7 @@ mod tests {
         fn start(&self, _: &str) -> anyhow::Result<()> {
             anyhow::bail!("not here")
         }
-        fn exec(&self, _: &str, _: &[&str]) -> anyhow::Result<std::process::Output> {
+        fn exec(&self, _: &str, _: &[&str]) -> anyhow::Result<String> {
             anyhow::bail!("not here")
         }
         fn has_role(&self, _: Role) -> bool {
