@@ -128,7 +128,9 @@ fn dry_run_prints_the_plan_and_every_call() {
         "{stdout}"
     );
     assert_eq!(stdout.matches("/move_volume\n").count(), 3);
-    assert_eq!(stdout.matches("\nPUT ").count(), 18);
+    // 18 tag writes, and the firewall options of each of the 9 green containers.
+    assert_eq!(stdout.matches("\nPUT ").count(), 27);
+    assert_eq!(stdout.matches("/firewall/options").count(), 9);
     assert!(!stdout.contains(pve_fake::TOKEN_SECRET) && !err.contains(pve_fake::TOKEN_SECRET));
 
     let (code, stdout, err) = haimg(
@@ -150,7 +152,13 @@ fn dry_run_prints_the_plan_and_every_call() {
     assert_eq!(v["rollout"]["slots"][8]["slot"], "nginx1");
     assert_eq!(v["rollout"]["slots"][8]["outcome"], "done");
     assert_eq!(v["rollout"]["slots"][8]["steps"][2]["step"], "start");
-    assert_eq!(v["planned_calls"].as_array().unwrap().len(), 3 + 9 * 5 + 3);
+    // Uploads, five member calls per slot, three volume moves, and the green
+    // containers' firewall: a group rule and options each, and for the three lb
+    // members an ipfilter set with two entries.
+    assert_eq!(
+        v["planned_calls"].as_array().unwrap().len(),
+        3 + 9 * 5 + 3 + 9 * 2 + 3 * 3
+    );
 }
 
 #[test]

@@ -502,6 +502,30 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         }
     }
 
+    /// Put the network policy on a green container before it ever starts, so
+    /// it is filtered from its first packet and a later deploy has nothing to fix.
+    fn firewall_for_green(&self, m: &Member, vmid: u32) -> Result<(), Fail> {
+        let Some(api) = self.backend.firewall() else {
+            return Ok(());
+        };
+        if !self.cluster.proxmox.firewall.enforce {
+            return Ok(());
+        }
+        let target = crate::deploy::firewall::Target {
+            member: m,
+            vmid,
+            node: &m.node,
+            fresh: true,
+            absent: self.opts.dry_run,
+        };
+        let out =
+            crate::deploy::firewall::converge_member(api, self.cluster, &target, self.opts.dry_run);
+        match out.error {
+            Some(e) => Err(Fail::Backend(format!("firewall of CT {vmid}: {e}"))),
+            None => Ok(()),
+        }
+    }
+
     /// One step against the backend; `Ok(detail)`.
     fn exec(
         &self,
@@ -520,7 +544,9 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                     return Err(Fail::Backend("nothing to create a member from".into()));
                 };
                 let spec = self.green_spec(m, *vmid, want.tags.render())?;
-                be(self.backend.create(&spec)).map(|()| Some(spec.template.filename))
+                be(self.backend.create(&spec))?;
+                self.firewall_for_green(m, *vmid)?;
+                Ok(Some(spec.template.filename))
             }
             Step::Shutdown { vmid, serving } => {
                 let mut detail = None;
