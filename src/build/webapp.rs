@@ -17,7 +17,8 @@
 //!   and keys derived from the build secret (see [`keys`]); the seeded
 //!   preview id is checked in the output. Then `.next/standalone/.` →
 //!   `/srv/webapp`, `.next/static` and `public` beside it, minus the
-//!   recipe's `drop` list (sharp and libvips).
+//!   recipe's `drop` list (sharp and libvips); public files get
+//!   content-derived mtimes (see [`etag_mtimes`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -478,6 +479,7 @@ impl WebappBuild<'_> {
         if app.join("public").is_dir() {
             std::fs::create_dir_all(srv.join("public")).map_err(io("create", &srv))?;
             cp(app.join("public"), srv.join("public"))?;
+            etag_mtimes(&srv.join("public"), self.source_date_epoch)?;
         }
         for d in &self.spec.drop {
             let p = srv.join(d);
@@ -510,6 +512,31 @@ impl WebappBuild<'_> {
         }
         Ok(())
     }
+}
+
+/// Next serves `public/` with size+mtime ETags. With every mtime clamped to
+/// the same `SOURCE_DATE_EPOCH`, a file edited to the same size would keep its
+/// ETag and clients would keep the old copy; so each public file gets an mtime
+/// up to a day before `SOURCE_DATE_EPOCH` derived from its content: still
+/// deterministic, still clamped, different when the content differs.
+fn etag_mtimes(dir: &Path, sde: u64) -> Result<(), WebappError> {
+    for e in std::fs::read_dir(dir).map_err(io("read", dir))? {
+        let p = e.map_err(io("read", dir))?.path();
+        let meta = p.symlink_metadata().map_err(io("read", &p))?;
+        if meta.is_dir() {
+            etag_mtimes(&p, sde)?;
+        } else if meta.is_file() {
+            let sha = crate::build::hash::sha256_file(&p).map_err(io("read", &p))?;
+            let offset = u64::from_str_radix(&sha[..8], 16).unwrap_or(0) % 86_400;
+            let t = std::time::UNIX_EPOCH + Duration::from_secs(sde.saturating_sub(1 + offset));
+            let f = std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .map_err(io("open", &p))?;
+            f.set_modified(t).map_err(io("set the mtime of", &p))?;
+        }
+    }
+    Ok(())
 }
 
 fn hexid(secret: &[u8]) -> String {
@@ -552,6 +579,26 @@ fn copy_sources(from: &Path, to: &Path) -> Result<(), WebappError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_files_get_content_derived_mtimes_before_the_epoch() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.txt"), "same size A").unwrap();
+        std::fs::write(d.path().join("b.txt"), "same size B").unwrap();
+        etag_mtimes(d.path(), 1_700_000_000).unwrap();
+        let m = |f: &str| {
+            std::fs::metadata(d.path().join(f))
+                .unwrap()
+                .modified()
+                .unwrap()
+        };
+        assert_ne!(m("a.txt"), m("b.txt"));
+        let secs = m("a.txt")
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!((1_700_000_000 - 86_400..1_700_000_000).contains(&secs));
+    }
 
     #[test]
     fn keys_match_the_app_engineers_vectors() {
