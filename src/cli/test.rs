@@ -144,7 +144,7 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     })
 }
 
-/// Every lb and webapp answers, and the VIP serves a page.
+/// Every lb and webapp answers, and the VIP serves a page from the master lb.
 fn wait_ready(tb: &LocalTestbed) -> Result<()> {
     use crate::golden::load::{self, LoadSpec};
     let c = tb.cluster();
@@ -172,12 +172,21 @@ fn wait_ready(tb: &LocalTestbed) -> Result<()> {
             if let Some(ns) = &ns {
                 load::enter_netns(ns)?;
             }
+            let master = &c.lb.keepalived.master;
             for (addr, path) in &targets {
                 let mut spec = LoadSpec::new(*addr, path);
                 spec.source = Some(admin.into());
                 spec.timeout = Duration::from_secs(1);
                 loop {
-                    if load::get(&spec).is_ok_and(|r| r.status == 200) {
+                    let answer = load::get(&spec);
+                    // The VIP must be settled on the configured master: keepalived
+                    // starts every member as BACKUP and the master preempts a few
+                    // seconds later, which would cut scenarios' connections.
+                    let settled = addr.ip() != std::net::IpAddr::from(c.network.vip)
+                        || answer
+                            .as_ref()
+                            .is_ok_and(|r| r.served_by.as_deref() == Some(master));
+                    if answer.is_ok_and(|r| r.status == 200) && settled {
                         break;
                     }
                     if Instant::now() >= deadline {

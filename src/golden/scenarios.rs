@@ -202,7 +202,8 @@ fn http(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
 fn sticky(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     let mut o = Outcome::new("sticky");
     let slot_from = |src: Ipv4Addr| -> anyhow::Result<String> {
-        let r = probe(tb, vip(tb), "/api/health", src, Duration::from_secs(5))?;
+        let r = probe(tb, vip(tb), "/api/health", src, Duration::from_secs(5))
+            .map_err(|e| anyhow::anyhow!("GET /api/health via the VIP from {src}: {e}"))?;
         health_slot(&r.body).ok_or_else(|| anyhow::anyhow!("/api/health has no slot: {:?}", r.body))
     };
     let one = tb.client_source(2);
@@ -496,7 +497,7 @@ fn app_crash(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     anyhow::ensure!(!pid.is_empty(), "no app process found in {}", m.slot);
     let target = SocketAddr::new(m.ip.into(), tb.cluster().webapp.port);
     let t0 = Instant::now();
-    tb.exec(&m.slot, &["kill", "-9", &pid])?;
+    tb.exec(&m.slot, &["sh", "-c", &format!("kill -9 {pid}")])?; // no procps in the image: the shell's kill
     let healthy = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
         let r = probe(
             tb,
