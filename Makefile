@@ -51,13 +51,16 @@ lint:
 unit: init
 	HAIMG_BUILD_TESTS=1 $(CARGO) test --workspace --all-features
 
-## templates: lb and webapp into out/ (mongo's package is not reachable here)
+## templates: lb and webapp into out/ (mongo's package is not reachable here), and the
+## same at the next version into out-next/, which the rollout scenarios roll out to
 templates: release
 	$(HAIMG) build --allow-missing mongo
+	sed 's/^  version: .*/  version: 1.1.0/' haimg.yaml > out/next-haimg.yaml
+	$(HAIMG) --spec out/next-haimg.yaml build --role lb,webapp --out out-next
 
 ## golden: boot the templates on local LXC and run the golden scenarios
 golden: templates
-	$(HAIMG) test
+	$(HAIMG) test --next-templates out-next
 
 ## test: everything CI runs
 test: setup lint unit golden

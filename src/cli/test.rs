@@ -34,6 +34,10 @@ pub struct TestArgs {
     /// Leave the test cluster running (its state directory is printed)
     #[arg(long)]
     pub keep: bool,
+    /// Templates of a next version (e.g. built with `cluster.version` raised), for the
+    /// rollout and rollback scenarios; without it they are skipped
+    #[arg(long, value_name = "DIR")]
+    pub next_templates: Option<PathBuf>,
     /// Parent of the test cluster's state directory
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     pub state_root: PathBuf,
@@ -89,6 +93,10 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
         }
     };
     tb.teardown = !args.keep;
+    tb.backend
+        .apply_policy(&haimg_model::policy::derive(cluster))
+        .context("failed to apply the network policy to the test bridge")?;
+    tb.next_templates = args.next_templates.clone();
     if args.keep {
         let dir = state.keep();
         eprintln!(

@@ -7,18 +7,24 @@
 //! [`LocalTestbed`] is dropped, also after a failure.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use haimg_model::{Cluster, Role};
 
-use super::scenarios::Testbed;
+use super::scenarios::{NextBuild, Testbed};
 use crate::backend::local::{LocalBackend, NetworkInfo};
 use crate::backend::Backend;
+use crate::cli::deploy::without_roles;
+use crate::deploy::templates;
+use crate::rollout::{self, Event, NetGate, NoMongoClient};
 
-/// Client subnets `10.99.1.0/24` .. `10.99.20.0/24`; `.1` and `.2` in each.
-const CLIENT_SUBNETS: u8 = 20;
+/// Client subnets `10.99.1.0/24` .. `10.99.64.0/24`; `.1` and `.2` in each
+/// (scenarios take distinct subnets: rate limits and ip_hash key on them).
+const CLIENT_SUBNETS: u8 = 64;
 
 pub struct LocalTestbed {
     pub backend: LocalBackend,
@@ -27,6 +33,10 @@ pub struct LocalTestbed {
     net: NetworkInfo,
     /// Remove the cluster on drop.
     pub teardown: bool,
+    /// Templates of the next version, for the rollout scenarios.
+    pub next_templates: Option<PathBuf>,
+    /// The cluster as rolled out last (the next version after `rollout`).
+    rolled: Mutex<Option<Cluster>>,
 }
 
 impl LocalTestbed {
@@ -48,7 +58,27 @@ impl LocalTestbed {
             roles,
             net,
             teardown: true,
+            next_templates: None,
+            rolled: Mutex::new(None),
         })
+    }
+
+    /// Health gates from the admin address inside the client namespace.
+    fn gate(&self) -> NetGate {
+        NetGate::new(
+            Some(self.net.netns_path.clone()),
+            Some(self.net.gateway.into()),
+            Box::new(NoMongoClient),
+        )
+    }
+
+    /// The deployable part of `c`: members of roles without a template left out.
+    fn deployable(&self, c: &Cluster) -> Cluster {
+        let missing: Vec<Role> = Role::ALL
+            .into_iter()
+            .filter(|r| !self.roles.contains(r))
+            .collect();
+        without_roles(c, &missing)
     }
 
     fn member(&self, slot: &str) -> Result<(String, u32)> {
@@ -117,4 +147,66 @@ impl Testbed for LocalTestbed {
     fn has_role(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
+
+    fn rollout_templates(&self, which: NextBuild) -> Option<PathBuf> {
+        match which {
+            NextBuild::Good => self.next_templates.clone(),
+            // Building a webapp that fails on purpose is not part of `make test` yet.
+            NextBuild::BadGreen => None,
+        }
+    }
+
+    fn rollout(&self, dir: &Path) -> Result<rollout::Report> {
+        let version = version_in(dir)?;
+        let mut next = self.cluster.clone();
+        next.version = version;
+        let templates = templates::find_roles(dir, &next, &self.roles)?;
+        let target = self.deployable(&next);
+        let opts = rollout::Options::from_cluster(&next, false);
+        let (_, report) = rollout::deploy_rollout(
+            &self.backend,
+            &target,
+            &templates,
+            &self.gate(),
+            opts,
+            &mut |_: &Event<'_>| ControlFlow::Continue(()),
+        )?;
+        if let Ok(mut g) = self.rolled.lock() {
+            *g = Some(next);
+        }
+        Ok(report)
+    }
+
+    fn rollback(&self) -> Result<rollout::Report> {
+        let current = self
+            .rolled
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .unwrap_or_else(|| self.cluster.clone());
+        let target = self.deployable(&current);
+        let opts = rollout::Options::from_cluster(&current, false);
+        let (_, report) = rollout::rollback(
+            &self.backend,
+            &target,
+            &self.gate(),
+            opts,
+            &mut |_: &Event<'_>| ControlFlow::Continue(()),
+        )?;
+        Ok(report)
+    }
+}
+
+/// The version of the lb template in `dir` (`haimg-lb_<version>_amd64.tar.zst`).
+fn version_in(dir: &Path) -> Result<String> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("failed to read {}", dir.display()))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(v) = name
+            .strip_prefix("haimg-lb_")
+            .and_then(|r| r.strip_suffix("_amd64.tar.zst"))
+        {
+            return Ok(v.to_string());
+        }
+    }
+    anyhow::bail!("no haimg-lb_<version>_amd64.tar.zst in {}", dir.display())
 }

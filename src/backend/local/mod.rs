@@ -234,6 +234,8 @@ pub struct DownReport {
     pub network: net::Removed,
     pub cgroups: Vec<PathBuf>,
     pub state_dir_removed: bool,
+    /// The nftables table of the network policy was deleted.
+    pub policy_removed: bool,
 }
 
 impl DownReport {
@@ -244,6 +246,7 @@ impl DownReport {
             && self.network == net::Removed::default()
             && self.cgroups.is_empty()
             && !self.state_dir_removed
+            && !self.policy_removed
     }
 }
 
@@ -485,6 +488,42 @@ impl LocalBackend {
     /// Give the client namespace another source address (e.g. to act as a
     /// client from another /24 for `ip_hash`); members reply through the
     /// gateway, so any address works. Gone with the namespace at `down`.
+    /// The nftables table (bridge family) holding this cluster's network policy.
+    pub fn policy_table(&self) -> String {
+        format!("haimg_{}", self.names.instance)
+    }
+
+    /// Enforce the network policy on the cluster's bridge: the ruleset of
+    /// [`crate::netpolicy::nft_ruleset`], replacing any earlier version at once
+    /// (`nft -f` applies a file atomically). Removed again by [`Self::down`].
+    pub fn apply_policy(&self, policy: &haimg_model::policy::Policy) -> Result<()> {
+        let table = self.policy_table();
+        let rules = crate::netpolicy::nft_ruleset(policy, &table, &self.names.ct_veth_prefix());
+        // Declaring the table first makes the delete valid when it does not exist yet.
+        let text = format!("table bridge {table} {{}}\ndelete table bridge {table}\n{rules}");
+        let path = self.dir.root.join("policy.nft");
+        std::fs::create_dir_all(&self.dir.root).map_err(io_err("create", &self.dir.root))?;
+        std::fs::write(&path, text).map_err(io_err("write", &path))?;
+        self.runner.run_ok(
+            &Cmd::new("nft", IP_TIMEOUT).args(["-f".to_string(), path.display().to_string()]),
+        )?;
+        Ok(())
+    }
+
+    /// Delete the policy's table (always tried, in case the state directory
+    /// is gone); `true` when this cluster had applied one.
+    fn remove_policy(&self) -> bool {
+        let applied = self.dir.root.join("policy.nft").is_file();
+        let cmd = Cmd::new("nft", IP_TIMEOUT).args([
+            "delete".to_string(),
+            "table".into(),
+            "bridge".into(),
+            self.policy_table(),
+        ]);
+        let deleted = self.runner.run(&cmd).is_ok_and(|o| o.success());
+        applied && deleted
+    }
+
     pub fn add_client_address(&self, ip: Ipv4Addr) -> Result<()> {
         let ns = self.names.netns();
         self.runner.run_ok(&Cmd::new("ip", IP_TIMEOUT).args([
@@ -664,6 +703,7 @@ impl LocalBackend {
                 report.unmounted.push(m);
             }
         }
+        report.policy_removed = self.remove_policy();
         report.network = net::teardown(&*self.runner, &self.names)?;
         for cg in host::leftover_cgroups(&names) {
             if host::remove_cgroup(&cg).is_ok() {

@@ -267,6 +267,7 @@ fn failed_extraction_rolls_back_and_down_clears_the_network() {
     assert!(r.sim.lock().unwrap().links.is_empty());
     assert!(r.sim.lock().unwrap().netns.is_empty());
     insta::assert_snapshot!(r.transcript(), @r"
+    nft delete table bridge haimg_[ID]
     ip -o link show
     ip link del dev hmc[ID]
     ip netns list
@@ -320,6 +321,7 @@ fn a_crashed_create_is_removed_by_down() {
     );
     insta::assert_snapshot!(r.transcript(), @r"
     lxc-stop -P [STATE]/lxc -n c-[ID]-103 -k
+    nft delete table bridge haimg_[ID]
     ip -o link show
     ip link del dev hmc[ID]
     ip netns list
