@@ -480,8 +480,11 @@ fn webapp_loss(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
 }
 
 /// The pid of the Next.js server inside a webapp (PM2's child), found through /proc.
-const FIND_APP_PID: &str = "for d in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $d/cmdline 2>/dev/null); \
-    case \"$c\" in next-server*|*/server.js*) echo ${d#/proc/}; exit 0;; esac; done; exit 1";
+/// The Next.js server sets its process title to `next-server (vX)`; the
+/// script's own shell (whose command line contains the pattern) is skipped.
+const FIND_APP_PID: &str = "for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = $$ ] && continue; \
+    c=$(tr '\\0' ' ' < $d/cmdline 2>/dev/null); \
+    case \"$c\" in next-server*) echo $p; exit 0;; esac; done; exit 1";
 
 fn app_crash(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     let mut o = Outcome::new("app-crash");

@@ -43,6 +43,11 @@ pub struct Options {
     pub health_timeout: Duration,
     /// How long a new mongo primary may take after a step-down.
     pub step_down_timeout: Duration,
+    /// After a webapp passes its gate: nginx's passive check keeps a member
+    /// that failed out of rotation for `fail_timeout` after its last failure,
+    /// so the next webapp may only go down once this one is back in rotation
+    /// (otherwise every upstream can be marked failed at once: 502s).
+    pub upstream_settle: Duration,
 }
 
 impl Options {
@@ -52,6 +57,7 @@ impl Options {
             shutdown_timeout: Duration::from_secs(60),
             health_timeout: Duration::from_secs(u64::from(cluster.rollout.health_timeout_s)),
             step_down_timeout: Duration::from_secs(30),
+            upstream_settle: Duration::from_secs(u64::from(cluster.lb.nginx.fail_timeout_s)),
         }
     }
 }
@@ -579,7 +585,16 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                         .map_err(|e| Fail::Gate(e.to_string()))?;
                     let d = p.detail.clone();
                     rep.gate = Some(p);
-                    d
+                    if m.role == Role::Webapp && !self.opts.upstream_settle.is_zero() {
+                        // A fixed bound, not a guess: see `Options::upstream_settle`.
+                        std::thread::sleep(self.opts.upstream_settle);
+                        format!(
+                            "{d}; back in nginx's rotation after {}s",
+                            self.opts.upstream_settle.as_secs()
+                        )
+                    } else {
+                        d
+                    }
                 };
                 let mut tags = ct.tags.clone();
                 tags.state = Some(State::Live);

@@ -378,6 +378,8 @@ pub fn rollback_plan(b: &ProxmoxBackend, c: &Cluster, gate: &dyn HealthGate) -> 
 pub fn opts(c: &Cluster) -> Options {
     let mut o = Options::from_cluster(c, false);
     o.shutdown_timeout = Duration::from_secs(5);
+    // The fake has no nginx whose passive checks need time.
+    o.upstream_settle = Duration::ZERO;
     o
 }
 
