@@ -546,6 +546,8 @@ struct Sample {
     /// `None`: no HTTP answer (refused, reset, timed out).
     status: Option<u16>,
     version: Option<String>,
+    /// How long the answer took.
+    ms: f64,
 }
 
 /// A steady, bounded load through the VIP: `rate_per_s` requests a second,
@@ -560,7 +562,10 @@ impl Steady {
     fn start(tb: &dyn Testbed, sources: Vec<Ipv4Addr>, rate_per_s: f64, max: Duration) -> Steady {
         let stop = Arc::new(AtomicBool::new(false));
         let mut spec = spec_from(tb, vip(tb), "/api/health", sources[0]);
-        spec.timeout = Duration::from_secs(2);
+        // A user waits longer than nginx's 2 s connect timeout to a member that
+        // just went away (it then tries the next one); slow answers are
+        // reported as `slowest_ms`, not counted as lost.
+        spec.timeout = Duration::from_secs(10);
         let st = stop.clone();
         let handle = std::thread::spawn(move || {
             let mut out = Vec::new();
@@ -588,6 +593,7 @@ impl Steady {
                     at,
                     status: r.map(|r| r.status),
                     version,
+                    ms: at.elapsed().as_secs_f64() * 1000.0,
                 });
                 i += 1;
             }
@@ -639,8 +645,10 @@ fn under_load(
     let samples = load.finish();
     let report = result?;
     let fails: Vec<&Sample> = samples.iter().filter(|s| failed(s)).collect();
+    let slowest = samples.iter().map(|s| s.ms).fold(0.0, f64::max);
     o.figure("sent", samples.len())
         .figure("failed", fails.len())
+        .figure("slowest_ms", slowest)
         .figure(
             "limited_429",
             samples.iter().filter(|s| s.status == Some(429)).count(),
@@ -1088,6 +1096,7 @@ mod tests {
             at: Instant::now(),
             status,
             version: None,
+            ms: 1.0,
         };
         assert!(failed(&s(None)) && failed(&s(Some(502))));
         assert!(!failed(&s(Some(200))) && !failed(&s(Some(429))));
