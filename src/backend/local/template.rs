@@ -46,20 +46,8 @@ pub fn check_filename(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// sha256 of a file, lowercase hex.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
+/// sha256 of a file, lowercase hex (the build's streaming hasher).
+pub use crate::build::hash::sha256_file;
 
 /// Copy `src` to `dst` through a temp file, hashing on the way; the copy is
 /// renamed into place only when its sha256 is `expected`.
