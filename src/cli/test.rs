@@ -78,20 +78,14 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     );
     let t0 = Instant::now();
     let target = without_roles(cluster, &missing);
-    let deployed = deploy::deploy(&backend, &target, &templates, false);
-    // From here on the testbed owns the cluster and removes it on drop.
-    let tb = LocalTestbed::new(backend, cluster.clone(), roles);
-    let mut tb = match (deployed, tb) {
-        (Ok(report), Ok(tb)) if report.ok() => tb,
-        (Ok(report), tb) => {
-            drop(tb);
-            bail!("deploy failed: {}", serde_json::to_string(&report.members)?);
-        }
-        (Err(e), tb) => {
-            drop(tb);
-            return Err(e).context("deploy failed");
-        }
-    };
+    // From here on the testbed owns the cluster and removes it on drop, also on errors.
+    let mut tb = LocalTestbed::new(backend, cluster.clone(), roles);
+    let report =
+        deploy::deploy(&tb.backend, &target, &templates, false).context("deploy failed")?;
+    if !report.ok() {
+        bail!("deploy failed: {}", serde_json::to_string(&report.members)?);
+    }
+    tb.prepare()?;
     tb.teardown = !args.keep;
     tb.backend
         .apply_policy(&haimg_model::policy::derive(cluster))

@@ -30,7 +30,8 @@ pub struct LocalTestbed {
     pub backend: LocalBackend,
     cluster: Cluster,
     roles: Vec<Role>,
-    net: NetworkInfo,
+    /// Known once the cluster is deployed ([`LocalTestbed::prepare`]).
+    net: Option<NetworkInfo>,
     /// Remove the cluster on drop.
     pub teardown: bool,
     /// Templates of the next version, for the rollout scenarios.
@@ -40,34 +41,42 @@ pub struct LocalTestbed {
 }
 
 impl LocalTestbed {
-    /// Wrap a deployed local cluster; adds the client addresses.
-    pub fn new(backend: LocalBackend, cluster: Cluster, roles: Vec<Role>) -> Result<LocalTestbed> {
-        let net = backend
+    /// Own a local cluster from here on: whatever happens next, dropping the
+    /// testbed removes it (unless `teardown` is switched off).
+    pub fn new(backend: LocalBackend, cluster: Cluster, roles: Vec<Role>) -> LocalTestbed {
+        LocalTestbed {
+            backend,
+            cluster,
+            roles,
+            net: None,
+            teardown: true,
+            next_templates: None,
+            rolled: Mutex::new(None),
+        }
+    }
+
+    /// After the deploy: learn the client namespace and add the client addresses.
+    pub fn prepare(&mut self) -> Result<()> {
+        let net = self
+            .backend
             .network()?
             .context("the local cluster has no network; was it deployed?")?;
         for n in 1..=CLIENT_SUBNETS {
             for host in [1, 2] {
-                backend
+                self.backend
                     .add_client_address(Ipv4Addr::new(10, 99, n, host))
                     .context("failed to add a client address")?;
             }
         }
-        Ok(LocalTestbed {
-            backend,
-            cluster,
-            roles,
-            net,
-            teardown: true,
-            next_templates: None,
-            rolled: Mutex::new(None),
-        })
+        self.net = Some(net);
+        Ok(())
     }
 
     /// Health gates from the admin address inside the client namespace.
     fn gate(&self) -> NetGate {
         NetGate::new(
-            Some(self.net.netns_path.clone()),
-            Some(self.net.gateway.into()),
+            self.client_netns(),
+            Some(self.admin_source().into()),
             Box::new(NoMongoClient),
         )
     }
@@ -106,7 +115,7 @@ impl Testbed for LocalTestbed {
     }
 
     fn client_netns(&self) -> Option<PathBuf> {
-        Some(self.net.netns_path.clone())
+        self.net.as_ref().map(|n| n.netns_path.clone())
     }
 
     fn client_source(&self, n: u8) -> Ipv4Addr {
@@ -114,7 +123,9 @@ impl Testbed for LocalTestbed {
     }
 
     fn admin_source(&self) -> Ipv4Addr {
-        self.net.gateway
+        self.net
+            .as_ref()
+            .map_or(self.cluster.network.gateway, |n| n.gateway)
     }
 
     fn kill(&self, slot: &str) -> Result<()> {
