@@ -162,33 +162,80 @@ impl Testbed for LocalTestbed {
     fn rollout_templates(&self, which: NextBuild) -> Option<PathBuf> {
         match which {
             NextBuild::Good => self.next_templates.clone(),
-            // Building a webapp that fails on purpose is not part of `make test` yet.
-            NextBuild::BadGreen => None,
+            // The same build; `rollout_bad_green` breaks the green app in place.
+            NextBuild::BadGreen => self.next_templates.clone(),
         }
     }
 
     fn rollout(&self, dir: &Path) -> Result<rollout::Report> {
+        self.rollout_observed(dir, &mut |_: &Event<'_>| ControlFlow::Continue(()))
+    }
+
+    /// The first webapp slot's green container gets a `server.js` that exits
+    /// at once, written into its rootfs before it starts: a real app that
+    /// exits, whose health gate must fail and whose slot must go back to blue.
+    fn rollout_bad_green(&self, dir: &Path) -> Result<rollout::Report> {
+        let mut green: Option<u32> = None;
+        let mut broken = false;
+        let mut obs = |e: &Event<'_>| {
+            if let Event::SlotStarted { plan } = e {
+                if plan.role == Role::Webapp && green.is_none() {
+                    green = Some(plan.green.vmid);
+                }
+            }
+            if let (Some(vmid), false) = (green, broken) {
+                broken = self.break_app(vmid);
+            }
+            ControlFlow::Continue(())
+        };
+        self.rollout_observed(dir, &mut obs)
+    }
+
+    fn rollback(&self) -> Result<rollout::Report> {
+        self.rollback_inner()
+    }
+}
+
+impl LocalTestbed {
+    /// Replace the app of a (stopped) webapp container with one that exits;
+    /// `false` while its rootfs does not exist yet (the green is created later).
+    fn break_app(&self, vmid: u32) -> bool {
+        let server = self
+            .backend
+            .lxcpath()
+            .join(self.backend.container_name(vmid))
+            .join("rootfs/srv/webapp/server.js");
+        server.is_file()
+            && std::fs::write(
+                &server,
+                "console.error('bad green: exiting'); process.exit(1);\n",
+            )
+            .is_ok()
+    }
+
+    fn rollout_observed(
+        &self,
+        dir: &Path,
+        obs: &mut dyn rollout::Observer,
+    ) -> Result<rollout::Report> {
         let version = version_in(dir)?;
         let mut next = self.cluster.clone();
         next.version = version;
         let templates = templates::find_roles(dir, &next, &self.roles)?;
         let target = self.deployable(&next);
-        let opts = rollout::Options::from_cluster(&next, false);
-        let (_, report) = rollout::deploy_rollout(
-            &self.backend,
-            &target,
-            &templates,
-            &self.gate(),
-            opts,
-            &mut |_: &Event<'_>| ControlFlow::Continue(()),
-        )?;
+        let mut opts = rollout::Options::from_cluster(&next, false);
+        // A healthy member here passes within seconds; a broken one should not
+        // hold the test for the spec's full health timeout.
+        opts.health_timeout = opts.health_timeout.min(std::time::Duration::from_secs(30));
+        let (_, report) =
+            rollout::deploy_rollout(&self.backend, &target, &templates, &self.gate(), opts, obs)?;
         if let Ok(mut g) = self.rolled.lock() {
             *g = Some(next);
         }
         Ok(report)
     }
 
-    fn rollback(&self) -> Result<rollout::Report> {
+    fn rollback_inner(&self) -> Result<rollout::Report> {
         let current = self
             .rolled
             .lock()

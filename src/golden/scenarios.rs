@@ -55,6 +55,13 @@ pub trait Testbed: Sync {
         anyhow::bail!("this testbed cannot run rollouts")
     }
 
+    /// Roll out to `dir` with the first webapp's green member broken so its
+    /// app exits at start (the `rollout-bad-green` scenario); by default the
+    /// same as [`Testbed::rollout`], for testbeds whose `dir` is a failing build.
+    fn rollout_bad_green(&self, dir: &Path) -> anyhow::Result<crate::rollout::Report> {
+        self.rollout(dir)
+    }
+
     /// `haimg rollback --yes` ([`crate::rollout::rollback`]).
     fn rollback(&self) -> anyhow::Result<crate::rollout::Report> {
         anyhow::bail!("this testbed cannot run rollbacks")
@@ -800,7 +807,7 @@ fn rollout_bad_green(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     };
     let mut o = Outcome::new("rollout-bad-green");
     let before = served_versions(tb);
-    let (report, _) = under_load(tb, &mut o, 60, || tb.rollout(&dir))?;
+    let (report, _) = under_load(tb, &mut o, 60, || tb.rollout_bad_green(&dir))?;
     use crate::rollout::exec::Outcome as Slot;
     let failed_slot = report
         .slots
