@@ -183,8 +183,26 @@ pub fn get(spec: &LoadSpec) -> std::io::Result<Response> {
         spec.path, spec.target
     );
     stream.write_all(req.as_bytes())?;
+    // The whole answer within `timeout` (a per-read timeout alone would let a
+    // trickling server hold a request far longer), at most 1 MiB.
+    let deadline = Instant::now() + spec.timeout;
     let mut buf = Vec::new();
-    stream.take(1 << 20).read_to_end(&mut buf)?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no complete answer within the timeout",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut chunk)? {
+            0 => break,
+            n if buf.len() + n > 1 << 20 => break,
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
     parse_response(&buf)
 }
 
