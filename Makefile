@@ -10,7 +10,7 @@ INIT_TARGET := x86_64-unknown-linux-gnu
 INIT_BIN := target/$(INIT_TARGET)/init/haimg-init
 # Keep in sync with INIT_RUSTFLAGS in src/build/mod.rs.
 INIT_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no
-APT_PACKAGES := mmdebstrap debootstrap uidmap arch-test lxc nftables iproute2 wrk binutils zstd \
+APT_PACKAGES := mmdebstrap debootstrap uidmap arch-test lxc nftables iproute2 binutils zstd \
                 libc6-dev ca-certificates busybox-static
 
 .PHONY: setup build init release demo test lint unit templates golden bench clean
@@ -71,4 +71,4 @@ bench: setup release
 
 clean:
 	$(CARGO) clean
-	rm -rf out
+	rm -rf out out-next
