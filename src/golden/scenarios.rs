@@ -483,7 +483,35 @@ fn webapp_loss(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
         "some answers were not 200",
     );
     tb.start(&victim)?;
+    // Leave the cluster as found: the next scenarios expect every webapp up.
+    let m = tb
+        .cluster()
+        .member_by_slot(&victim)
+        .ok_or_else(|| anyhow::anyhow!("no member {victim}"))?
+        .clone();
+    let back = wait_healthy(tb, &m, Duration::from_secs(30));
+    o.expect(
+        back.is_some(),
+        format!("{victim} did not come back within 30 s"),
+    );
     Ok(o)
+}
+
+/// Wait until a webapp member answers `/api/health` with 200 (from the admin address).
+fn wait_healthy(tb: &dyn Testbed, m: &haimg_model::Member, deadline: Duration) -> Option<Duration> {
+    let target = SocketAddr::new(m.ip.into(), tb.cluster().webapp.port);
+    let t0 = Instant::now();
+    wait_for(deadline, Duration::from_millis(100), || {
+        let r = probe(
+            tb,
+            target,
+            "/api/health",
+            tb.admin_source(),
+            Duration::from_millis(500),
+        )
+        .ok()?;
+        (r.status == 200).then(|| t0.elapsed())
+    })
 }
 
 /// The pid of the Next.js server inside a webapp (PM2's child), found through /proc.
@@ -502,6 +530,8 @@ fn app_crash(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
         .first()
         .ok_or_else(|| anyhow::anyhow!("no webapp"))?
         .clone();
+    wait_healthy(tb, &m, Duration::from_secs(30))
+        .ok_or_else(|| anyhow::anyhow!("{} is not healthy before the test", m.slot))?;
     let pid = tb
         .exec(&m.slot, &["sh", "-c", FIND_APP_PID])?
         .trim()
