@@ -683,6 +683,20 @@ fn under_load(
     let report = result?;
     let fails: Vec<&Sample> = samples.iter().filter(|s| failed(s)).collect();
     let slowest = samples.iter().map(|s| s.ms).fold(0.0, f64::max);
+    let what: Vec<String> = fails
+        .iter()
+        .take(5)
+        .map(|f| {
+            let t = f.at.duration_since(settle).as_secs_f64();
+            match f.status {
+                Some(c) => format!("{c}@{t:.1}s"),
+                None => format!("no-answer@{t:.1}s/{:.0}ms", f.ms),
+            }
+        })
+        .collect();
+    if !what.is_empty() {
+        o.figure("failures", what.join(","));
+    }
     o.figure("sent", samples.len())
         .figure("failed", fails.len())
         .figure("slowest_ms", slowest)
