@@ -791,16 +791,21 @@ fn rollout(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
         !report.slots.is_empty(),
         "nothing was rolled out (same build as running?)",
     );
+    expect_served(tb, &mut o, &want);
+    Ok(o)
+}
+
+/// The webapp versions seen through the VIP after a rollout or rollback must be `want`.
+fn expect_served(tb: &dyn Testbed, o: &mut Outcome, want: &std::collections::BTreeSet<String>) {
     let served = served_versions(tb);
     o.figure(
         "served_versions",
         served.iter().cloned().collect::<Vec<_>>().join(","),
     );
     o.expect(
-        want.is_empty() || served == want,
+        want.is_empty() || served == *want,
         format!("through the VIP the webapps report {served:?}, expected {want:?}"),
     );
-    Ok(o)
 }
 
 fn rollback(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
@@ -830,15 +835,7 @@ fn rollback(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
         .filter(|s| s.role == Role::Webapp)
         .map(|s| s.to.version.clone())
         .collect();
-    let served = served_versions(tb);
-    o.figure(
-        "served_versions",
-        served.iter().cloned().collect::<Vec<_>>().join(","),
-    );
-    o.expect(
-        want.is_empty() || served == want,
-        format!("through the VIP the webapps report {served:?}, expected {want:?}"),
-    );
+    expect_served(tb, &mut o, &want);
     Ok(o)
 }
 
