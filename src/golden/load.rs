@@ -197,10 +197,16 @@ pub fn get(spec: &LoadSpec) -> std::io::Result<Response> {
             ));
         }
         stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut chunk)? {
-            0 => break,
-            n if buf.len() + n > 1 << 20 => break,
-            n => buf.extend_from_slice(&chunk[..n]),
+        // A read on a socket with a receive timeout is never restarted after
+        // a signal handler ran (signal(7)), whatever the handler's SA_RESTART:
+        // it fails with EINTR. The signal is this process's business, not the
+        // server's answer: read on.
+        match stream.read(&mut chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            Ok(0) => break,
+            Ok(n) if buf.len() + n > 1 << 20 => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
     parse_response(&buf)
@@ -270,6 +276,81 @@ pub fn enter_netns(path: &std::path::Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    static HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    extern "C" fn count_signal(_: libc::c_int) {
+        HANDLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A signal handled while the answer is awaited (EINTR on a socket with a
+    /// receive timeout) is not a failed request. Seen in the golden rollout
+    /// scenarios: "Interrupted system call (os error 4)" counted as lost.
+    #[test]
+    fn a_signal_during_the_read_is_not_a_failure() {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        // SAFETY: the handler only touches an atomic; SIGUSR2 is used by no other test.
+        unsafe {
+            sigaction(
+                Signal::SIGUSR2,
+                &SigAction::new(
+                    SigHandler::Handler(count_signal),
+                    SaFlags::SA_RESTART,
+                    SigSet::empty(),
+                ),
+            )
+            .unwrap();
+        }
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let got_request = Arc::new(AtomicBool::new(false));
+        let (r2, g2) = (release.clone(), got_request.clone());
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            g2.store(true, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !r2.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .unwrap();
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = std::thread::spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            tx.send(unsafe { libc::pthread_self() } as usize).unwrap();
+            let mut spec = LoadSpec::new(addr, "/");
+            spec.timeout = Duration::from_secs(10);
+            get(&spec)
+        });
+        let thread = rx.recv().unwrap() as libc::pthread_t;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !got_request.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        // Signals while the client waits in read(2), then the answer.
+        let before = HANDLED.load(Ordering::SeqCst);
+        let until = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < until {
+            // SAFETY: the client thread is alive until `release` is set.
+            unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+            std::thread::sleep(Duration::from_millis(5)); // pacing of the signals
+        }
+        release.store(true, Ordering::SeqCst);
+        let r = client.join().unwrap();
+        server.join().unwrap();
+        assert!(
+            HANDLED.load(Ordering::SeqCst) > before,
+            "no signal was handled"
+        );
+        let r = r.expect("a handled signal made the request fail");
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+    }
 
     /// A loopback server answering `n` connections with a fixed response.
     fn serve(n: usize, response: &'static str) -> SocketAddr {

@@ -7,7 +7,6 @@
 //! [`LocalTestbed`] is dropped, also after a failure.
 
 use std::net::Ipv4Addr;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -167,17 +166,22 @@ impl Testbed for LocalTestbed {
         }
     }
 
-    fn rollout(&self, dir: &Path) -> Result<rollout::Report> {
-        self.rollout_observed(dir, &mut |_: &Event<'_>| ControlFlow::Continue(()))
+    fn rollout(&self, dir: &Path, obs: &mut dyn rollout::Observer) -> Result<rollout::Report> {
+        self.rollout_observed(dir, obs)
     }
 
     /// The first webapp slot's green container gets a `server.js` that exits
     /// at once, written into its rootfs before it starts: a real app that
     /// exits, whose health gate must fail and whose slot must go back to blue.
-    fn rollout_bad_green(&self, dir: &Path) -> Result<rollout::Report> {
+    fn rollout_bad_green(
+        &self,
+        dir: &Path,
+        outer: &mut dyn rollout::Observer,
+    ) -> Result<rollout::Report> {
         let mut green: Option<u32> = None;
         let mut broken = false;
         let mut obs = |e: &Event<'_>| {
+            let flow = outer.event(e);
             if let Event::SlotStarted { plan } = e {
                 if plan.role == Role::Webapp && green.is_none() {
                     green = Some(plan.green.vmid);
@@ -186,13 +190,13 @@ impl Testbed for LocalTestbed {
             if let (Some(vmid), false) = (green, broken) {
                 broken = self.break_app(vmid);
             }
-            ControlFlow::Continue(())
+            flow
         };
         self.rollout_observed(dir, &mut obs)
     }
 
-    fn rollback(&self) -> Result<rollout::Report> {
-        self.rollback_inner()
+    fn rollback(&self, obs: &mut dyn rollout::Observer) -> Result<rollout::Report> {
+        self.rollback_inner(obs)
     }
 }
 
@@ -235,7 +239,7 @@ impl LocalTestbed {
         Ok(report)
     }
 
-    fn rollback_inner(&self) -> Result<rollout::Report> {
+    fn rollback_inner(&self, obs: &mut dyn rollout::Observer) -> Result<rollout::Report> {
         let current = self
             .rolled
             .lock()
@@ -244,13 +248,7 @@ impl LocalTestbed {
             .unwrap_or_else(|| self.cluster.clone());
         let target = self.deployable(&current);
         let opts = rollout::Options::from_cluster(&current, false);
-        let (_, report) = rollout::rollback(
-            &self.backend,
-            &target,
-            &self.gate(),
-            opts,
-            &mut |_: &Event<'_>| ControlFlow::Continue(()),
-        )?;
+        let (_, report) = rollout::rollback(&self.backend, &target, &self.gate(), opts, obs)?;
         Ok(report)
     }
 }

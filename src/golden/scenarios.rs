@@ -50,20 +50,32 @@ pub trait Testbed: Sync {
     /// Roll the cluster out to the templates in `dir` as `haimg deploy --yes`
     /// does: typically [`crate::rollout::deploy_rollout`] with this testbed's
     /// backend and a [`crate::rollout::NetGate`] in its client netns.
-    fn rollout(&self, dir: &Path) -> anyhow::Result<crate::rollout::Report> {
-        let _ = dir;
+    fn rollout(
+        &self,
+        dir: &Path,
+        obs: &mut dyn crate::rollout::Observer,
+    ) -> anyhow::Result<crate::rollout::Report> {
+        let _ = (dir, obs);
         anyhow::bail!("this testbed cannot run rollouts")
     }
 
     /// Roll out to `dir` with the first webapp's green member broken so its
     /// app exits at start (the `rollout-bad-green` scenario); by default the
     /// same as [`Testbed::rollout`], for testbeds whose `dir` is a failing build.
-    fn rollout_bad_green(&self, dir: &Path) -> anyhow::Result<crate::rollout::Report> {
-        self.rollout(dir)
+    fn rollout_bad_green(
+        &self,
+        dir: &Path,
+        obs: &mut dyn crate::rollout::Observer,
+    ) -> anyhow::Result<crate::rollout::Report> {
+        self.rollout(dir, obs)
     }
 
     /// `haimg rollback --yes` ([`crate::rollout::rollback`]).
-    fn rollback(&self) -> anyhow::Result<crate::rollout::Report> {
+    fn rollback(
+        &self,
+        obs: &mut dyn crate::rollout::Observer,
+    ) -> anyhow::Result<crate::rollout::Report> {
+        let _ = obs;
         anyhow::bail!("this testbed cannot run rollbacks")
     }
 }
@@ -585,6 +597,8 @@ struct Sample {
     version: Option<String>,
     /// How long the answer took.
     ms: f64,
+    /// Why there was no answer (the I/O error), or the lb that answered.
+    detail: String,
 }
 
 /// A steady, bounded load through the VIP: `rate_per_s` requests a second,
@@ -621,7 +635,12 @@ impl Steady {
                 }
                 spec.source = Some(sources[i % sources.len()].into());
                 let at = Instant::now();
-                let r = load::get(&spec).ok();
+                let r = load::get(&spec);
+                let detail = match &r {
+                    Ok(r) => r.served_by.clone().unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                };
+                let r = r.ok();
                 let version = r.as_ref().and_then(|r| {
                     let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
                     v.get("version")?.as_str().map(str::to_string)
@@ -631,6 +650,7 @@ impl Steady {
                     status: r.map(|r| r.status),
                     version,
                     ms: at.elapsed().as_secs_f64() * 1000.0,
+                    detail,
                 });
                 i += 1;
             }
@@ -661,12 +681,58 @@ fn steady_sources(tb: &dyn Testbed, first: u8) -> Vec<Ipv4Addr> {
     (first..first + 4).map(|n| tb.client_source(n)).collect()
 }
 
+/// When each step of a rollout ran, from the executor's events.
+#[derive(Default)]
+struct Timeline {
+    /// (start, end, "slot: step")
+    steps: Vec<(Instant, Instant, String)>,
+}
+
+impl Timeline {
+    /// What the rollout was doing at `t`: the step running then, or the last one before.
+    fn at(&self, t: Instant) -> String {
+        if let Some((_, _, what)) = self.steps.iter().find(|(a, b, _)| *a <= t && t <= *b) {
+            return format!("during {what}");
+        }
+        match self.steps.iter().rev().find(|(_, b, _)| *b < t) {
+            Some((_, b, what)) => {
+                format!("{:.1}s after {what}", t.duration_since(*b).as_secs_f64())
+            }
+            None => "before the first step".into(),
+        }
+    }
+}
+
+/// A failed request as the report names it: what, when, how long, why, and
+/// the rollout step then; the lb that answered the request before it.
+fn describe_failure(samples: &[Sample], i: usize, settle: Instant, tl: &Timeline) -> String {
+    let f = &samples[i];
+    let t = f.at.duration_since(settle).as_secs_f64();
+    let what = match f.status {
+        Some(c) => format!("{c}"),
+        None => format!("no answer ({})", f.detail),
+    };
+    let before = samples[..i]
+        .iter()
+        .rev()
+        .find(|s| !failed(s))
+        .map(|s| s.detail.as_str())
+        .filter(|d| !d.is_empty())
+        .map(|d| format!(", previous answer from {d}"))
+        .unwrap_or_default();
+    format!(
+        "{what} at +{t:.1}s after {:.0}ms, {}{before}",
+        f.ms,
+        tl.at(f.at)
+    )
+}
+
 /// Run `f` (a rollout or rollback) under the steady load; figures for both.
 fn under_load(
     tb: &dyn Testbed,
     o: &mut Outcome,
     first_source: u8,
-    f: impl FnOnce() -> anyhow::Result<crate::rollout::Report>,
+    f: impl FnOnce(&mut dyn crate::rollout::Observer) -> anyhow::Result<crate::rollout::Report>,
 ) -> anyhow::Result<(crate::rollout::Report, Vec<Sample>)> {
     let load = Steady::start(
         tb,
@@ -677,25 +743,39 @@ fn under_load(
     // Let the load settle before the first change.
     let settle = Instant::now();
     std::thread::sleep(Duration::from_secs(2)); // load warm-up, not synchronisation
-    let result = f();
+    let mut tl = Timeline::default();
+    let mut record = |e: &crate::rollout::Event<'_>| {
+        if let crate::rollout::Event::StepDone {
+            slot,
+            step,
+            seconds,
+            ..
+        } = e
+        {
+            let end = Instant::now();
+            let start = end
+                .checked_sub(Duration::from_secs_f64(*seconds))
+                .unwrap_or(end);
+            tl.steps.push((start, end, format!("{slot}: {step}")));
+        }
+        std::ops::ControlFlow::Continue(())
+    };
+    let result = f(&mut record);
     std::thread::sleep(Duration::from_secs(2)); // trailing load after the last swap
     let samples = load.finish();
     let report = result?;
-    let fails: Vec<&Sample> = samples.iter().filter(|s| failed(s)).collect();
+    let failed_at: Vec<usize> = (0..samples.len())
+        .filter(|i| failed(&samples[*i]))
+        .collect();
+    let fails: Vec<&Sample> = failed_at.iter().map(|i| &samples[*i]).collect();
     let slowest = samples.iter().map(|s| s.ms).fold(0.0, f64::max);
-    let what: Vec<String> = fails
+    let what: Vec<String> = failed_at
         .iter()
         .take(5)
-        .map(|f| {
-            let t = f.at.duration_since(settle).as_secs_f64();
-            match f.status {
-                Some(c) => format!("{c}@{t:.1}s"),
-                None => format!("no-answer@{t:.1}s/{:.0}ms", f.ms),
-            }
-        })
+        .map(|i| describe_failure(&samples, *i, settle, &tl))
         .collect();
     if !what.is_empty() {
-        o.figure("failures", what.join(","));
+        o.figure("failures", what.join("; "));
     }
     o.figure("sent", samples.len())
         .figure("failed", fails.len())
@@ -772,7 +852,7 @@ fn rollout(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
         ));
     };
     let mut o = Outcome::new("rollout");
-    let (report, _) = under_load(tb, &mut o, 40, || tb.rollout(&dir))?;
+    let (report, _) = under_load(tb, &mut o, 40, |obs| tb.rollout(&dir, obs))?;
     let want: std::collections::BTreeSet<String> = report
         .slots
         .iter()
@@ -816,7 +896,7 @@ fn rollback(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
         ));
     }
     let mut o = Outcome::new("rollback");
-    let (report, _) = under_load(tb, &mut o, 50, || tb.rollback())?;
+    let (report, _) = under_load(tb, &mut o, 50, |obs| tb.rollback(obs))?;
     o.figure("slots", report.slots.len());
     o.expect(
         !report.slots.is_empty(),
@@ -848,7 +928,7 @@ fn rollout_bad_green(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     };
     let mut o = Outcome::new("rollout-bad-green");
     let before = served_versions(tb);
-    let (report, _) = under_load(tb, &mut o, 60, || tb.rollout_bad_green(&dir))?;
+    let (report, _) = under_load(tb, &mut o, 60, |obs| tb.rollout_bad_green(&dir, obs))?;
     use crate::rollout::exec::Outcome as Slot;
     let failed_slot = report
         .slots
@@ -1135,7 +1215,8 @@ mod tests {
                 "{o:?}"
             );
         }
-        assert!(tb.rollout(Path::new("x")).is_err() && tb.rollback().is_err());
+        let mut obs = |_: &crate::rollout::Event<'_>| std::ops::ControlFlow::Continue(());
+        assert!(tb.rollout(Path::new("x"), &mut obs).is_err() && tb.rollback(&mut obs).is_err());
     }
 
     #[test]
@@ -1145,6 +1226,7 @@ mod tests {
             status,
             version: None,
             ms: 1.0,
+            detail: String::new(),
         };
         assert!(failed(&s(None)) && failed(&s(Some(502))));
         assert!(!failed(&s(Some(200))) && !failed(&s(Some(429))));
