@@ -1,24 +1,27 @@
 //! `haimg deploy`: upload the templates, converge the containers, and roll
 //! out blue/green where members run something else than the spec.
 //!
-//! The backend is chosen here, where the program starts: a `proxmox.endpoint`
-//! in the spec means Proxmox; none means the local LXC backend. When a
-//! rollout is needed its plan is printed (stderr) before anything changes,
-//! and it goes ahead only with `--yes` or a `y` on a terminal. stdout carries
-//! data (`--json`, or the planned calls of `--dry-run`); stderr carries the
-//! plan, progress and the summary.
+//! The target is chosen where the program starts ([`Target::open`]): a
+//! `proxmox.endpoint` in the spec means Proxmox; none means the local LXC
+//! backend, where roles whose template was not built may be left out
+//! (`--allow-missing`). Both go the same way: when a rollout is needed its
+//! plan is printed (stderr) before anything changes, and it goes ahead only
+//! with `--yes` or a `y` on a terminal. stdout carries data (`--json`, or the
+//! planned calls of `--dry-run`, Proxmox only); stderr carries the plan,
+//! progress and the summary.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::target::{self, Confirmed};
+use super::target::{self, Confirmed, Target};
 use super::{output, Exit};
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
-use crate::backend::Backend;
+use crate::deploy::templates::LocalTemplate;
 use crate::deploy::{self, templates, Action, Report};
 use crate::rollout::{self, exec, plan, Executor, Plan};
 use crate::spec_file;
@@ -54,33 +57,35 @@ struct DeployJson<'a> {
     rollout_plan: Option<&'a Plan>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rollout: Option<&'a exec::Report>,
-    api_calls: CallCounts,
+    /// Proxmox only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_calls: Option<CallCounts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     planned_calls: Option<&'a [PlannedCall]>,
 }
 
 pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
-    let cluster = &loaded.checked.cluster;
-    if cluster.proxmox.endpoint.is_none() {
-        return run_local(cluster, args);
-    }
-    let backend = target::proxmox(&loaded, args.dry_run, !args.no_progress)?;
-    let templates =
-        templates::find(&args.templates, cluster).context("failed to find the built templates")?;
+    let spec_cluster = &loaded.checked.cluster;
+    let target = Target::open(&loaded, args.dry_run, !args.no_progress)?;
+    let (templates, cluster, missing) = deployable(&target, spec_cluster, args)?;
+    let cluster = &cluster;
+    let backend = target.backend();
     eprintln!(
-        "{}deploy cluster {} version {} to {} as {}",
+        "{}deploy cluster {} version {} to {}",
         if args.dry_run { "dry-run: " } else { "" },
         cluster.name,
         cluster.version,
-        cluster.proxmox.endpoint.as_deref().unwrap_or("?"),
-        backend.token().id()
+        target.describe(cluster)
     );
-    let gate = target::gate();
+    for role in &missing {
+        eprintln!("  {role}: no template built; its members are not deployed");
+    }
+    let gate = target.gate(cluster)?;
     let inventory = backend
         .inventory()
         .context("failed to read the target's inventory")?;
-    let views = rollout::slot::observe_from(&backend, cluster, &inventory)
+    let views = rollout::slot::observe_from(backend, cluster, &inventory)
         .context("failed to read the target")?;
     let plan = plan::for_deploy(cluster, &views, &templates, &gate);
     let rolling = !plan.is_empty();
@@ -91,7 +96,7 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         if let Some(r) = &plan.refusal {
             bail!("refusing to roll out: {r}");
         }
-        match target::confirm(args.yes, "roll out")? {
+        match target::confirm(&target, args.yes, "roll out")? {
             Confirmed::Yes => {}
             Confirmed::No => return Ok(Exit::Error),
             Confirmed::NoTerminal => return Ok(Exit::Usage),
@@ -99,19 +104,19 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     }
 
     let report =
-        deploy::deploy_with_inventory(&backend, cluster, &templates, args.dry_run, inventory)
+        deploy::deploy_with_inventory(backend, cluster, &templates, args.dry_run, inventory)
             .context("deploy failed")?;
     let rollout_report = if rolling {
         let opts = exec::Options::from_cluster(cluster, args.dry_run);
-        let ex = Executor::new(&backend, cluster, &gate, Some(&templates), opts);
+        let ex = Executor::new(backend, cluster, &gate, Some(&templates), opts);
         let mut progress = target::progress(plan.slots.len());
         Some(ex.run(&plan, &mut progress).context("rollout stopped")?)
     } else {
         None
     };
 
-    let calls = backend.calls();
-    let planned = backend.planned();
+    let calls = target.calls();
+    let (header, planned) = target.dry_run_calls();
     if args.json {
         output::json(&DeployJson {
             report: &report,
@@ -121,7 +126,7 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
             planned_calls: args.dry_run.then_some(planned.as_slice()),
         })?;
     } else if args.dry_run {
-        let mut text = format!("# {}\n", backend.token().redacted_header());
+        let mut text = header;
         if planned.is_empty() {
             text.push_str("# nothing to change\n");
         }
@@ -139,12 +144,39 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     if let Some(r) = &rollout_report {
         target::summary(r, cluster);
     }
+    if let Target::Local(b) = &target {
+        print_local_hint(b, cluster)?;
+    }
     let rolled = rollout_report.as_ref().is_none_or(exec::Report::ok);
     Ok(if report.ok() && rolled && plan.blocked.is_empty() {
         Exit::Ok
     } else {
         Exit::Error
     })
+}
+
+/// The templates to deploy, the cluster they make and the roles left out.
+/// Proxmox takes every role's template. Locally a role whose template was
+/// not built is left out when `--allow-missing` names it (mongo cannot be
+/// built here); its members are neither deployed nor rolled out.
+fn deployable(
+    target: &Target,
+    cluster: &Cluster,
+    args: &DeployArgs,
+) -> Result<(BTreeMap<Role, LocalTemplate>, Cluster, Vec<Role>)> {
+    match target {
+        Target::Proxmox(_) => {
+            let t = templates::find(&args.templates, cluster)
+                .context("failed to find the built templates")?;
+            Ok((t, cluster.clone(), Vec::new()))
+        }
+        Target::Local(_) => {
+            let (roles, missing) = available_roles(&args.templates, cluster, &args.allow_missing)?;
+            let t = templates::find_roles(&args.templates, cluster, &roles)
+                .context("failed to find the built templates")?;
+            Ok((t, without_roles(cluster, &missing), missing))
+        }
+    }
 }
 
 /// The roles to deploy: those with a built template, unless a missing one was not allowed.
@@ -183,33 +215,8 @@ pub fn without_roles(cluster: &Cluster, missing: &[Role]) -> Cluster {
     c
 }
 
-/// `haimg deploy` without a Proxmox endpoint: the cluster on this host's LXC.
-fn run_local(cluster: &Cluster, args: &DeployArgs) -> Result<Exit> {
-    if args.dry_run {
-        bail!(
-            "--dry-run lists Proxmox API calls; the local backend has none (set proxmox.endpoint)"
-        );
-    }
-    let (roles, missing) = available_roles(&args.templates, cluster, &args.allow_missing)?;
-    let templates = templates::find_roles(&args.templates, cluster, &roles)
-        .context("failed to find the built templates")?;
-    let target = without_roles(cluster, &missing);
-    let backend = LocalBackend::for_cluster(&cluster.name)
-        .context("failed to set up the local LXC backend")?;
-    eprintln!(
-        "deploy cluster {} version {} to local LXC ({})",
-        cluster.name,
-        cluster.version,
-        backend.state_dir().display()
-    );
-    for role in &missing {
-        eprintln!("  {role}: no template built; its members are not deployed");
-    }
-    let report = deploy::deploy(&backend, &target, &templates, false).context("deploy failed")?;
-    if args.json {
-        output::json(&report)?;
-    }
-    print_summary(&report, CallCounts::default());
+/// How to reach the local cluster, which lives behind its own bridge.
+fn print_local_hint(backend: &LocalBackend, cluster: &Cluster) -> Result<()> {
     if let Some(net) = backend
         .network()
         .context("failed to read the local network")?
@@ -222,10 +229,11 @@ fn run_local(cluster: &Cluster, args: &DeployArgs) -> Result<Exit> {
         eprintln!("  {}", net.curl_hint(&url));
         eprintln!("remove everything with: haimg down");
     }
-    Ok(if report.ok() { Exit::Ok } else { Exit::Error })
+    Ok(())
 }
 
-fn print_summary(r: &Report, calls: CallCounts) {
+/// Members and uploads, then one total line; the API call counts on Proxmox.
+fn print_summary(r: &Report, calls: Option<CallCounts>) {
     let would = if r.dry_run { "would be " } else { "" };
     for u in &r.uploads {
         eprintln!(
@@ -258,8 +266,19 @@ fn print_summary(r: &Report, calls: CallCounts) {
     if let Some(f) = &r.firewall {
         print_firewall(f, r.dry_run);
     }
+    let api = calls.map_or(String::new(), |c| {
+        format!(
+            "; {} API calls (GET {}, POST {}, PUT {}, DELETE {}; {} retried)",
+            c.total(),
+            c.get,
+            c.post,
+            c.put,
+            c.delete,
+            c.retries
+        )
+    });
     eprintln!(
-        "{} created, {} started, {} unchanged, {} blocked, {} failed, {} to roll out in {:.1}s; {} API calls (GET {}, POST {}, PUT {}, DELETE {}; {} retried)",
+        "{} created, {} started, {} unchanged, {} blocked, {} failed, {} to roll out in {:.1}s{api}",
         r.count(|a| *a == Action::Created),
         r.count(|a| *a == Action::Started),
         r.count(|a| *a == Action::Unchanged),
@@ -267,12 +286,6 @@ fn print_summary(r: &Report, calls: CallCounts) {
         r.count(|a| matches!(a, Action::Failed(_))),
         r.rollouts(),
         r.elapsed_ms as f64 / 1000.0,
-        calls.total(),
-        calls.get,
-        calls.post,
-        calls.put,
-        calls.delete,
-        calls.retries,
     );
 }
 

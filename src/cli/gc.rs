@@ -1,12 +1,13 @@
 //! `haimg gc`: remove standby members of generations older than the last
-//! `rollout.keep_versions`, and haimg templates no container uses any more.
+//! `rollout.keep_versions`, and haimg templates no container uses any more,
+//! on Proxmox or in the local cluster's template store ([`Target`]).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::target::{self, Confirmed};
+use super::target::{self, Confirmed, Target};
 use super::{output, Exit};
 use crate::rollout::gc::{self, GcPlan, GcReport};
 use crate::rollout::slot;
@@ -34,9 +35,14 @@ struct GcJson<'a> {
 pub fn run(spec: Option<&Path>, args: &GcArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let cluster = &loaded.checked.cluster;
-    let backend = target::proxmox(&loaded, args.dry_run, false)?;
-    let views = slot::observe(&backend, cluster).context("failed to read the target")?;
-    let plan = gc::plan(&backend, cluster, &views).context("failed to plan gc")?;
+    let target = Target::open(&loaded, args.dry_run, false)?;
+    let backend = target.backend();
+    let inventory = backend.inventory().context("failed to read the target")?;
+    let scoped = target.scope(cluster, &inventory);
+    let cluster = &scoped;
+    let views =
+        slot::observe_from(backend, cluster, &inventory).context("failed to read the target")?;
+    let plan = gc::plan(backend, cluster, &views).context("failed to plan gc")?;
     eprint!("{}", gc::render(&plan, cluster));
     if plan.refusal.is_some() {
         if args.json {
@@ -50,13 +56,13 @@ pub fn run(spec: Option<&Path>, args: &GcArgs) -> Result<Exit> {
     let mut report = None;
     if !plan.members.is_empty() || !plan.templates.is_empty() {
         if !args.dry_run {
-            match target::confirm(args.yes, "remove these")? {
+            match target::confirm(&target, args.yes, "remove these")? {
                 Confirmed::Yes => {}
                 Confirmed::No => return Ok(Exit::Error),
                 Confirmed::NoTerminal => return Ok(Exit::Usage),
             }
         }
-        let r = gc::run(&backend, &plan, args.dry_run);
+        let r = gc::run(backend, &plan, args.dry_run);
         for f in &r.failures {
             eprintln!("  FAILED: {f}");
         }
@@ -78,8 +84,8 @@ pub fn run(spec: Option<&Path>, args: &GcArgs) -> Result<Exit> {
             report: report.as_ref(),
         })?;
     } else if args.dry_run && report.is_some() {
-        let mut text = format!("# {}\n", backend.token().redacted_header());
-        for c in &backend.planned() {
+        let (mut text, planned) = target.dry_run_calls();
+        for c in &planned {
             text.push_str(&format!("{c}\n"));
         }
         output::stdout(&text)?;

@@ -1,13 +1,15 @@
 //! `haimg rollback`: swap the slots of the latest rollout back to their kept
 //! (stopped) standby members, in the rollout's order, with the same health
 //! gates; a slot left mid-swap by a killed run goes back to its live member.
+//! Proxmox and the local LXC backend alike ([`Target`]); locally a role with
+//! no container at all (mongo, left out by the deploy) is not an error.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::target::{self, Confirmed};
+use super::target::{self, Confirmed, Target};
 use super::{output, Exit};
 use crate::rollout::{exec, plan, slot, Executor, Plan};
 use crate::spec_file;
@@ -35,9 +37,14 @@ struct RollbackJson<'a> {
 pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let cluster = &loaded.checked.cluster;
-    let backend = target::proxmox(&loaded, args.dry_run, false)?;
-    let gate = target::gate();
-    let views = slot::observe(&backend, cluster).context("failed to read the target")?;
+    let target = Target::open(&loaded, args.dry_run, false)?;
+    let backend = target.backend();
+    let gate = target.gate(cluster)?;
+    let inventory = backend.inventory().context("failed to read the target")?;
+    let scoped = target.scope(cluster, &inventory);
+    let cluster = &scoped;
+    let views =
+        slot::observe_from(backend, cluster, &inventory).context("failed to read the target")?;
     let plan = plan::for_rollback(cluster, &views, &gate);
     eprint!("{}", plan::render(&plan));
     let mut report = None;
@@ -46,18 +53,18 @@ pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
             if let Some(r) = &plan.refusal {
                 bail!("refusing to roll back: {r}");
             }
-            match target::confirm(args.yes, "roll back")? {
+            match target::confirm(&target, args.yes, "roll back")? {
                 Confirmed::Yes => {}
                 Confirmed::No => return Ok(Exit::Error),
                 Confirmed::NoTerminal => return Ok(Exit::Usage),
             }
         }
         let opts = exec::Options::from_cluster(cluster, args.dry_run);
-        let ex = Executor::new(&backend, cluster, &gate, None, opts);
+        let ex = Executor::new(backend, cluster, &gate, None, opts);
         let mut progress = target::progress(plan.slots.len());
         report = Some(ex.run(&plan, &mut progress).context("rollback stopped")?);
     }
-    let planned = backend.planned();
+    let (header, planned) = target.dry_run_calls();
     if args.json {
         output::json(&RollbackJson {
             plan: &plan,
@@ -65,7 +72,7 @@ pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
             planned_calls: args.dry_run.then_some(planned.as_slice()),
         })?;
     } else if args.dry_run {
-        let mut text = format!("# {}\n", backend.token().redacted_header());
+        let mut text = header;
         for c in &planned {
             text.push_str(&format!("{c}\n"));
         }

@@ -1,28 +1,132 @@
 //! What deploy, status, rollback and gc share at the CLI edge: choosing the
-//! backend from the spec, the health gate, asking before changes, and the
+//! target from the spec, its health gate, asking before changes, and the
 //! rollout's progress and summary on stderr.
+//!
+//! [`Target`] is the one place that tells Proxmox from local: a
+//! `proxmox.endpoint` in the spec means Proxmox, none means the cluster's
+//! local LXC backend. The commands work on [`Target::backend`] and the gate
+//! of [`Target::gate`] alike; only dry runs (recorded Proxmox API calls) and
+//! the call counts are Proxmox's own.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::ops::ControlFlow;
 
 use anyhow::{bail, Context, Result};
-use haimg_model::Cluster;
+use haimg_model::{Cluster, Role};
 
-use crate::backend::proxmox::{ApiToken, ProxmoxBackend, Settings};
+use super::deploy::without_roles;
+use crate::backend::local::LocalBackend;
+use crate::backend::proxmox::client::CallCounts;
+use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
+use crate::backend::{Backend, ContainerStatus};
 use crate::rollout::exec::{Event, Outcome, Report};
 use crate::rollout::{NetGate, NoMongoClient};
 use crate::spec_file::Loaded;
 
-/// The Proxmox backend of the spec. Without `proxmox.endpoint` the target is
-/// the local LXC backend, which these commands do not drive yet.
-pub fn proxmox(loaded: &Loaded, dry_run: bool, progress: bool) -> Result<ProxmoxBackend> {
-    let cluster = &loaded.checked.cluster;
-    if cluster.proxmox.endpoint.is_none() {
-        bail!(
-            "no proxmox.endpoint in {}: this command is not implemented for the local LXC backend yet; set proxmox.endpoint to use Proxmox VE",
-            loaded.source
-        );
+/// Why `--dry-run` is refused locally.
+pub const NO_LOCAL_DRY_RUN: &str =
+    "--dry-run lists Proxmox API calls; the local backend has none (set proxmox.endpoint)";
+
+/// The deploy target the spec names.
+// One per command run, never moved around: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Target {
+    Proxmox(ProxmoxBackend),
+    Local(LocalBackend),
+}
+
+impl Target {
+    /// Proxmox when the spec has `proxmox.endpoint`, else the cluster's local
+    /// LXC backend. `dry_run` exists only on Proxmox; locally it is an error.
+    pub fn open(loaded: &Loaded, dry_run: bool, progress: bool) -> Result<Target> {
+        let cluster = &loaded.checked.cluster;
+        if cluster.proxmox.endpoint.is_some() {
+            return Ok(Target::Proxmox(proxmox(loaded, dry_run, progress)?));
+        }
+        if dry_run {
+            bail!("{NO_LOCAL_DRY_RUN}");
+        }
+        let b = LocalBackend::for_cluster(&cluster.name)
+            .context("failed to set up the local LXC backend")?;
+        Ok(Target::Local(b))
     }
+
+    pub fn backend(&self) -> &(dyn Backend + Sync) {
+        match self {
+            Target::Proxmox(b) => b,
+            Target::Local(b) => b,
+        }
+    }
+
+    /// The health gate that reaches this target's members.
+    pub fn gate(&self, cluster: &Cluster) -> Result<NetGate> {
+        match self {
+            Target::Proxmox(_) => Ok(gate()),
+            Target::Local(b) => local_gate(b, cluster),
+        }
+    }
+
+    /// Where the cluster goes, for people: the endpoint and token id, or the
+    /// local state directory.
+    pub fn describe(&self, cluster: &Cluster) -> String {
+        match self {
+            Target::Proxmox(b) => format!(
+                "{} as {}",
+                cluster.proxmox.endpoint.as_deref().unwrap_or("?"),
+                b.token().id()
+            ),
+            Target::Local(b) => format!("local LXC ({})", b.state_dir().display()),
+        }
+    }
+
+    /// The part of `cluster` the target holds. Locally a role with no
+    /// container at all (mongo, when its template cannot be built here and
+    /// the deploy left it out) is left out rather than reported missing,
+    /// unless nothing is deployed at all; on Proxmox every member counts.
+    pub fn scope(&self, cluster: &Cluster, inventory: &[ContainerStatus]) -> Cluster {
+        let absent = absent_roles(cluster, inventory);
+        match self {
+            Target::Local(_) if absent.len() < Role::ALL.len() => without_roles(cluster, &absent),
+            _ => cluster.clone(),
+        }
+    }
+
+    /// The API calls made so far (Proxmox only).
+    pub fn calls(&self) -> Option<CallCounts> {
+        match self {
+            Target::Proxmox(b) => Some(b.calls()),
+            Target::Local(_) => None,
+        }
+    }
+
+    /// What a dry run recorded, after its header line (`# <token, secret
+    /// redacted>`). Locally there is no dry run: nothing.
+    pub fn dry_run_calls(&self) -> (String, Vec<PlannedCall>) {
+        match self {
+            Target::Proxmox(b) => (format!("# {}\n", b.token().redacted_header()), b.planned()),
+            Target::Local(_) => (String::new(), Vec::new()),
+        }
+    }
+}
+
+/// Roles none of whose slots has a container at either of its VMIDs.
+pub fn absent_roles(cluster: &Cluster, inventory: &[ContainerStatus]) -> Vec<Role> {
+    let offset = cluster.rollout.green_vmid_offset;
+    Role::ALL
+        .into_iter()
+        .filter(|r| {
+            !cluster.members_of(*r).iter().any(|m| {
+                inventory
+                    .iter()
+                    .any(|c| c.vmid == m.vmid || c.vmid == m.vmid + offset)
+            })
+        })
+        .collect()
+}
+
+/// The Proxmox backend of a spec with `proxmox.endpoint`.
+fn proxmox(loaded: &Loaded, dry_run: bool, progress: bool) -> Result<ProxmoxBackend> {
+    let cluster = &loaded.checked.cluster;
     let token = ApiToken::from_env().context("failed to read the Proxmox API token")?;
     let settings = Settings {
         progress,
@@ -42,15 +146,41 @@ pub fn gate() -> NetGate {
     NetGate::new(None, None, Box::new(NoMongoClient))
 }
 
+/// Health gates of a local cluster: from inside its client namespace (the
+/// members' network exists only there) with the gateway address there as
+/// the source (the admin address the network policy lets reach the health
+/// ports). Before the first container exists the namespace does not either:
+/// a probe then fails rather than leave the host. `haimg deploy` and the
+/// golden test bed both gate with this.
+pub fn local_gate(backend: &LocalBackend, cluster: &Cluster) -> Result<NetGate> {
+    let (netns, admin) = match backend
+        .network()
+        .context("failed to read the local network")?
+    {
+        Some(n) => (n.netns_path, n.gateway),
+        None => (backend.netns_path(), cluster.network.gateway),
+    };
+    Ok(NetGate {
+        netns: Some(netns),
+        source: Some(admin.into()),
+        ..gate()
+    })
+}
+
 /// `--yes`, or a `y` typed on a terminal. Without a terminal and without
-/// `--yes`, refuse: nobody could have read the plan.
-pub fn confirm(yes: bool, what: &str) -> Result<Confirmed> {
+/// `--yes`, refuse: nobody could have read the plan. The refusal points to
+/// `--dry-run` where there is one (Proxmox).
+pub fn confirm(target: &Target, yes: bool, what: &str) -> Result<Confirmed> {
     if yes {
         return Ok(Confirmed::Yes);
     }
     if !std::io::stdin().is_terminal() {
+        let dry_run = match target {
+            Target::Proxmox(_) => " (or --dry-run to see every call)",
+            Target::Local(_) => "",
+        };
         eprintln!(
-            "error: refusing to {what} without confirmation: stdin is not a terminal; pass --yes to proceed (or --dry-run to see every call)"
+            "error: refusing to {what} without confirmation: stdin is not a terminal; pass --yes to proceed{dry_run}"
         );
         return Ok(Confirmed::NoTerminal);
     }

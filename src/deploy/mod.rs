@@ -169,7 +169,7 @@ fn slot_need(m: &Member, view: &SlotView, want: &MemberTags) -> Result<Option<To
 }
 
 /// Converge the target to `cluster`, using the built `templates`.
-pub fn deploy<B: Backend + Sync>(
+pub fn deploy<B: Backend + Sync + ?Sized>(
     backend: &B,
     cluster: &Cluster,
     templates: &BTreeMap<Role, LocalTemplate>,
@@ -181,7 +181,7 @@ pub fn deploy<B: Backend + Sync>(
 
 /// [`deploy`] from an inventory the caller already read (the CLI reads it
 /// once for the rollout plan and the converge).
-pub fn deploy_with_inventory<B: Backend + Sync>(
+pub fn deploy_with_inventory<B: Backend + Sync + ?Sized>(
     backend: &B,
     cluster: &Cluster,
     templates: &BTreeMap<Role, LocalTemplate>,

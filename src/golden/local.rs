@@ -19,7 +19,7 @@ use crate::backend::local::{LocalBackend, NetworkInfo};
 use crate::backend::Backend;
 use crate::cli::deploy::without_roles;
 use crate::deploy::templates;
-use crate::rollout::{self, Event, NetGate, NoMongoClient};
+use crate::rollout::{self, Event, NetGate};
 
 /// Client subnets `10.99.1.0/24` .. `10.99.64.0/24`; `.1` and `.2` in each
 /// (scenarios take distinct subnets: rate limits and ip_hash key on them).
@@ -71,13 +71,10 @@ impl LocalTestbed {
         Ok(())
     }
 
-    /// Health gates from the admin address inside the client namespace.
-    fn gate(&self) -> NetGate {
-        NetGate::new(
-            self.client_netns(),
-            Some(self.admin_source().into()),
-            Box::new(NoMongoClient),
-        )
+    /// Health gates from the admin address inside the client namespace, as
+    /// `haimg deploy` and `haimg rollback` gate a local cluster.
+    fn gate(&self) -> Result<NetGate> {
+        crate::cli::target::local_gate(&self.backend, &self.cluster)
     }
 
     /// The deployable part of `c`: members of roles without a template left out.
@@ -232,7 +229,7 @@ impl LocalTestbed {
         // hold the test for the spec's full health timeout.
         opts.health_timeout = opts.health_timeout.min(std::time::Duration::from_secs(30));
         let (_, report) =
-            rollout::deploy_rollout(&self.backend, &target, &templates, &self.gate(), opts, obs)?;
+            rollout::deploy_rollout(&self.backend, &target, &templates, &self.gate()?, opts, obs)?;
         if let Ok(mut g) = self.rolled.lock() {
             *g = Some(next);
         }
@@ -248,7 +245,7 @@ impl LocalTestbed {
             .unwrap_or_else(|| self.cluster.clone());
         let target = self.deployable(&current);
         let opts = rollout::Options::from_cluster(&current, false);
-        let (_, report) = rollout::rollback(&self.backend, &target, &self.gate(), opts, obs)?;
+        let (_, report) = rollout::rollback(&self.backend, &target, &self.gate()?, opts, obs)?;
         Ok(report)
     }
 }

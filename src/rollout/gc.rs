@@ -185,15 +185,21 @@ pub fn render(plan: &GcPlan, cluster: &Cluster) -> String {
         out.push_str(&format!("gc: nothing removed: {r}\n"));
         return out;
     }
+    let kept = if plan.keep_gens.is_empty() {
+        "no member deployed".to_string()
+    } else {
+        format!(
+            "keeping generation(s) {}",
+            plan.keep_gens
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     out.push_str(&format!(
-        "gc of cluster {}: keeping generation(s) {} (rollout.keep_versions = {})\n",
-        cluster.name,
-        plan.keep_gens
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        cluster.rollout.keep_versions
+        "gc of cluster {}: {kept} (rollout.keep_versions = {})\n",
+        cluster.name, cluster.rollout.keep_versions
     ));
     if plan.members.is_empty() && plan.templates.is_empty() {
         out.push_str("  nothing to remove\n");

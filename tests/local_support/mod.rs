@@ -97,6 +97,17 @@ while :; do wait $child; done
 /// Build the test template (`<dir>/haimg-test_<tag>_amd64.tar.zst`); `init`
 /// false leaves out /sbin/init (a template that cannot start).
 pub fn build_template(dir: &Path, tag: &str, init: bool) -> (PathBuf, String) {
+    build_template_from(dir, tag, init.then_some(TEST_INIT), &[])
+}
+
+/// [`build_template`] with `init` as /sbin/init (none: a template that
+/// cannot start) and `files` (path in the rootfs, content) added.
+pub fn build_template_from(
+    dir: &Path,
+    tag: &str,
+    init: Option<&str>,
+    files: &[(&str, &str)],
+) -> (PathBuf, String) {
     let root = dir.join(format!("rootfs-{tag}"));
     for d in [
         "bin", "sbin", "etc", "dev", "proc", "sys", "run", "tmp", "var/lib",
@@ -106,7 +117,7 @@ pub fn build_template(dir: &Path, tag: &str, init: bool) -> (PathBuf, String) {
     std::fs::copy(static_busybox(), root.join("bin/busybox")).unwrap();
     for a in [
         "sh", "ip", "awk", "cat", "hostname", "httpd", "mkdir", "echo", "kill", "tr", "sed",
-        "sleep",
+        "sleep", "printf",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
     }
@@ -116,9 +127,14 @@ pub fn build_template(dir: &Path, tag: &str, init: bool) -> (PathBuf, String) {
         "PRETTY_NAME=\"haimg test\"\nID=debian\nVERSION_ID=\"12\"\n",
     )
     .unwrap();
-    if init {
+    for (path, content) in files {
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    if let Some(script) = init {
         let p = root.join("sbin/init");
-        std::fs::write(&p, TEST_INIT).unwrap();
+        std::fs::write(&p, script).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }

@@ -342,12 +342,18 @@ impl LocalBackend {
     /// The client side of the network, once a container was created.
     pub fn network(&self) -> Result<Option<NetworkInfo>> {
         Ok(self.load()?.network.map(|n| NetworkInfo {
-            netns_path: Path::new("/run/netns").join(&n.netns),
+            netns_path: netns::path(&n.netns),
             bridge: n.bridge,
             netns: n.netns,
             gateway: n.gateway,
             prefix: n.prefix,
         }))
+    }
+
+    /// Where the cluster's client namespace is (or will be, before the first
+    /// create): `/run/netns/<netns>`.
+    pub fn netns_path(&self) -> PathBuf {
+        netns::path(&self.names.netns())
     }
 
     /// Host PID of the CT's init, when it runs.
@@ -1257,6 +1263,10 @@ impl Backend for LocalBackend {
         })?;
         // A running target sees the volume at its next start, like a pending change.
         Ok(())
+    }
+
+    fn has_data_volume(&self, _node: &str, vmid: u32) -> super::Result<bool> {
+        Ok(self.record(vmid)?.data_volume.is_some())
     }
 
     fn set_tags(&self, _node: &str, vmid: u32, tags: &[String]) -> super::Result<()> {

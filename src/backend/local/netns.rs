@@ -8,7 +8,12 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where `ip netns` keeps the named namespace `name`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
 
 /// Run `f` on a thread inside the network namespace at `netns`
 /// (e.g. `/run/netns/haimg-<cluster>-<id>`) and return its result.

@@ -473,8 +473,13 @@ fn data_volume_and_tags() {
     std::fs::write(b.dir.volume(103).join("data"), "x").unwrap();
     let e = local(b.move_data_volume("pve2", 1103, 103).unwrap_err());
     assert_eq!(e.to_string(), "CT 1103 has no data volume to move");
+    assert!(b.has_data_volume("pve2", 103).unwrap());
+    assert!(!b.has_data_volume("pve2", 1103).unwrap());
     b.move_data_volume("pve2", 103, 1103).unwrap();
     assert!(b.dir.volume(1103).join("data").is_file());
+    // A rollout reads where the volume is after an interrupted hand-over.
+    assert!(!b.has_data_volume("pve2", 103).unwrap());
+    assert!(b.has_data_volume("pve2", 1103).unwrap());
     let e = local(b.move_data_volume("pve2", 1103, 1103).unwrap_err());
     assert_eq!(e.to_string(), "CT 1103 already has a data volume");
     let cfg =
@@ -502,6 +507,8 @@ fn data_volume_and_tags() {
         [vec!["haimg", "standby", "v1.0.0"], vec!["haimg", "mongo1"]]
     );
     let e = b.set_tags("pve2", 5, &[]).unwrap_err();
+    assert_eq!(e.to_string(), "CT 5 does not exist in local cluster c");
+    let e = b.has_data_volume("pve2", 5).unwrap_err();
     assert_eq!(e.to_string(), "CT 5 does not exist in local cluster c");
 }
 
