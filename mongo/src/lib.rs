@@ -18,5 +18,8 @@
 pub mod member;
 pub mod wire;
 
+/// The `bson` this crate speaks, for callers that build or read documents.
+pub use bson;
+
 #[cfg(feature = "replay")]
 pub mod replay;

@@ -143,16 +143,8 @@ pub enum MemberError {
     #[error(transparent)]
     Wire(#[from] WireError),
     /// The server answered `ok: 0`.
-    #[error("{addr}: {command} failed: {code} {code_name}: {errmsg}{}", hint_suffix(.hint))]
-    Refused {
-        addr: SocketAddr,
-        command: &'static str,
-        code: i32,
-        code_name: String,
-        errmsg: String,
-        /// What the code means here.
-        hint: Option<String>,
-    },
+    #[error("{0}")]
+    Refused(Box<Refusal>),
     /// An `ok: 1` reply without the fields the command always returns.
     #[error("{addr}: {command}: unexpected reply: {detail}")]
     Unexpected {
@@ -168,24 +160,45 @@ pub enum MemberError {
     },
 }
 
-fn hint_suffix(h: &Option<String>) -> String {
-    h.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+/// A command the server answered with `ok: 0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub addr: SocketAddr,
+    pub command: &'static str,
+    pub code: i32,
+    pub code_name: String,
+    pub errmsg: String,
+    /// What the code means here.
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} failed: {} {}: {}",
+            self.addr, self.command, self.code, self.code_name, self.errmsg
+        )?;
+        match &self.hint {
+            Some(h) => write!(f, " ({h})"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl MemberError {
     pub fn addr(&self) -> SocketAddr {
         match self {
             MemberError::Wire(e) => e.addr(),
-            MemberError::Refused { addr, .. }
-            | MemberError::Unexpected { addr, .. }
-            | MemberError::BadArgument { addr, .. } => *addr,
+            MemberError::Refused(r) => r.addr,
+            MemberError::Unexpected { addr, .. } | MemberError::BadArgument { addr, .. } => *addr,
         }
     }
 
     /// The server's error code, when it answered with one.
     pub fn code(&self) -> Option<i32> {
         match self {
-            MemberError::Refused { code, .. } => Some(*code),
+            MemberError::Refused(r) => Some(r.code),
             _ => None,
         }
     }
@@ -198,14 +211,14 @@ fn refused(
     hint: Option<String>,
 ) -> MemberError {
     let (code, code_name, errmsg) = wire::error_of(reply);
-    MemberError::Refused {
+    MemberError::Refused(Box::new(Refusal {
         addr,
         command,
         code,
         code_name,
         errmsg,
         hint,
-    }
+    }))
 }
 
 /// Hints for codes any command can meet.

@@ -10,7 +10,7 @@ use haimg_model::Cluster;
 
 use crate::backend::proxmox::{ApiToken, ProxmoxBackend, Settings};
 use crate::rollout::exec::{Event, Outcome, Report};
-use crate::rollout::{NetGate, NoMongoClient};
+use crate::rollout::NetGate;
 use crate::spec_file::Loaded;
 
 /// The Proxmox backend of the spec. Without `proxmox.endpoint` the target is
@@ -37,9 +37,18 @@ pub fn proxmox(loaded: &Loaded, dry_run: bool, progress: bool) -> Result<Proxmox
     })
 }
 
-/// Health gates from this host, straight to the members' addresses.
+/// Names a network namespace (a path such as `/run/netns/NAME`) to run every
+/// health probe from, for deploy hosts that reach the cluster network only
+/// from a namespace; the Proxmox API calls stay in the caller's namespace.
+pub const PROBE_NETNS_ENV: &str = "HAIMG_PROBE_NETNS";
+
+/// Health gates from this host (or from `HAIMG_PROBE_NETNS`), straight to
+/// the members' addresses: HTTP, and OP_MSG to the mongo members.
 pub fn gate() -> NetGate {
-    NetGate::new(None, None, Box::new(NoMongoClient))
+    let netns = std::env::var_os(PROBE_NETNS_ENV)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    NetGate::wire(netns, None)
 }
 
 /// `--yes`, or a `y` typed on a terminal. Without a terminal and without

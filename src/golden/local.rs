@@ -20,7 +20,7 @@ use crate::backend::local::{LocalBackend, NetworkInfo};
 use crate::backend::Backend;
 use crate::cli::deploy::without_roles;
 use crate::deploy::templates;
-use crate::rollout::{self, Event, NetGate, NoMongoClient};
+use crate::rollout::{self, Event, NetGate};
 
 /// Client subnets `10.99.1.0/24` .. `10.99.64.0/24`; `.1` and `.2` in each
 /// (scenarios take distinct subnets: rate limits and ip_hash key on them).
@@ -74,11 +74,7 @@ impl LocalTestbed {
 
     /// Health gates from the admin address inside the client namespace.
     fn gate(&self) -> NetGate {
-        NetGate::new(
-            self.client_netns(),
-            Some(self.admin_source().into()),
-            Box::new(NoMongoClient),
-        )
+        NetGate::wire(self.client_netns(), Some(self.admin_source().into()))
     }
 
     /// The deployable part of `c`: members of roles without a template left out.
