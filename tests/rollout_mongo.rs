@@ -9,7 +9,12 @@
 //! hold no elections: their answers change only as scripted (in sequence, or
 //! when a shared phase moves on after `replSetStepDown`). These tests pin
 //! what haimg sends and how it reads the answers, never how a mongod
-//! behaves; no real mongod is reachable here.
+//! behaves; no real mongod is reachable here. The last test runs a whole
+//! mongo-tier rollout through the executor against the Proxmox fake with these
+//! gates.
+
+mod rollout_support;
+mod support;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -417,4 +422,58 @@ fn probes_connect_from_inside_the_gates_namespace() {
         assert!(e.to_string().contains("refused"), "{e}");
     }
     assert_eq!(member.commands(), [STATUS]);
+}
+
+/// A whole mongo-tier rollout on the Proxmox fake, gated over the wire: the
+/// secondaries go first, each green must answer SECONDARY and caught up, and
+/// the primary (mongo1) is asked to step down before its blue is shut down;
+/// the rollout waits until mongo2 answers PRIMARY.
+#[test]
+fn a_mongo_rollout_steps_the_primary_down_last() {
+    use rollout_support::{Bed, Recorder};
+    use std::sync::{Arc, Mutex};
+
+    let bed = Bed::new();
+    let tpl =
+        rollout_support::templates_with(bed.dir.path(), &bed.v1, "1.0.0", &[(Role::Mongo, "m2")]);
+    let before = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let after = [(Secondary, NOW), (Primary, NOW), (Secondary, NOW)];
+    let phase = Phase::new();
+    let script = |me: usize| {
+        Script::new()
+            .phase(&phase)
+            .in_phase(0, STATUS, vec![reply(status(before, me))])
+            .in_phase(1, STATUS, vec![reply(status(after, me))])
+    };
+    let tier = Tier::new([
+        script(0)
+            .reply(STEP_DOWN, recorded::step_down_ok())
+            .advances(STEP_DOWN),
+        script(1),
+        script(2),
+    ]);
+    let gate = tier.gate(None);
+    let backend = bed.backend(&bed.v1);
+    let tl = Arc::new(Mutex::new(Vec::new()));
+    let mut rec = Recorder::new(&bed, &bed.v1, tl);
+    let report = rollout_support::roll(&backend, &bed.v1, &tpl, &gate, &mut rec).unwrap();
+    assert!(report.ok(), "{report:#?}");
+    let order: Vec<&str> = report.slots.iter().map(|s| s.slot.as_str()).collect();
+    assert_eq!(order, ["mongo2", "mongo3", "mongo1"]);
+    assert_eq!(rec.worst_down, 1);
+    let details: Vec<String> = report
+        .slots
+        .iter()
+        .flat_map(|s| s.steps.iter().filter_map(|x| x.detail.clone()))
+        .filter(|d| d.contains("stepped down") || d.contains(" of rs0"))
+        .collect();
+    insta::assert_snapshot!(details.join("\n"), @r"
+    SECONDARY of rs0, 0.0s behind
+    SECONDARY of rs0, 0.0s behind
+    mongo1 stepped down as primary first
+    SECONDARY of rs0, 0.0s behind
+    ");
+    let [m1, m2, m3] = tier.commands();
+    assert_eq!(m1.iter().filter(|c| *c == STEP_DOWN).count(), 1);
+    assert!(!m2.contains(&STEP_DOWN.to_string()) && !m3.contains(&STEP_DOWN.to_string()));
 }
