@@ -122,6 +122,17 @@ fn mongo_primary_is_found_among_three_members() {
 }
 
 #[test]
+fn a_primary_of_another_set_is_not_the_primary() {
+    let view = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let tier = Tier::new([
+        Script::new().reply(STATUS, status_of("legacy", view, 0)),
+        Script::new().reply(STATUS, status(view, 1)),
+        Script::new().reply(STATUS, status(view, 2)),
+    ]);
+    assert_eq!(tier.gate(None).mongo_primary(&cluster()).unwrap(), None);
+}
+
+#[test]
 fn no_primary_among_answering_members_is_none() {
     // mongo3 is down; the two others see no primary (an election is running).
     let view = [(Secondary, NOW), (Secondary, NOW), (Secondary, NOW)];

@@ -416,7 +416,13 @@ impl HealthGate for NetGate {
         for m in &cluster.mongo.members {
             let addr = (self.resolve)(SocketAddr::new(m.ip.into(), cluster.mongo.port));
             match self.mongo.status(addr, self.probe_timeout) {
-                Ok(st) if st.state == "PRIMARY" => return Ok(Some(m.slot.clone())),
+                // A primary of another set (a stray mongod at a member's address) is not ours.
+                Ok(st)
+                    if st.state == "PRIMARY"
+                        && st.set_name.as_deref() == Some(cluster.mongo.replica_set.as_str()) =>
+                {
+                    return Ok(Some(m.slot.clone()))
+                }
                 Ok(_) => {}
                 Err(e) => errors.push(format!("{}: {e}", m.slot)),
             }
