@@ -20,7 +20,7 @@ use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
 use crate::backend::{Backend, ContainerStatus};
 use crate::rollout::exec::{Event, Outcome, Report};
-use crate::rollout::{NetGate, NoMongoClient};
+use crate::rollout::NetGate;
 use crate::spec_file::Loaded;
 
 /// Why `--dry-run` is refused locally.
@@ -141,9 +141,18 @@ fn proxmox(loaded: &Loaded, dry_run: bool, progress: bool) -> Result<ProxmoxBack
     })
 }
 
-/// Health gates from this host, straight to the members' addresses.
+/// Names a network namespace (a path such as `/run/netns/NAME`) to run every
+/// health probe from, for deploy hosts that reach the cluster network only
+/// from a namespace; the Proxmox API calls stay in the caller's namespace.
+pub const PROBE_NETNS_ENV: &str = "HAIMG_PROBE_NETNS";
+
+/// Health gates from this host (or from `HAIMG_PROBE_NETNS`), straight to
+/// the members' addresses: HTTP, and OP_MSG to the mongo members.
 pub fn gate() -> NetGate {
-    NetGate::new(None, None, Box::new(NoMongoClient))
+    let netns = std::env::var_os(PROBE_NETNS_ENV)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    NetGate::wire(netns, None)
 }
 
 /// Health gates of a local cluster: from inside its client namespace (the
@@ -160,11 +169,7 @@ pub fn local_gate(backend: &LocalBackend, cluster: &Cluster) -> Result<NetGate> 
         Some(n) => (n.netns_path, n.gateway),
         None => (backend.netns_path(), cluster.network.gateway),
     };
-    Ok(NetGate {
-        netns: Some(netns),
-        source: Some(admin.into()),
-        ..gate()
-    })
+    Ok(NetGate::wire(Some(netns), Some(admin.into())))
 }
 
 /// `--yes`, or a `y` typed on a terminal. Without a terminal and without

@@ -13,7 +13,10 @@
 //! * webapp: `GET /api/health` on the member answers 200 with the wanted
 //!   `version` (and `slot`, and `imageHash` when known);
 //! * mongo: the member is PRIMARY or SECONDARY of the replica set and at most
-//!   [`MONGO_MAX_LAG`] behind the primary, asked through [`MongoProbe`].
+//!   [`MONGO_MAX_LAG`] behind the primary, asked through [`MongoProbe`]
+//!   ([`WireMongo`]: `replSetGetStatus` and `replSetStepDown` over OP_MSG by
+//!   `haimg_mongo::member`, from the same namespace and source address as the
+//!   HTTP probes).
 //!
 //! A gate passes after [`PASSES_NEEDED`] good answers in a row, so a member
 //! that comes up and falls over again does not pass. Every wait is bounded
@@ -24,6 +27,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use haimg_model::{Cluster, Member, Role};
+use haimg_mongo::member::{self, MemberError};
+use haimg_mongo::wire::Conn;
 use serde::Serialize;
 
 use crate::golden::load::{self, LoadSpec};
@@ -87,7 +92,7 @@ pub trait HealthGate: Sync {
     ) -> Result<(), GateError>;
 }
 
-/// A mongo member as `hello` / `replSetGetStatus` describe it.
+/// A mongo member as its `replSetGetStatus` describes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MongoStatus {
     /// `PRIMARY`, `SECONDARY`, `STARTUP2`, `RECOVERING`, ...
@@ -95,28 +100,94 @@ pub struct MongoStatus {
     pub set_name: Option<String>,
     /// How far its last applied op is behind the primary's.
     pub lag_s: Option<f64>,
+    /// Why state or lag are what they are, when that is not obvious
+    /// (no config yet, no primary in its view).
+    pub note: Option<String>,
 }
 
-/// The MongoDB commands a rollout needs; the OP_MSG client that implements
-/// it lives in haimg-init (`init/src/join`), not in this build yet.
+/// The MongoDB commands a rollout needs.
 pub trait MongoProbe: Send + Sync {
     fn status(&self, addr: SocketAddr, timeout: Duration) -> Result<MongoStatus, String>;
-    /// `replSetStepDown` with `secs` of stepdown time.
+    /// `replSetStepDown` with `secs` of stepdown time. `Ok` means the member
+    /// acknowledged it or may have stepped down (an old server closes the
+    /// connection): the caller checks who is primary afterwards.
     fn step_down(&self, addr: SocketAddr, secs: u32, timeout: Duration) -> Result<(), String>;
 }
 
-/// No MongoDB client in this build: every call says so.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoMongoClient;
+/// [`MongoProbe`] over the wire (`haimg_mongo::member`): each call opens one
+/// connection, from inside `netns` when set (in a thread of its own, so the
+/// caller keeps its namespace) and from `source` when set.
+#[derive(Debug, Clone, Default)]
+pub struct WireMongo {
+    pub netns: Option<PathBuf>,
+    pub source: Option<IpAddr>,
+}
 
-pub const NO_MONGO_CLIENT: &str = "no MongoDB client in this build (the OP_MSG client is in haimg-init's join module, not merged yet): the mongo tier cannot be ordered or gated";
-
-impl MongoProbe for NoMongoClient {
-    fn status(&self, _: SocketAddr, _: Duration) -> Result<MongoStatus, String> {
-        Err(NO_MONGO_CLIENT.into())
+impl WireMongo {
+    pub fn new(netns: Option<PathBuf>, source: Option<IpAddr>) -> WireMongo {
+        WireMongo { netns, source }
     }
-    fn step_down(&self, _: SocketAddr, _: u32, _: Duration) -> Result<(), String> {
-        Err(NO_MONGO_CLIENT.into())
+
+    /// Connect to `addr` as configured and run `f` on the connection.
+    fn run<T: Send>(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        f: impl FnOnce(&mut Conn) -> Result<T, MemberError> + Send,
+    ) -> Result<T, String> {
+        let call = || -> Result<T, String> {
+            if let Some(ns) = &self.netns {
+                load::enter_netns(ns).map_err(|e| {
+                    format!("failed to enter network namespace {}: {e}", ns.display())
+                })?;
+            }
+            let stream = connect(addr, self.source, timeout)?;
+            let mut conn = Conn::from_stream(addr, stream, timeout).map_err(|e| e.to_string())?;
+            f(&mut conn).map_err(|e| e.to_string())
+        };
+        match &self.netns {
+            None => call(),
+            Some(_) => std::thread::scope(|s| {
+                s.spawn(call)
+                    .join()
+                    .map_err(|_| format!("{addr}: mongo probe thread panicked"))?
+            }),
+        }
+    }
+}
+
+/// A TCP connection to `addr`, bound to `source` first when set.
+fn connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<std::net::TcpStream, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    if let Some(src) = source {
+        sock.bind(&SocketAddr::new(src, 0).into())
+            .map_err(|e| format!("{addr}: failed to bind source address {src}: {e}"))?;
+    }
+    sock.connect_timeout(&addr.into(), timeout)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    Ok(sock.into())
+}
+
+impl MongoProbe for WireMongo {
+    fn status(&self, addr: SocketAddr, timeout: Duration) -> Result<MongoStatus, String> {
+        let s = self.run(addr, timeout, member::status_with)?;
+        Ok(MongoStatus {
+            state: s.state.name(),
+            set_name: s.set,
+            lag_s: s.lag_s,
+            note: s.note,
+        })
+    }
+
+    fn step_down(&self, addr: SocketAddr, secs: u32, timeout: Duration) -> Result<(), String> {
+        self.run(addr, timeout, |c| member::step_down_with(c, secs, timeout))
+            .map(|_| ())
     }
 }
 
@@ -165,6 +236,12 @@ impl NetGate {
             probe_timeout: Duration::from_secs(2),
             resolve: Box::new(|a| a),
         }
+    }
+
+    /// Probes over the wire, every one (HTTP and mongo) from `netns` and `source`.
+    pub fn wire(netns: Option<PathBuf>, source: Option<IpAddr>) -> NetGate {
+        let mongo = WireMongo::new(netns.clone(), source);
+        NetGate::new(netns, source, Box::new(mongo))
     }
 
     /// One HTTP GET; in its own thread when a netns must be entered, so the
@@ -271,11 +348,16 @@ pub fn check_webapp_health(body: &str, e: &Expect) -> Result<String, String> {
 
 /// PRIMARY or SECONDARY of the set, and caught up.
 pub fn check_mongo(st: &MongoStatus, set: &str) -> Result<String, String> {
-    if st.set_name.as_deref() != Some(set) {
-        return Err(format!(
-            "member of replica set {:?}, expected {set:?}",
-            st.set_name.as_deref().unwrap_or("(none)")
-        ));
+    let note = st
+        .note
+        .as_deref()
+        .map(|n| format!(": {n}"))
+        .unwrap_or_default();
+    let Some(name) = st.set_name.as_deref() else {
+        return Err(format!("{}, in no replica set{note}", st.state));
+    };
+    if name != set {
+        return Err(format!("member of replica set {name:?}, expected {set:?}"));
     }
     if st.state != "PRIMARY" && st.state != "SECONDARY" {
         return Err(format!("state {}", st.state));
@@ -285,7 +367,7 @@ pub fn check_mongo(st: &MongoStatus, set: &str) -> Result<String, String> {
             Ok(format!("{} of {set}, {l:.1}s behind", st.state))
         }
         Some(l) => Err(format!("{} but {l:.1}s behind the primary", st.state)),
-        None => Err(format!("{}, lag unknown", st.state)),
+        None => Err(format!("{}, lag unknown{note}", st.state)),
     }
 }
 
@@ -334,7 +416,13 @@ impl HealthGate for NetGate {
         for m in &cluster.mongo.members {
             let addr = (self.resolve)(SocketAddr::new(m.ip.into(), cluster.mongo.port));
             match self.mongo.status(addr, self.probe_timeout) {
-                Ok(st) if st.state == "PRIMARY" => return Ok(Some(m.slot.clone())),
+                // A primary of another set (a stray mongod at a member's address) is not ours.
+                Ok(st)
+                    if st.state == "PRIMARY"
+                        && st.set_name.as_deref() == Some(cluster.mongo.replica_set.as_str()) =>
+                {
+                    return Ok(Some(m.slot.clone()))
+                }
                 Ok(_) => {}
                 Err(e) => errors.push(format!("{}: {e}", m.slot)),
             }
@@ -437,7 +525,7 @@ mod tests {
     }
 
     fn gate_to(addr: SocketAddr) -> NetGate {
-        let mut g = NetGate::new(None, None, Box::new(NoMongoClient));
+        let mut g = NetGate::wire(None, None);
         g.every = Duration::from_millis(5);
         g.probe_timeout = Duration::from_millis(500);
         // Every member and the VIP are this loopback server.
@@ -562,6 +650,7 @@ mod tests {
             state: state.into(),
             set_name: set.map(str::to_string),
             lag_s: lag,
+            note: None,
         };
         assert!(check_mongo(&st("SECONDARY", Some("rs0"), Some(0.5)), "rs0").is_ok());
         assert!(check_mongo(&st("PRIMARY", Some("rs0"), Some(0.0)), "rs0").is_ok());
@@ -574,15 +663,53 @@ mod tests {
             "SECONDARY but 30.0s behind the primary"
         );
         assert_eq!(
-            check_mongo(&st("SECONDARY", None, Some(0.0)), "rs0").unwrap_err(),
-            r#"member of replica set "(none)", expected "rs0""#
+            check_mongo(&st("SECONDARY", Some("legacy"), Some(0.0)), "rs0").unwrap_err(),
+            r#"member of replica set "legacy", expected "rs0""#
+        );
+        let mut fresh = st("STARTUP", None, None);
+        fresh.note = Some("no replica-set config yet".into());
+        assert_eq!(
+            check_mongo(&fresh, "rs0").unwrap_err(),
+            "STARTUP, in no replica set: no replica-set config yet"
+        );
+        let mut blind = st("SECONDARY", Some("rs0"), None);
+        blind.note = Some("no member is PRIMARY in its view".into());
+        assert_eq!(
+            check_mongo(&blind, "rs0").unwrap_err(),
+            "SECONDARY, lag unknown: no member is PRIMARY in its view"
         );
     }
 
     #[test]
-    fn without_a_mongo_client_the_tier_cannot_be_ordered() {
-        let g = NetGate::new(None, None, Box::new(NoMongoClient));
-        let e = g.mongo_primary(&cluster()).unwrap_err();
-        assert!(e.to_string().contains("not merged yet"), "{e}");
+    fn an_unreachable_mongo_member_is_named_by_its_address() {
+        // Every member resolves to a port nothing listens on.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let mut g = NetGate::wire(None, None);
+        g.resolve = Box::new(move |_| addr);
+        let e = g.mongo_primary(&cluster()).unwrap_err().to_string();
+        let e = e.replace(&addr.to_string(), "[ADDR]");
+        insta::assert_snapshot!(e, @"mongo: no member answers: [ADDR]: Connection refused (os error 111)");
+        let e = g
+            .wait_healthy(&cluster(), &expect(Role::Mongo, "mongo2"), Duration::ZERO)
+            .unwrap_err()
+            .to_string()
+            .replace(&addr.to_string(), "[ADDR]");
+        insta::assert_snapshot!(e, @"mongo2 (CT 1106) did not pass its mongo health gate within 0s: [ADDR]: Connection refused (os error 111)");
+    }
+
+    #[test]
+    fn a_source_address_that_cannot_be_bound_is_named() {
+        // 198.51.100.1 (TEST-NET-2) is on no interface here: the bind fails
+        // before any packet leaves (and the target is loopback anyway).
+        let g = WireMongo::new(None, Some("198.51.100.1".parse().unwrap()));
+        let e = g
+            .status("127.0.0.1:9".parse().unwrap(), Duration::from_millis(100))
+            .unwrap_err();
+        assert!(
+            e.starts_with("127.0.0.1:9: failed to bind source address 198.51.100.1: "),
+            "{e}"
+        );
     }
 }

@@ -13,7 +13,7 @@
 //! * [`machine`]: the pure step machine of one slot;
 //! * [`plan`]: which slots change, in which order (deploy and rollback);
 //! * [`exec`]: carrying a plan out, with health gates and automatic restore;
-//! * [`gate`]: the health gates (HTTP/TCP from the deploy host, mongo via a probe trait);
+//! * [`gate`]: the health gates (HTTP/TCP from the deploy host, mongo over OP_MSG via a probe trait);
 //! * [`gc`]: removing old standbys and templates;
 //! * [`status`]: the live and standby member of every slot.
 
@@ -26,7 +26,7 @@ pub mod slot;
 pub mod status;
 
 pub use exec::{Aborted, Event, Executor, Observer, Options, Report};
-pub use gate::{HealthGate, NetGate, NoMongoClient};
+pub use gate::{HealthGate, NetGate, WireMongo};
 pub use plan::{Kind, Plan};
 
 use std::collections::BTreeMap;

@@ -1,10 +1,10 @@
 //! Cluster join. lb: keepalived does it from its rendered config; nothing to
 //! do here. mongo: [`mongo`] decides and runs the rs0 initiation over
-//! [`wire`] (OP_MSG) in a thread of its own, so the supervisor loop never
-//! blocks on the network; the thread reports into the status file.
+//! OP_MSG (`haimg_mongo::wire`, the client haimg shares with the init) in a
+//! thread of its own, so the supervisor loop never blocks on the network;
+//! the thread reports into the status file.
 
 pub mod mongo;
-pub mod wire;
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};

@@ -19,11 +19,10 @@ use std::time::Duration;
 use bson::{doc, Bson, Document};
 use serde::Serialize;
 
-use super::wire::{self, Conn, WireError};
+use haimg_mongo::wire::{self, Conn, WireError};
 
 /// Server error codes the join understands (MongoDB's error_codes.yml).
-pub const ALREADY_INITIALIZED: i32 = 23;
-pub const NOT_YET_INITIALIZED: i32 = 94;
+pub use haimg_mongo::member::{ALREADY_INITIALIZED, NOT_YET_INITIALIZED};
 
 /// One member as the join sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +191,9 @@ pub fn hello(addr: SocketAddr, timeout: Duration) -> Hello {
         Ok(r) => classify_hello(&r),
         Err(WireError::Io { source, .. }) => Hello::Unreachable {
             error: source.to_string(),
+        },
+        Err(WireError::Timeout { after, .. }) => Hello::Unreachable {
+            error: format!("no reply within {}s", after.as_secs_f64()),
         },
         Err(e) => Hello::Other {
             detail: e.to_string(),

@@ -1,15 +1,22 @@
-//! The few bytes of the MongoDB wire protocol the init needs: OP_MSG
+//! The few bytes of the MongoDB wire protocol haimg needs: OP_MSG
 //! (opCode 2013) with one body section (kind 0), over a blocking TCP stream
 //! with timeouts. Documents are encoded and decoded by the `bson` crate.
+//! Every command goes to the `admin` database; no authentication, no TLS,
+//! no compression (none of the callers needs them yet).
 //!
 //! Layout (MongoDB wire protocol, OP_MSG): a 16-byte header
 //! (`messageLength`, `requestID`, `responseTo`, `opCode`, little-endian
 //! int32), `flagBits` (uint32), then sections; kind 0 is one BSON document.
 //! If `flagBits` has `checksumPresent` (bit 0) a CRC-32C trails the message;
-//! the init never asks for one and skips it when present. Replies larger than
-//! [`MAX_MESSAGE`] are refused.
+//! the client never asks for one and skips it when present. Replies larger
+//! than [`MAX_MESSAGE`] are refused, and a reply must answer the request just
+//! sent (`responseTo`).
+//!
+//! [`Conn::connect`] dials the address itself; [`Conn::from_stream`] takes a
+//! stream the caller connected (from inside a network namespace, bound to a
+//! source address), so this crate needs nothing beyond `std`.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -32,18 +39,56 @@ pub enum WireError {
     Malformed { addr: SocketAddr, detail: String },
     #[error("{addr}: bson: {detail}")]
     Bson { addr: SocketAddr, detail: String },
+    /// No (whole) reply within the read timeout.
+    #[error("{addr}: no reply within {}s", .after.as_secs_f64())]
+    Timeout { addr: SocketAddr, after: Duration },
+}
+
+impl WireError {
+    /// The server closed or reset the connection (rather than the client
+    /// timing out or the connect failing). After a request was sent this
+    /// means the server dropped the connection while handling it.
+    pub fn closed_by_peer(&self) -> bool {
+        matches!(self, WireError::Io { source, .. } if matches!(
+            source.kind(),
+            ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+        ))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            WireError::Io { addr, .. }
+            | WireError::Malformed { addr, .. }
+            | WireError::Bson { addr, .. }
+            | WireError::Timeout { addr, .. } => *addr,
+        }
+    }
 }
 
 /// Encode `cmd` (with `$db` added) as one OP_MSG.
 pub fn encode(request_id: i32, cmd: &Document, db: &str) -> Result<Vec<u8>, String> {
     let mut doc = cmd.clone();
     doc.insert("$db", db);
+    frame(request_id, 0, &doc)
+}
+
+/// Encode a server's reply to request `response_to` (what a replay server sends).
+pub fn encode_reply(
+    request_id: i32,
+    response_to: i32,
+    reply: &Document,
+) -> Result<Vec<u8>, String> {
+    frame(request_id, response_to, reply)
+}
+
+fn frame(request_id: i32, response_to: i32, doc: &Document) -> Result<Vec<u8>, String> {
     let body = doc.to_vec().map_err(|e| e.to_string())?;
     let len = 16 + 4 + 1 + body.len();
+    let len32 = i32::try_from(len).map_err(|_| format!("{len} bytes do not fit an OP_MSG"))?;
     let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&(len as i32).to_le_bytes());
+    out.extend_from_slice(&len32.to_le_bytes());
     out.extend_from_slice(&request_id.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&response_to.to_le_bytes());
     out.extend_from_slice(&OP_MSG.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.push(0);
@@ -121,12 +166,24 @@ pub struct Conn {
     addr: SocketAddr,
     stream: TcpStream,
     next_id: i32,
+    read_timeout: Duration,
 }
 
 impl Conn {
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, WireError> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|source| WireError::Io { addr, source })?;
+        Conn::from_stream(addr, stream, timeout)
+    }
+
+    /// Use a stream the caller connected to `addr`; `timeout` bounds every
+    /// read and write from here on.
+    pub fn from_stream(
+        addr: SocketAddr,
+        stream: TcpStream,
+        timeout: Duration,
+    ) -> Result<Conn, WireError> {
         let io = |source| WireError::Io { addr, source };
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
@@ -134,23 +191,49 @@ impl Conn {
             addr,
             stream,
             next_id: 1,
+            read_timeout: timeout,
         })
     }
 
-    /// Replies can take longer than a connect (replSetInitiate checks every member).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Replies can take longer than a connect (replSetInitiate checks every
+    /// member; replSetStepDown waits for a secondary to catch up).
     pub fn set_read_timeout(&mut self, t: Duration) {
-        let _ = self.stream.set_read_timeout(Some(t));
+        if self.stream.set_read_timeout(Some(t)).is_ok() {
+            self.read_timeout = t;
+        }
     }
 
     /// Run `cmd` against the admin database and return the reply document
     /// (whatever its `ok`; see [`ok`]).
     pub fn command(&mut self, cmd: &Document) -> Result<Document, WireError> {
+        let id = self.send(cmd)?;
+        self.receive(id)
+    }
+
+    /// Send `cmd` to the admin database; the request id to [`Conn::receive`] the reply with.
+    pub fn send(&mut self, cmd: &Document) -> Result<i32, WireError> {
         let addr = self.addr;
-        let io = |source| WireError::Io { addr, source };
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1);
         let bytes = encode(id, cmd, "admin").map_err(|detail| WireError::Bson { addr, detail })?;
-        self.stream.write_all(&bytes).map_err(io)?;
+        self.stream
+            .write_all(&bytes)
+            .map_err(|source| WireError::Io { addr, source })?;
+        Ok(id)
+    }
+
+    /// Read the reply to request `id`.
+    pub fn receive(&mut self, id: i32) -> Result<Document, WireError> {
+        let (addr, after) = (self.addr, self.read_timeout);
+        // A read timeout shows as WouldBlock (or TimedOut): say what it means.
+        let io = |source: std::io::Error| match source.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => WireError::Timeout { addr, after },
+            _ => WireError::Io { addr, source },
+        };
         let mut head = [0u8; 4];
         self.stream.read_exact(&mut head).map_err(io)?;
         let len = i32::from_le_bytes(head);

@@ -1,0 +1,490 @@
+//! The rollout's mongo gates ([`NetGate`] with [`WireMongo`]) at the wire
+//! level: primary detection across the members, the SECONDARY-and-caught-up
+//! gate, and step-down followed by the wait for another primary.
+//!
+//! Every member is a replay server (`haimg_mongo::replay`) on 127.0.0.1 that
+//! answers with replies recorded from real mongod shapes (sources in
+//! `haimg_mongo::replay::recorded`); the gate's `resolve` points each
+//! member's plan address at one of them. The replay servers keep no data and
+//! hold no elections: their answers change only as scripted (in sequence, or
+//! when a shared phase moves on after `replSetStepDown`). These tests pin
+//! what haimg sends and how it reads the answers, never how a mongod
+//! behaves; no real mongod is reachable here. The last test runs a whole
+//! mongo-tier rollout through the executor against the Proxmox fake with these
+//! gates.
+
+mod rollout_support;
+mod support;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use haimg::model::Cluster;
+use haimg::rollout::gate::{Expect, HealthGate, NetGate};
+use haimg_model::Role;
+use haimg_mongo::bson::Document;
+use haimg_mongo::member::MemberState::{self, Primary, Secondary, Startup2};
+use haimg_mongo::replay::recorded::{self, RsMember, NOW};
+use haimg_mongo::replay::{Answer, Phase, Replay, Script};
+
+const STATUS: &str = "replSetGetStatus";
+const STEP_DOWN: &str = "replSetStepDown";
+
+fn cluster() -> Cluster {
+    haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
+        .unwrap()
+        .cluster
+}
+
+/// `replSetGetStatus` of member `me` of rs0 when the members are in `states`
+/// (with the seconds of their last applied op).
+fn status(states: [(MemberState, u32); 3], me: usize) -> Document {
+    status_of("rs0", states, me)
+}
+
+fn status_of(set: &str, states: [(MemberState, u32); 3], me: usize) -> Document {
+    let members: Vec<RsMember> = states
+        .iter()
+        .enumerate()
+        .map(|(i, (s, secs))| RsMember::new(&format!("192.168.30.{}:27017", 103 + i), *s, *secs))
+        .collect();
+    recorded::rs_status(set, &members, me)
+}
+
+fn reply(d: Document) -> Answer {
+    Answer::Reply(d)
+}
+
+/// The three members, as replay servers.
+struct Tier([Replay; 3]);
+
+impl Tier {
+    fn new(scripts: [Script; 3]) -> Tier {
+        Tier(scripts.map(|s| Replay::start(s).expect("a replay server on 127.0.0.1")))
+    }
+
+    /// A gate whose mongo1..3 addresses lead to these servers.
+    fn gate(&self, source: Option<IpAddr>) -> NetGate {
+        let map: HashMap<SocketAddr, SocketAddr> = cluster()
+            .mongo
+            .members
+            .iter()
+            .zip(&self.0)
+            .map(|(m, r)| (SocketAddr::new(m.ip.into(), 27017), r.addr()))
+            .collect();
+        let mut g = NetGate::wire(None, source);
+        g.every = Duration::from_millis(5);
+        g.probe_timeout = Duration::from_secs(2);
+        g.resolve = Box::new(move |a| map.get(&a).copied().unwrap_or(a));
+        g
+    }
+
+    fn commands(&self) -> [Vec<String>; 3] {
+        [0, 1, 2].map(|i| self.0[i].commands())
+    }
+
+    /// Replace the servers' addresses in `text` with `[mongoN]`.
+    fn redact(&self, text: &str) -> String {
+        self.0
+            .iter()
+            .enumerate()
+            .fold(text.to_string(), |t, (i, r)| {
+                t.replace(&r.addr().to_string(), &format!("[mongo{}]", i + 1))
+            })
+    }
+}
+
+fn expect(slot: &str) -> Expect {
+    let c = cluster();
+    let m = c.member_by_slot(slot).unwrap();
+    Expect {
+        slot: slot.into(),
+        role: Role::Mongo,
+        vmid: m.vmid,
+        ip: m.ip,
+        version: "1.1.0".into(),
+        template: "bbbbbbbbbbbb".into(),
+        image_hash: None,
+    }
+}
+
+#[test]
+fn mongo_primary_is_found_among_three_members() {
+    let view = [(Secondary, NOW), (Secondary, NOW), (Primary, NOW)];
+    let tier = Tier::new([0, 1, 2].map(|me| Script::new().reply(STATUS, status(view, me))));
+    let p = tier.gate(None).mongo_primary(&cluster()).unwrap();
+    assert_eq!(p.as_deref(), Some("mongo3"));
+    assert_eq!(tier.commands(), [[STATUS], [STATUS], [STATUS]]);
+    insta::assert_snapshot!(format!("{:?}", tier.0[0].request(STATUS).unwrap()), @r#"Document({"replSetGetStatus": Int32(1), "$db": String("admin")})"#);
+}
+
+#[test]
+fn a_primary_of_another_set_is_not_the_primary() {
+    let view = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let tier = Tier::new([
+        Script::new().reply(STATUS, status_of("legacy", view, 0)),
+        Script::new().reply(STATUS, status(view, 1)),
+        Script::new().reply(STATUS, status(view, 2)),
+    ]);
+    assert_eq!(tier.gate(None).mongo_primary(&cluster()).unwrap(), None);
+}
+
+#[test]
+fn no_primary_among_answering_members_is_none() {
+    // mongo3 is down; the two others see no primary (an election is running).
+    let view = [(Secondary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let down = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tier = Tier::new([0, 1, 2].map(|me| Script::new().reply(STATUS, status(view, me))));
+    let mut g = tier.gate(None);
+    let down_addr = down.local_addr().unwrap();
+    drop(down);
+    let inner = std::mem::replace(&mut g.resolve, Box::new(|a| a));
+    g.resolve = Box::new(move |a| {
+        if a.ip() == IpAddr::from([192, 168, 30, 105]) {
+            down_addr
+        } else {
+            inner(a)
+        }
+    });
+    assert_eq!(g.mongo_primary(&cluster()).unwrap(), None);
+}
+
+#[test]
+fn a_member_passes_its_gate_once_it_is_a_caught_up_secondary() {
+    let steady = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let tier = Tier::new([
+        Script::new().reply(STATUS, status(steady, 0)),
+        Script::new().sequence(
+            STATUS,
+            vec![
+                reply(recorded::status_not_yet_initialized()),
+                reply(status([(Primary, NOW), (Startup2, 0), (Secondary, NOW)], 1)),
+                reply(status(
+                    [(Primary, NOW), (Secondary, NOW - 30), (Secondary, NOW)],
+                    1,
+                )),
+                reply(status(
+                    [(Primary, NOW), (Secondary, NOW - 1), (Secondary, NOW)],
+                    1,
+                )),
+            ],
+        ),
+        Script::new().reply(STATUS, status(steady, 2)),
+    ]);
+    let passed = tier
+        .gate(None)
+        .wait_healthy(&cluster(), &expect("mongo2"), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(passed.detail, "SECONDARY of rs0, 1.0s behind");
+    // Not yet initiated, initial sync, behind, then caught up twice in a row.
+    assert_eq!(tier.commands()[1].len(), 5);
+    assert!(tier.commands()[0].is_empty() && tier.commands()[2].is_empty());
+}
+
+/// The error a user sees when mongo2 always answers `reply`.
+fn gate_error(reply: Document) -> String {
+    let steady = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let tier = Tier::new([
+        Script::new().reply(STATUS, status(steady, 0)),
+        Script::new().reply(STATUS, reply),
+        Script::new().reply(STATUS, status(steady, 2)),
+    ]);
+    let e = tier
+        .gate(None)
+        .wait_healthy(&cluster(), &expect("mongo2"), Duration::from_millis(50))
+        .unwrap_err();
+    tier.redact(&e.to_string())
+}
+
+#[test]
+fn a_member_that_stays_behind_fails_its_gate() {
+    let behind = status([(Primary, NOW), (Secondary, NOW - 30), (Secondary, NOW)], 1);
+    insta::assert_snapshot!(gate_error(behind), @"mongo2 (CT 104) did not pass its mongo health gate within 0s: SECONDARY but 30.0s behind the primary");
+}
+
+#[test]
+fn a_member_in_initial_sync_fails_its_gate() {
+    let syncing = status([(Primary, NOW), (Startup2, 0), (Secondary, NOW)], 1);
+    insta::assert_snapshot!(gate_error(syncing), @"mongo2 (CT 104) did not pass its mongo health gate within 0s: state STARTUP2");
+}
+
+#[test]
+fn a_member_without_a_config_fails_its_gate() {
+    insta::assert_snapshot!(gate_error(recorded::status_not_yet_initialized()), @"mongo2 (CT 104) did not pass its mongo health gate within 0s: STARTUP, in no replica set: no replica-set config yet (94 NotYetInitialized: no replset config has been received): the set is not initiated, or this member was not added to it");
+}
+
+#[test]
+fn a_member_of_another_set_fails_its_gate() {
+    let other = status_of(
+        "legacy",
+        [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)],
+        1,
+    );
+    insta::assert_snapshot!(gate_error(other), @r#"mongo2 (CT 104) did not pass its mongo health gate within 0s: member of replica set "legacy", expected "rs0""#);
+}
+
+#[test]
+fn a_member_that_sees_no_primary_fails_its_gate() {
+    let blind = status([(Secondary, NOW), (Secondary, NOW), (Secondary, NOW)], 1);
+    insta::assert_snapshot!(gate_error(blind), @"mongo2 (CT 104) did not pass its mongo health gate within 0s: SECONDARY, lag unknown: no member is PRIMARY in its view");
+}
+
+/// mongo1 is primary until it gets `replSetStepDown` (answered by `on_step_down`),
+/// then no member sees a primary until mongo2's third status says it won.
+fn stepping_tier(on_step_down: Answer) -> Tier {
+    let before = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let electing = [(Secondary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let after = [(Secondary, NOW), (Primary, NOW), (Secondary, NOW)];
+    let phase = Phase::new();
+    let script = |me: usize| {
+        Script::new()
+            .phase(&phase)
+            .in_phase(0, STATUS, vec![reply(status(before, me))])
+            .in_phase(1, STATUS, vec![reply(status(electing, me))])
+    };
+    Tier::new([
+        script(0)
+            .sequence(STEP_DOWN, vec![on_step_down])
+            .advances(STEP_DOWN),
+        Script::new()
+            .phase(&phase)
+            .reply(STATUS, status(before, 1))
+            .in_phase(
+                1,
+                STATUS,
+                vec![
+                    reply(status(electing, 1)),
+                    reply(status(electing, 1)),
+                    reply(status(after, 1)),
+                ],
+            ),
+        script(2),
+    ])
+}
+
+#[test]
+fn step_down_waits_until_another_member_is_primary() {
+    let tier = stepping_tier(reply(recorded::step_down_ok()));
+    let g = tier.gate(None);
+    let c = cluster();
+    assert_eq!(g.mongo_primary(&c).unwrap().as_deref(), Some("mongo1"));
+    let mongo1 = c.member_by_slot("mongo1").unwrap();
+    g.mongo_step_down(&c, mongo1, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(g.mongo_primary(&c).unwrap().as_deref(), Some("mongo2"));
+    // Three rounds after the step-down: nobody, nobody, mongo2 (mongo3 is
+    // not asked once mongo2 answers PRIMARY); then the last look.
+    let [m1, m2, m3] = tier.commands();
+    assert_eq!(m1, [STATUS, STEP_DOWN, STATUS, STATUS, STATUS, STATUS]);
+    assert_eq!(m2, [STATUS, STATUS, STATUS, STATUS]);
+    assert_eq!(m3, [STATUS, STATUS]);
+    insta::assert_snapshot!(format!("{:?}", tier.0[0].request(STEP_DOWN).unwrap()), @r#"Document({"replSetStepDown": Int32(30), "secondaryCatchUpPeriodSecs": Int32(10), "$db": String("admin")})"#);
+}
+
+#[test]
+fn step_down_on_an_old_server_that_closes_the_connection() {
+    // Before 4.2 a successful step-down closed every connection, this one included.
+    let tier = stepping_tier(Answer::Close);
+    let g = tier.gate(None);
+    let c = cluster();
+    g.mongo_step_down(
+        &c,
+        c.member_by_slot("mongo1").unwrap(),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(g.mongo_primary(&c).unwrap().as_deref(), Some("mongo2"));
+}
+
+#[test]
+fn step_down_refused_by_the_primary_is_reported() {
+    let tier = stepping_tier(reply(recorded::step_down_no_secondary_caught_up()));
+    let g = tier.gate(None);
+    let c = cluster();
+    let e = g
+        .mongo_step_down(
+            &c,
+            c.member_by_slot("mongo1").unwrap(),
+            Duration::from_secs(30),
+        )
+        .unwrap_err();
+    insta::assert_snapshot!(tier.redact(&e.to_string()), @"mongo: replSetStepDown on mongo1: [mongo1]: replSetStepDown failed: 262 ExceededTimeLimit: No electable secondaries caught up as of 2025-11-26T04:06:50.000+00:00. Please use the replSetStepDown command with the argument {force: true} to force node to step down. (no electable secondary caught up within 10s; the member stays primary)");
+}
+
+#[test]
+fn step_down_on_a_secondary_is_reported() {
+    let tier = stepping_tier(reply(recorded::step_down_not_primary()));
+    let g = tier.gate(None);
+    let c = cluster();
+    let e = g
+        .mongo_step_down(
+            &c,
+            c.member_by_slot("mongo1").unwrap(),
+            Duration::from_secs(30),
+        )
+        .unwrap_err();
+    insta::assert_snapshot!(tier.redact(&e.to_string()), @"mongo: replSetStepDown on mongo1: [mongo1]: replSetStepDown failed: 10107 NotWritablePrimary: not primary so can't step down (this member is not primary)");
+}
+
+#[test]
+fn step_down_without_a_new_primary_times_out() {
+    let electing = [(Secondary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let tier = Tier::new([
+        Script::new()
+            .reply(STATUS, status(electing, 0))
+            .reply(STEP_DOWN, recorded::step_down_ok()),
+        Script::new().reply(STATUS, status(electing, 1)),
+        Script::new().reply(STATUS, status(electing, 2)),
+    ]);
+    let mut g = tier.gate(None);
+    g.every = Duration::from_millis(50);
+    let c = cluster();
+    let e = g
+        .mongo_step_down(
+            &c,
+            c.member_by_slot("mongo1").unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+    insta::assert_snapshot!(e.to_string(), @"mongo: no other member became primary within 1s after mongo1 stepped down");
+}
+
+#[test]
+fn probes_bind_the_gates_source_address() {
+    let view = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let tier = Tier::new([0, 1, 2].map(|me| Script::new().reply(STATUS, status(view, me))));
+    let source: IpAddr = [127, 0, 0, 2].into();
+    tier.gate(Some(source)).mongo_primary(&cluster()).unwrap();
+    let peers: Vec<IpAddr> = tier.0[0].requests().iter().map(|r| r.peer.ip()).collect();
+    assert_eq!(peers, [source]);
+}
+
+/// A network namespace of this test's own, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Option<Netns> {
+        let name = format!("haimg-mongo-{}-{:x}", std::process::id(), fastrand::u32(..));
+        match Command::new("ip").args(["netns", "add", &name]).status() {
+            Ok(s) if s.success() => {}
+            other => {
+                eprintln!("skipping: `ip netns add` failed ({other:?}); this test needs root and iproute2");
+                return None;
+            }
+        }
+        let ns = Netns(name);
+        let up = Command::new("ip")
+            .args(["-n", &ns.0, "link", "set", "lo", "up"])
+            .status()
+            .expect("run ip");
+        assert!(up.success(), "ip -n {} link set lo up", ns.0);
+        Some(ns)
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn probes_connect_from_inside_the_gates_namespace() {
+    let Some(ns) = Netns::new() else { return };
+    let view = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    // mongo1 listens on 127.0.0.1 inside the namespace only.
+    let path = ns.path();
+    let inside = std::thread::spawn(move || {
+        haimg::golden::load::enter_netns(&path).unwrap();
+        TcpListener::bind("127.0.0.1:0").unwrap()
+    })
+    .join()
+    .unwrap();
+    let port = inside.local_addr().unwrap().port();
+    let member = Replay::start_on(inside, Script::new().reply(STATUS, status(view, 0))).unwrap();
+    let target = member.addr();
+    let gate = |netns: Option<PathBuf>| {
+        let mut g = NetGate::wire(netns, None);
+        g.resolve = Box::new(move |_| target);
+        g
+    };
+    assert_eq!(
+        gate(Some(ns.path()))
+            .mongo_primary(&cluster())
+            .unwrap()
+            .as_deref(),
+        Some("mongo1")
+    );
+    // The same address from the host's namespace reaches nothing: the port is
+    // held there by a socket that does not listen, so the connect is refused.
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if held
+        .bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .is_ok()
+    {
+        let e = gate(None).mongo_primary(&cluster()).unwrap_err();
+        assert!(e.to_string().contains("refused"), "{e}");
+    }
+    assert_eq!(member.commands(), [STATUS]);
+}
+
+/// A whole mongo-tier rollout on the Proxmox fake, gated over the wire: the
+/// secondaries go first, each green must answer SECONDARY and caught up, and
+/// the primary (mongo1) is asked to step down before its blue is shut down;
+/// the rollout waits until mongo2 answers PRIMARY.
+#[test]
+fn a_mongo_rollout_steps_the_primary_down_last() {
+    use rollout_support::{Bed, Recorder};
+    use std::sync::{Arc, Mutex};
+
+    let bed = Bed::new();
+    let tpl =
+        rollout_support::templates_with(bed.dir.path(), &bed.v1, "1.0.0", &[(Role::Mongo, "m2")]);
+    let before = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let after = [(Secondary, NOW), (Primary, NOW), (Secondary, NOW)];
+    let phase = Phase::new();
+    let script = |me: usize| {
+        Script::new()
+            .phase(&phase)
+            .in_phase(0, STATUS, vec![reply(status(before, me))])
+            .in_phase(1, STATUS, vec![reply(status(after, me))])
+    };
+    let tier = Tier::new([
+        script(0)
+            .reply(STEP_DOWN, recorded::step_down_ok())
+            .advances(STEP_DOWN),
+        script(1),
+        script(2),
+    ]);
+    let gate = tier.gate(None);
+    let backend = bed.backend(&bed.v1);
+    let tl = Arc::new(Mutex::new(Vec::new()));
+    let mut rec = Recorder::new(&bed, &bed.v1, tl);
+    let report = rollout_support::roll(&backend, &bed.v1, &tpl, &gate, &mut rec).unwrap();
+    assert!(report.ok(), "{report:#?}");
+    let order: Vec<&str> = report.slots.iter().map(|s| s.slot.as_str()).collect();
+    assert_eq!(order, ["mongo2", "mongo3", "mongo1"]);
+    assert_eq!(rec.worst_down, 1);
+    let details: Vec<String> = report
+        .slots
+        .iter()
+        .flat_map(|s| s.steps.iter().filter_map(|x| x.detail.clone()))
+        .filter(|d| d.contains("stepped down") || d.contains(" of rs0"))
+        .collect();
+    insta::assert_snapshot!(details.join("\n"), @r"
+    SECONDARY of rs0, 0.0s behind
+    SECONDARY of rs0, 0.0s behind
+    mongo1 stepped down as primary first
+    SECONDARY of rs0, 0.0s behind
+    ");
+    let [m1, m2, m3] = tier.commands();
+    assert_eq!(m1.iter().filter(|c| *c == STEP_DOWN).count(), 1);
+    assert!(!m2.contains(&STEP_DOWN.to_string()) && !m3.contains(&STEP_DOWN.to_string()));
+}
