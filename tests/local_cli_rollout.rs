@@ -176,10 +176,10 @@ fn commands_on_a_cluster_never_deployed() {
 }
 
 /// A busybox PID 1 that answers the rollout's health gates by role: lb
-/// `/haimg/lb-health` (its slot) on port 80 and the VIP on eth0 (every lb
-/// holds it, standing in for keepalived; the two members of a slot share
-/// their MAC address, so whichever answers the VIP's ARP comes back with its
-/// slot); webapp `/api/health` with the template's version on port 3000.
+/// `/haimg/lb-health` (its slot) on port 80, and the preferred master holds
+/// the VIP on eth0 (standing in for keepalived: the VIP is gone while the
+/// master's slot swaps, and back with its green, which the master's gate
+/// waits for); webapp `/api/health` with the template's version on port 3000.
 /// It stops on the halt signal, as haimg-init does.
 const ROLE_INIT: &str = r#"#!/bin/sh
 PATH=/bin
@@ -189,7 +189,9 @@ version=$(cat /etc/haimg-test/version)
 mkdir -p /run/www
 case "$HAIMG_ROLE" in
 lb)
-  ip addr add "$(cat /etc/haimg-test/vip)/32" dev eth0
+  if [ "$HAIMG_SLOT" = "$(cat /etc/haimg-test/master)" ]; then
+    ip addr add "$(cat /etc/haimg-test/vip)/32" dev eth0
+  fi
   mkdir -p /run/www/haimg
   echo "$HAIMG_SLOT" > /run/www/haimg/lb-health
   port=80 ;;
@@ -221,6 +223,10 @@ fn templates(dir: &Path, cluster: &Cluster) -> PathBuf {
         &[
             ("/etc/haimg-test/version", &format!("{}\n", cluster.version)),
             ("/etc/haimg-test/vip", &format!("{vip}\n")),
+            (
+                "/etc/haimg-test/master",
+                &format!("{}\n", cluster.lb.keepalived.master),
+            ),
         ],
     );
     for role in [Role::Lb, Role::Webapp] {

@@ -287,6 +287,17 @@ impl NetGate {
                 if via.status != 200 {
                     return Err(format!("VIP {vip}:{port} answered {}", via.status));
                 }
+                // The preferred master takes the VIP back (preemption) a few
+                // seconds after its keepalived starts. Wait for that here, so
+                // the move happens inside the slot's swap, not after the
+                // rollout has reported the cluster at rest.
+                let holder = via.body.trim();
+                if e.slot == cluster.lb.keepalived.master && holder != e.slot {
+                    return Err(format!(
+                        "VIP {vip} is still served by {holder}, not yet taken back by the master {}",
+                        e.slot
+                    ));
+                }
                 Ok(format!(
                     "answers on {}:{port}; VIP {vip} served by {}",
                     e.ip,
@@ -619,6 +630,39 @@ mod tests {
                 .ends_with(r#"answered 200 "nginx2", expected 200 "nginx3""#),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_master_passes_once_it_has_taken_the_vip_back() {
+        // Requests alternate: the member's own address, then the VIP.
+        let (addr, n) = serve(|i| match i {
+            0 | 2 => http(200, "nginx1\n"),
+            1 | 3 => http(200, "nginx2\n"),
+            _ => http(200, "nginx1\n"),
+        });
+        let g = gate_to(addr);
+        let p = g
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Lb, "nginx1"),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(
+            p.detail,
+            "answers on 192.168.30.106:80; VIP 192.168.30.200 served by nginx1"
+        );
+        assert_eq!(n.load(Ordering::SeqCst), 8);
+
+        let (addr, _) = serve(|i| http(200, if i % 2 == 0 { "nginx1\n" } else { "nginx2\n" }));
+        let e = gate_to(addr)
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Lb, "nginx1"),
+                Duration::from_millis(50),
+            )
+            .unwrap_err();
+        insta::assert_snapshot!(e.to_string(), @"nginx1 (CT 1106) did not pass its lb health gate within 0s: VIP 192.168.30.200 is still served by nginx2, not yet taken back by the master nginx1");
     }
 
     #[test]
