@@ -9,6 +9,7 @@ pub mod backend;
 pub mod build;
 pub mod cli;
 pub mod deploy;
+pub mod exec;
 pub mod golden;
 pub mod netpolicy;
 pub mod rollout;

@@ -9,7 +9,7 @@
 //! refused; the mongo recipe's sources and argv up to the point where the
 //! vendor package cannot be had, and the error a user sees.
 
-#![allow(clippy::result_large_err)] // FakeReply carries a RunError, as the real runner does
+#![allow(clippy::result_large_err)] // a fake's Reply carries a RunError, as the real runner does
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,8 +18,8 @@ use haimg::build::fetch::{Cas, Fetcher};
 use haimg::build::hash::sha256_hex;
 use haimg::build::lock::{read_npm_tree, recipe_fingerprint, BlobPin, DebPin, Lock};
 use haimg::build::recipe::Recipe;
-use haimg::build::runner::{Cmd, FakeRunner, Output};
 use haimg::build::{self, BuildOptions, Env, Project, Status};
+use haimg::exec::{Cmd, FakeRunner, Output};
 use haimg::model::Role;
 
 const LB_RECIPE: &str = "schema_version: 1\nrole: lb\nsuite: bookworm\nsources:\n  - uri: http://deb.debian.org/debian\n    suites: [bookworm]\npackages: [nginx]\nzstd_level: 3\n";
@@ -122,24 +122,19 @@ fn fixture() -> Fixture {
     let init = root.join("haimg-init");
     std::fs::write(&init, b"\x7fELF fake init").unwrap();
     let fake = FakeRunner::new();
-    fake.on(|c: &Cmd| {
-        (c.program == "mmdebstrap" && c.args.iter().any(|a| a == "--version")).then(|| {
-            Ok(Output {
-                stdout: b"mmdebstrap 1.3.5\n".to_vec(),
-                stderr: vec![],
-            })
-        })
+    fake.when(|c: &Cmd| {
+        (c.program == "mmdebstrap" && c.args.iter().any(|a| a == "--version"))
+            .then(|| Ok(Output::ok("mmdebstrap 1.3.5\n")))
     });
-    fake.on(|c: &Cmd| {
+    fake.when(|c: &Cmd| {
         (c.program == "dpkg-deb").then(|| {
-            Ok(Output {
-                stdout: b"Package: x\nVersion: 1.0-1\nArchitecture: amd64\n".to_vec(),
-                stderr: vec![],
-            })
+            Ok(Output::ok(
+                "Package: x\nVersion: 1.0-1\nArchitecture: amd64\n",
+            ))
         })
     });
     // mmdebstrap: lay out a small root with the host traces a real run leaves.
-    fake.on(|c: &Cmd| {
+    fake.when(|c: &Cmd| {
         if c.program != "mmdebstrap" || !c.args.iter().any(|a| a.starts_with("--include=")) {
             return None;
         }
@@ -245,7 +240,7 @@ fn mmdebstrap_gets_exactly_the_locked_packages_from_a_flat_repo() {
         .unwrap()
         .0
         .to_string();
-    let shown = call.display().replace(&tmp, "[WORK]");
+    let shown = call.argv().replace(&tmp, "[WORK]");
     insta::assert_snapshot!(shown);
     assert_eq!(
         call.env.get("SOURCE_DATE_EPOCH").map(String::as_str),
@@ -414,15 +409,16 @@ fn mongo_stops_with_the_package_and_the_ways_to_provide_it() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("images/mongo.yaml"))
             .unwrap();
     std::fs::write(f.root().join("images/mongo.yaml"), recipe).unwrap();
-    f.fake.on(|c: &Cmd| {
+    // every apt-get call fails but `update`: the newer rule answers first
+    f.fake.fail("apt-get", 100, "Reading package lists...\nBuilding dependency tree...\nE: Unable to locate package mongodb-org-server");
+    f.fake.when(|c: &Cmd| {
         (c.program == "apt-get" && c.args.iter().any(|a| a == "update")).then(|| {
             Ok(Output {
-                stdout: vec![],
                 stderr: b"W: Failed to fetch https://repo.mongodb.org/apt/debian/dists/bookworm/mongodb-org/8.0/InRelease  Could not resolve 'repo.mongodb.org'\nW: Some index files failed to download. They have been ignored, or old ones used instead.\n".to_vec(),
+                ..Output::default()
             })
         })
     });
-    f.fake.fail("apt-get", 100, "Reading package lists...\nBuilding dependency tree...\nE: Unable to locate package mongodb-org-server");
     let mut opts = f.opts(&[Role::Mongo]);
     let env = f.env(true);
     let s = build::build(&env, &opts).unwrap();
@@ -443,7 +439,7 @@ fn mongo_stops_with_the_package_and_the_ways_to_provide_it() {
     .sources_list(&r);
     let mut shown = format!("sources.list:\n{sources}\ncommands:\n");
     for c in &apt {
-        shown.push_str(&format!("APT_CONFIG=[SCRATCH]/apt.conf {}\n", c.display()));
+        shown.push_str(&format!("APT_CONFIG=[SCRATCH]/apt.conf {}\n", c.argv()));
     }
     shown.push_str(&format!(
         "\nerror:\n{}\n",
@@ -465,7 +461,7 @@ fn verify_reports_the_first_differing_manifest_lines() {
     let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = n.clone();
     // Before the fixture's mmdebstrap: add a file whose content differs per run, then fall through.
-    f.fake.first(move |c: &Cmd| {
+    f.fake.when(move |c: &Cmd| {
         if c.program == "dpkg-deb" {
             return None;
         }

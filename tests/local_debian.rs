@@ -11,9 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use haimg::backend::local::cmd::{Cmd, CommandRunner, SystemRunner};
 use haimg::backend::local::names::hex;
 use haimg::backend::Backend;
+use haimg::exec::{Cmd, CommandRunner, SystemRunner};
 use haimg::model::Role;
 use local_support::*;
 use sha2::{Digest, Sha256};
@@ -59,7 +59,7 @@ fn debian_template() -> PathBuf {
         partial.display().to_string(),
     ]);
     SystemRunner
-        .run_ok(&c)
+        .run(&c)
         .expect("mmdebstrap (apt-get install mmdebstrap; needs the Debian mirror)");
     std::fs::rename(&partial, &out).unwrap();
     figure("mmdebstrap minbase (cache miss)", t0.elapsed());

@@ -119,11 +119,11 @@ fn unprivileged_member_lifecycle() {
         .attach(100, &["cat", "/etc/hostname"], Duration::from_secs(10))
         .unwrap();
     assert!(out.success(), "{out:?}");
-    assert_eq!(out.stdout, "nginx1\n");
+    assert_eq!(out.stdout_str(), "nginx1\n");
     let out = b
         .attach(100, &["sh", "-c", "exit 7"], Duration::from_secs(10))
         .unwrap();
-    assert_eq!(out.ended, haimg::backend::local::cmd::Ended::Code(7));
+    assert_eq!(out.ended, haimg::exec::Ended::Code(7));
     assert!(matches!(
         local_err(b.start("pve1", 100).unwrap_err()),
         LocalError::AlreadyRunning { vmid: 100 }

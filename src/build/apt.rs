@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::fetch::Fetcher;
 use super::lock::DebPin;
 use super::recipe::Recipe;
-use super::runner::{Cmd, CommandRunner, RunError};
+use crate::exec::{Cmd, CommandRunner, RunError};
 
 /// The minbase selection, as apt patterns, plus `usr-is-merged`: it satisfies
 /// init-system-helpers' `usrmerge | usr-is-merged` on a /usr merged by
@@ -159,11 +159,10 @@ impl Scratch {
     }
 
     pub fn apt(&self, program: &str) -> Cmd {
-        Cmd::new(program)
+        Cmd::hermetic(program, Duration::from_secs(600))
             .env("APT_CONFIG", self.conf_path().display().to_string())
             .env("DEBIAN_FRONTEND", "noninteractive")
             .cwd(&self.dir)
-            .timeout(Duration::from_secs(600))
     }
 }
 

@@ -25,17 +25,24 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// sha256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    sha256_file_size(path).map(|(sha, _)| sha)
+}
+
+/// sha256 of a file and the number of bytes hashed, in one streamed read.
+pub fn sha256_file_size(path: &Path) -> std::io::Result<(String, u64)> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        size += n as u64;
         h.update(&buf[..n]);
     }
-    Ok(hex(&h.finalize()))
+    Ok((hex(&h.finalize()), size))
 }
 
 /// Both digests a registry tarball is checked against.

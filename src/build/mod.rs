@@ -11,7 +11,7 @@
 //!
 //! Invariants: a build never uses an unlocked package (fail closed, naming
 //! the package and `haimg lock --update`); external programs run only through
-//! the [`runner::CommandRunner`] seam; the process umask is 022 while
+//! the [`crate::exec::CommandRunner`] seam; the process umask is 022 while
 //! building; nothing of the build host ends up in an image.
 
 // Errors carry the failed command (argv, stderr tail) and happen once per failed
@@ -28,7 +28,6 @@ pub mod recipe;
 pub mod report;
 pub mod role;
 pub mod rootfs;
-pub mod runner;
 pub mod sbom;
 pub mod tarball;
 pub mod webapp;
@@ -42,9 +41,9 @@ use serde::Serialize;
 
 pub use role::BuildError;
 
+use crate::exec::{Cmd, CommandRunner};
 use fetch::Fetcher;
 use report::StepTime;
-use runner::{Cmd, CommandRunner};
 
 /// Bump when the build logic changes what an image contains: it is part of every input hash.
 pub const BUILD_FORMAT: u32 = 2;
@@ -153,9 +152,11 @@ impl Env {
 pub const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 fn cargo_cmd(root: &Path) -> Cmd {
-    let mut c = Cmd::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .cwd(root)
-        .timeout(std::time::Duration::from_secs(1800));
+    let mut c = Cmd::hermetic(
+        std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+        std::time::Duration::from_secs(1800),
+    )
+    .cwd(root);
     for (k, v) in std::env::vars() {
         if !k.starts_with("CARGO_PKG") && !k.starts_with("CARGO_CRATE") && k != "RUSTFLAGS" {
             c = c.env(k, v);
@@ -174,7 +175,10 @@ pub const INIT_RUSTFLAGS: &str =
 ///
 /// Paths of the workspace and of `$CARGO_HOME` are remapped so the binary does
 /// not depend on where the project is checked out.
-pub fn build_init(runner: &dyn CommandRunner, root: &Path) -> Result<PathBuf, runner::RunError> {
+pub fn build_init(
+    runner: &dyn CommandRunner,
+    root: &Path,
+) -> Result<PathBuf, crate::exec::RunError> {
     let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
         format!(
             "{}/.cargo",

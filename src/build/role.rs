@@ -23,10 +23,10 @@ use super::lock::{DebPin, Lock, LockError};
 use super::recipe::{Recipe, RecipeError};
 use super::report::{bytes_bar, Steps};
 use super::rootfs::{self, RepoError};
-use super::runner::{Cmd, RunError};
 use super::tarball::{self, PackError, PackOptions};
 use super::webapp::{self, WebappBuild, WebappError};
 use super::{first_differences, BuildOptions, Env, RoleReport, Status, BUILD_FORMAT};
+use crate::exec::{Cmd, RunError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -421,7 +421,7 @@ fn missing_lock(env: &Env, recipe: &Recipe) -> BuildError {
 
 fn tool_version(env: &Env, program: &str, args: &[&str]) -> String {
     env.runner
-        .run(&Cmd::new(program).args(args.iter().copied()))
+        .run(&Cmd::hermetic(program, std::time::Duration::from_secs(60)).args(args.iter().copied()))
         .map(|o| {
             let s = o.stdout_str();
             s.lines().next().unwrap_or("").to_string()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::lock::DebPin;
-use super::runner::{Cmd, CommandRunner, RunError};
+use crate::exec::{Cmd, CommandRunner, RunError};
 
 /// dpkg path filters: what no template needs.
 pub fn dpkg_filters(keep_locales: &[String]) -> Vec<String> {
@@ -39,10 +39,9 @@ pub fn deb_stanza(
     file_name: &str,
 ) -> Result<String, RunError> {
     let out = runner.run(
-        &Cmd::new("dpkg-deb")
+        &Cmd::hermetic("dpkg-deb", Duration::from_secs(60))
             .arg("-f")
-            .arg(deb.display().to_string())
-            .timeout(Duration::from_secs(60)),
+            .arg(deb.display().to_string()),
     )?;
     let meta = std::fs::metadata(deb).map(|m| m.len()).unwrap_or(0);
     let sha = super::hash::sha256_file(deb).unwrap_or_default();
@@ -125,7 +124,7 @@ pub const MERGED_USR_HOOK: &str = "/usr/share/mmdebstrap/hooks/merged-usr/setup0
 
 /// The mmdebstrap command line.
 pub fn mmdebstrap(b: &Bootstrap) -> Cmd {
-    let mut cmd = Cmd::new("mmdebstrap")
+    let mut cmd = Cmd::hermetic("mmdebstrap", Duration::from_secs(1800))
         .args([
             "--mode=root",
             "--variant=custom",
@@ -136,7 +135,6 @@ pub fn mmdebstrap(b: &Bootstrap) -> Cmd {
         ])
         // /bin, /sbin, /lib* as symlinks into /usr before anything is unpacked (see apt::MINBASE).
         .arg(format!("--setup-hook={MERGED_USR_HOOK}"))
-        .timeout(Duration::from_secs(1800))
         .env("SOURCE_DATE_EPOCH", b.source_date_epoch.to_string())
         .env("TMPDIR", b.tmpdir.display().to_string());
     for f in dpkg_filters(b.keep_locales) {

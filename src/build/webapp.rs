@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::finish::{put, FinishError};
 use super::recipe::WebappSpec;
-use super::runner::{Cmd, CommandRunner, RunError};
+use crate::exec::{Cmd, CommandRunner, RunError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebappError {
@@ -154,11 +154,7 @@ pub fn install_node(
         ],
         None,
     )?;
-    runner.run(
-        &Cmd::new("strip")
-            .arg(bin.display().to_string())
-            .timeout(Duration::from_secs(300)),
-    )?;
+    runner.run(&Cmd::hermetic("strip", Duration::from_secs(300)).arg(bin.display().to_string()))?;
     let link = root.join("usr/local/bin/node");
     if let Some(p) = link.parent() {
         std::fs::create_dir_all(p).map_err(io("create", p))?;
@@ -209,7 +205,7 @@ pub fn in_root(r: &InRoot) -> Cmd {
     if r.offline {
         ns.push("--net");
     }
-    let mut cmd = Cmd::new("unshare")
+    let mut cmd = Cmd::hermetic("unshare", r.timeout)
         .args(ns)
         .args(["--", "/bin/sh", "-ec"])
         .arg(setup)
@@ -220,8 +216,7 @@ pub fn in_root(r: &InRoot) -> Cmd {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
         )
-        .args(["-C", r.cwd])
-        .timeout(r.timeout);
+        .args(["-C", r.cwd]);
     let mut env = vec![
         (
             "PATH".to_string(),
@@ -318,11 +313,10 @@ impl WebappBuild<'_> {
     pub fn prepare(&self) -> Result<(), WebappError> {
         let br = self.build_root();
         self.runner.run(
-            &Cmd::new("cp")
+            &Cmd::hermetic("cp", Duration::from_secs(600))
                 .args(["-a", "--reflink=auto"])
                 .arg(self.root.display().to_string())
-                .arg(br.display().to_string())
-                .timeout(Duration::from_secs(600)),
+                .arg(br.display().to_string()),
         )?;
         extract_tgz(
             self.npm_tgz,
@@ -372,11 +366,10 @@ impl WebappBuild<'_> {
         self.npm("npm ci (pm2)", "/opt/pm2", &["ci", "--omit=dev"])?;
         let dst = self.root.join("opt");
         self.runner.run(
-            &Cmd::new("cp")
+            &Cmd::hermetic("cp", Duration::from_secs(300))
                 .args(["-a", "--reflink=auto"])
                 .arg(br.join("opt/pm2").display().to_string())
-                .arg(dst.display().to_string())
-                .timeout(Duration::from_secs(300)),
+                .arg(dst.display().to_string()),
         )?;
         Ok(())
     }
@@ -465,11 +458,10 @@ impl WebappBuild<'_> {
         std::fs::create_dir_all(&srv).map_err(io("create", &srv))?;
         let cp = |from: PathBuf, to: PathBuf| -> Result<(), WebappError> {
             self.runner.run(
-                &Cmd::new("cp")
+                &Cmd::hermetic("cp", Duration::from_secs(300))
                     .args(["-a", "--reflink=auto"])
                     .arg(format!("{}/.", from.display()))
-                    .arg(to.display().to_string())
-                    .timeout(Duration::from_secs(300)),
+                    .arg(to.display().to_string()),
             )?;
             Ok(())
         };
@@ -634,6 +626,6 @@ mod tests {
             ],
             timeout: Duration::from_secs(1),
         });
-        insta::assert_snapshot!(cmd.display());
+        insta::assert_snapshot!(cmd.argv());
     }
 }

@@ -15,8 +15,8 @@ use haimg_model::Role;
 
 use super::{output, Exit};
 use crate::build::fetch::{Cas, Fetcher};
-use crate::build::runner::RealRunner;
 use crate::build::{self, BuildOptions, Env, Project, Status, Summary};
+use crate::exec::SystemRunner;
 use crate::spec_file;
 
 /// A role on the command line.
@@ -114,7 +114,7 @@ pub fn env(spec: Option<&Path>, offline: bool) -> Result<Env> {
         false,
     );
     Ok(Env::new(
-        Arc::new(RealRunner),
+        Arc::new(SystemRunner),
         fetcher,
         project,
         version,

@@ -43,7 +43,7 @@ pub fn run(spec: Option<&Path>, args: &DownArgs) -> Result<Exit> {
     let backend = LocalBackend::new(
         &cluster,
         opts,
-        std::sync::Arc::new(crate::backend::local::cmd::SystemRunner),
+        std::sync::Arc::new(crate::exec::SystemRunner),
     )
     .context("failed to open the local cluster")?;
     let report = backend

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::deploy::{available_roles, without_roles};
 use super::{output, Exit};
-use crate::backend::local::cmd::SystemRunner;
 use crate::backend::local::{LocalBackend, LocalOptions};
 use crate::deploy::{self, templates};
+use crate::exec::SystemRunner;
 use crate::golden::local::LocalTestbed;
 use crate::golden::report::Report;
 use crate::golden::scenarios::{self, Testbed};

@@ -6,11 +6,11 @@
 //! since it means the file changed after the build.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use haimg_model::{Cluster, Role};
-use sha2::{Digest, Sha256};
+
+use crate::build::hash::sha256_file_size;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -48,28 +48,6 @@ impl LocalTemplate {
     }
 }
 
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<(String, u64), TemplateError> {
-    let read_err = |source| TemplateError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(read_err)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(read_err)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((hex, size))
-}
-
 /// The template of each role, from `dir`.
 pub fn find(dir: &Path, cluster: &Cluster) -> Result<BTreeMap<Role, LocalTemplate>, TemplateError> {
     find_roles(dir, cluster, &Role::ALL)
@@ -87,7 +65,10 @@ pub fn find_roles(
         if !path.is_file() {
             return Err(TemplateError::Missing { role, path });
         }
-        let (sha256, size) = sha256_file(&path)?;
+        let (sha256, size) = sha256_file_size(&path).map_err(|source| TemplateError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
         if sidecar.is_file() {
             let text = std::fs::read_to_string(&sidecar).map_err(|source| TemplateError::Read {

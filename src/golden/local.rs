@@ -146,9 +146,9 @@ impl Testbed for LocalTestbed {
             out.success(),
             "`{}` in {slot} failed: {}",
             argv.join(" "),
-            out.stderr.trim()
+            out.stderr_str().trim()
         );
-        Ok(out.stdout)
+        Ok(out.stdout_str())
     }
 
     fn has_role(&self, role: Role) -> bool {

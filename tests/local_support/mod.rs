@@ -17,9 +17,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use haimg::backend::local::cmd::SystemRunner;
 use haimg::backend::local::{host, net, netns, LocalBackend, LocalOptions};
 use haimg::backend::{ContainerSpec, StoredTemplate};
+use haimg::exec::SystemRunner;
 use haimg::model::Role;
 
 /// Print why and return false when the test cannot run here.

@@ -48,7 +48,7 @@ pub fn write_templates(dir: &Path, cluster: &Cluster, salt: &str) -> PathBuf {
             data.extend_from_slice(format!("{salt}{r}{i}\n").as_bytes());
         }
         std::fs::write(&path, &data).unwrap();
-        let (sha, _) = templates::sha256_file(&path).unwrap();
+        let sha = haimg::build::hash::sha256_file(&path).unwrap();
         std::fs::write(
             format!("{}.sha256", path.display()),
             format!("{sha}  {}\n", path.file_name().unwrap().to_string_lossy()),

@@ -9,7 +9,7 @@
 //! unprivileged with an idmapped rootfs by default ([`lxcconf`]); before every
 //! start the config is rendered again from the state file and the files
 //! Proxmox writes are written into the rootfs ([`pvefiles`]). Host programs
-//! run through a [`cmd::CommandRunner`] so every step can be tested with a
+//! run through a [`crate::exec::CommandRunner`] so every step can be tested with a
 //! recording fake.
 //!
 //! Invariants: every object is recorded in the state file before it is
@@ -24,7 +24,6 @@
 //! bridge), `cores` (not pinned), `rootfs_gb` and `data_volume_gb` (plain
 //! directories, no quota) and `onboot` (nothing starts containers at boot).
 
-pub mod cmd;
 pub mod host;
 pub mod lxcconf;
 pub mod names;
@@ -41,12 +40,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use self::cmd::{Cmd, CmdError, CommandRunner, SystemRunner};
 use self::lxcconf::{CgroupMode, IdMap, LxcInput};
 use self::names::Names;
 use self::pvefiles::{HostDns, PveFilesError, PveInput};
 use self::state::{CtRecord, NetRecord, Phase, State, StateDir, TemplateRecord};
 use super::{Backend, ContainerSpec, ContainerStatus, PowerState, StoredTemplate};
+use crate::exec::{self, Cmd, CommandRunner, RunError, SystemRunner};
 // `Backend::capabilities` keeps its default: env, entrypoint and host-managed
 // networking all exist locally (like Proxmox >= 9.1).
 
@@ -134,7 +133,7 @@ pub enum LocalError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Command(#[from] CmdError),
+    Command(#[from] RunError),
     #[error(transparent)]
     Files(#[from] PveFilesError),
 }
@@ -365,7 +364,7 @@ impl LocalBackend {
 
     /// Run `argv` inside the running CT (`lxc-attach`, clean environment with
     /// a standard PATH) and return its output whatever its exit status.
-    pub fn attach(&self, vmid: u32, argv: &[&str], timeout: Duration) -> Result<cmd::Output> {
+    pub fn attach(&self, vmid: u32, argv: &[&str], timeout: Duration) -> Result<exec::Output> {
         let rec = self.record(vmid)?;
         if !self.is_running(&rec.name)? {
             return Err(LocalError::NotRunning { vmid });
@@ -379,7 +378,7 @@ impl LocalBackend {
                 "--",
             ])
             .args(argv.iter().copied());
-        Ok(self.runner.run(&c)?)
+        Ok(self.runner.output(&c)?)
     }
 
     /// Every process inside the CT (zombies included, state `Z`), by host
@@ -433,14 +432,14 @@ impl LocalBackend {
         let c = self
             .lxc("lxc-info", name, LXC_INFO_TIMEOUT)
             .args(["-s", "-p"]);
-        let out = self.runner.run(&c).map_err(LocalError::from)?;
+        let out = self.runner.output(&c).map_err(LocalError::from)?;
         if !out.success() {
-            if out.stderr.contains("doesn't exist") {
+            if out.stderr_str().contains("doesn't exist") {
                 return Ok(None);
             }
-            return Err(cmd::failed(&c, &out).into());
+            return Err(RunError::failed(&c, &out).into());
         }
-        Ok(Some(parse_info(&out.stdout)))
+        Ok(Some(parse_info(&out.stdout_str())))
     }
 
     fn is_running(&self, name: &str) -> Result<bool> {
@@ -510,7 +509,7 @@ impl LocalBackend {
         let path = self.dir.root.join("policy.nft");
         std::fs::create_dir_all(&self.dir.root).map_err(io_err("create", &self.dir.root))?;
         std::fs::write(&path, text).map_err(io_err("write", &path))?;
-        self.runner.run_ok(
+        self.runner.run(
             &Cmd::new("nft", IP_TIMEOUT).args(["-f".to_string(), path.display().to_string()]),
         )?;
         Ok(())
@@ -526,13 +525,13 @@ impl LocalBackend {
             "bridge".into(),
             self.policy_table(),
         ]);
-        let deleted = self.runner.run(&cmd).is_ok_and(|o| o.success());
+        let deleted = self.runner.output(&cmd).is_ok_and(|o| o.success());
         applied && deleted
     }
 
     pub fn add_client_address(&self, ip: Ipv4Addr) -> Result<()> {
         let ns = self.names.netns();
-        self.runner.run_ok(&Cmd::new("ip", IP_TIMEOUT).args([
+        self.runner.run(&Cmd::new("ip", IP_TIMEOUT).args([
             "-n".to_string(),
             ns,
             "addr".into(),
@@ -622,7 +621,7 @@ impl LocalBackend {
         }
         let mounted = host::current_mounts_under(path).map_err(io_err("read mounts for", path))?;
         for m in mounted {
-            self.runner.run_ok(
+            self.runner.run(
                 &Cmd::new("umount", UMOUNT_TIMEOUT)
                     .args(["-l".to_string(), m.display().to_string()]),
             )?;
@@ -645,7 +644,7 @@ impl LocalBackend {
             }
         }
         self.runner
-            .run_ok(&template::extract_cmd(tpl, &rootfs, TAR_TIMEOUT))?;
+            .run(&template::extract_cmd(tpl, &rootfs, TAR_TIMEOUT))?;
         if let Some(vol) = &rec.data_volume {
             std::fs::create_dir_all(vol).map_err(io_err("create", vol))?;
         }
@@ -688,7 +687,7 @@ impl LocalBackend {
                 if self.dir.ct_dir(name).join("config").is_file() {
                     s.spawn(move || {
                         let c = self.lxc("lxc-stop", name, LXC_KILL_TIMEOUT).arg("-k");
-                        match self.runner.run(&c) {
+                        match self.runner.output(&c) {
                             Ok(out) => tracing::debug!("lxc-stop -k {name}: {}", out.ended),
                             Err(e) => tracing::warn!("{e}"),
                         }
@@ -702,7 +701,7 @@ impl LocalBackend {
             for m in host::current_mounts_under(&self.dir.root)
                 .map_err(io_err("read mounts for", &self.dir.root))?
             {
-                self.runner.run_ok(
+                self.runner.run(
                     &Cmd::new("umount", UMOUNT_TIMEOUT)
                         .args(["-l".to_string(), m.display().to_string()]),
                 )?;
@@ -1129,7 +1128,7 @@ impl Backend for LocalBackend {
             "-l".to_string(),
             "INFO".to_string(),
         ]);
-        let out = self.runner.run(&c).map_err(LocalError::from)?;
+        let out = self.runner.output(&c).map_err(LocalError::from)?;
         if !out.success() {
             // A failed start can leave LXC's monitor behind; it is ours, end it.
             if let Err(e) = self.kill_leftovers(std::slice::from_ref(&rec.name)) {
@@ -1137,7 +1136,7 @@ impl Backend for LocalBackend {
             }
             let causes = first_errors(&std::fs::read_to_string(&log).unwrap_or_default(), 2);
             let detail = if causes.is_empty() {
-                cmd::failed(&c, &out).to_string()
+                RunError::failed(&c, &out).to_string()
             } else {
                 format!("{causes} (log: {})", log.display())
             };
@@ -1156,7 +1155,7 @@ impl Backend for LocalBackend {
         let c = self
             .lxc("lxc-stop", &rec.name, Duration::from_secs(secs + 15))
             .args(["-t".to_string(), secs.to_string(), "--nokill".to_string()]);
-        let out = self.runner.run(&c).map_err(LocalError::from)?;
+        let out = self.runner.output(&c).map_err(LocalError::from)?;
         if self.is_running(&rec.name)? {
             return Err(LocalError::ShutdownTimeout {
                 vmid,
@@ -1165,7 +1164,7 @@ impl Backend for LocalBackend {
             .into());
         }
         if !out.success() {
-            tracing::debug!("{}", cmd::failed(&c, &out));
+            tracing::debug!("{}", RunError::failed(&c, &out));
         }
         Ok(())
     }
@@ -1176,9 +1175,9 @@ impl Backend for LocalBackend {
             return Err(LocalError::NotRunning { vmid }.into());
         }
         let c = self.lxc("lxc-stop", &rec.name, LXC_KILL_TIMEOUT).arg("-k");
-        let out = self.runner.run(&c).map_err(LocalError::from)?;
+        let out = self.runner.output(&c).map_err(LocalError::from)?;
         if self.is_running(&rec.name)? {
-            return Err(LocalError::Command(cmd::failed(&c, &out)).into());
+            return Err(LocalError::Command(RunError::failed(&c, &out)).into());
         }
         Ok(())
     }

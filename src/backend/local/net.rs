@@ -23,8 +23,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::cmd::{Cmd, CmdError, CommandRunner};
 use super::names::Names;
+use crate::exec::{Cmd, CommandRunner, RunError};
 
 const IP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -33,9 +33,9 @@ fn ip() -> Cmd {
 }
 
 /// Interfaces in the host namespace (`ip -o link show`).
-pub fn links(r: &dyn CommandRunner) -> Result<Vec<String>, CmdError> {
-    let out = r.run_ok(&ip().args(["-o", "link", "show"]))?;
-    Ok(parse_links(&out.stdout))
+pub fn links(r: &dyn CommandRunner) -> Result<Vec<String>, RunError> {
+    let out = r.run(&ip().args(["-o", "link", "show"]))?;
+    Ok(parse_links(&out.stdout_str()))
 }
 
 /// `2: eth0@if5: <...>` → `eth0`.
@@ -47,10 +47,10 @@ pub fn parse_links(text: &str) -> Vec<String> {
 }
 
 /// Network namespaces (`ip netns list`: `name (id: 3)` or `name`).
-pub fn netns_list(r: &dyn CommandRunner) -> Result<Vec<String>, CmdError> {
-    let out = r.run_ok(&ip().args(["netns", "list"]))?;
+pub fn netns_list(r: &dyn CommandRunner) -> Result<Vec<String>, RunError> {
+    let out = r.run(&ip().args(["netns", "list"]))?;
     Ok(out
-        .stdout
+        .stdout_str()
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
@@ -63,36 +63,39 @@ pub fn ensure(
     n: &Names,
     gateway: Ipv4Addr,
     prefix: u8,
-) -> Result<(), CmdError> {
+) -> Result<(), RunError> {
     let (br, hc, ns) = (n.bridge(), n.client_veth(), n.netns());
     let have = links(r)?;
     if !have.contains(&br) {
-        r.run_ok(&ip().args(["link", "add", "name", &br, "type", "bridge"]))?;
+        r.run(&ip().args(["link", "add", "name", &br, "type", "bridge"]))?;
     }
     // No IPv6 link-local address: the host must not talk on the bridge.
-    r.run_ok(&ip().args(["link", "set", "dev", &br, "addrgenmode", "none"]))?;
-    r.run_ok(&ip().args(["link", "set", "dev", &br, "up"]))?;
+    r.run(&ip().args(["link", "set", "dev", &br, "addrgenmode", "none"]))?;
+    r.run(&ip().args(["link", "set", "dev", &br, "up"]))?;
     if !netns_list(r)?.contains(&ns) {
-        r.run_ok(&ip().args(["netns", "add", &ns]))?;
+        r.run(&ip().args(["netns", "add", &ns]))?;
     }
     if !have.contains(&hc) {
         // A leftover peer from a half-built run would block the new one.
-        let inside = r.run_ok(&ip().args(["-n", &ns, "-o", "link", "show"]))?;
-        if parse_links(&inside.stdout).iter().any(|l| l == "eth0") {
-            r.run_ok(&ip().args(["-n", &ns, "link", "del", "eth0"]))?;
+        let inside = r.run(&ip().args(["-n", &ns, "-o", "link", "show"]))?;
+        if parse_links(&inside.stdout_str())
+            .iter()
+            .any(|l| l == "eth0")
+        {
+            r.run(&ip().args(["-n", &ns, "link", "del", "eth0"]))?;
         }
-        r.run_ok(&ip().args([
+        r.run(&ip().args([
             "link", "add", "name", &hc, "type", "veth", "peer", "name", "eth0", "netns", &ns,
         ]))?;
     }
-    r.run_ok(&ip().args(["link", "set", "dev", &hc, "addrgenmode", "none"]))?;
-    r.run_ok(&ip().args(["link", "set", "dev", &hc, "master", &br, "up"]))?;
+    r.run(&ip().args(["link", "set", "dev", &hc, "addrgenmode", "none"]))?;
+    r.run(&ip().args(["link", "set", "dev", &hc, "master", &br, "up"]))?;
     let cidr = format!("{gateway}/{prefix}");
-    r.run_ok(&ip().args(["-n", &ns, "addr", "replace", &cidr, "dev", "eth0"]))?;
+    r.run(&ip().args(["-n", &ns, "addr", "replace", &cidr, "dev", "eth0"]))?;
     // ARP retries every 100 ms instead of 1 s: a client polling a member that
     // is still booting sees it within 0.1 s of its first answer, so measured
     // boot and failover times are not rounded up to ARP's retry interval.
-    r.run_ok(&ip().args([
+    r.run(&ip().args([
         "-n",
         &ns,
         "ntable",
@@ -104,8 +107,8 @@ pub fn ensure(
         "retrans",
         "100",
     ]))?;
-    r.run_ok(&ip().args(["-n", &ns, "link", "set", "dev", "eth0", "up"]))?;
-    r.run_ok(&ip().args(["-n", &ns, "link", "set", "dev", "lo", "up"]))?;
+    r.run(&ip().args(["-n", &ns, "link", "set", "dev", "eth0", "up"]))?;
+    r.run(&ip().args(["-n", &ns, "link", "set", "dev", "lo", "up"]))?;
     Ok(())
 }
 
@@ -118,12 +121,12 @@ pub struct Removed {
 }
 
 /// Remove the cluster's veths, client namespace and bridge, whichever exist.
-pub fn teardown(r: &dyn CommandRunner, n: &Names) -> Result<Removed, CmdError> {
+pub fn teardown(r: &dyn CommandRunner, n: &Names) -> Result<Removed, RunError> {
     let mut removed = Removed::default();
     let have = links(r)?;
     for l in &have {
         if *l == n.client_veth() || n.is_ct_veth(l) {
-            let out = r.run(&ip().args(["link", "del", "dev", l]))?;
+            let out = r.output(&ip().args(["link", "del", "dev", l]))?;
             // A CT veth may vanish on its own while its container stops.
             if out.success() {
                 removed.veths.push(l.clone());
@@ -132,12 +135,12 @@ pub fn teardown(r: &dyn CommandRunner, n: &Names) -> Result<Removed, CmdError> {
     }
     let ns = n.netns();
     if netns_list(r)?.contains(&ns) {
-        r.run_ok(&ip().args(["netns", "del", &ns]))?;
+        r.run(&ip().args(["netns", "del", &ns]))?;
         removed.netns = Some(ns);
     }
     let br = n.bridge();
     if have.contains(&br) {
-        r.run_ok(&ip().args(["link", "del", "dev", &br]))?;
+        r.run(&ip().args(["link", "del", "dev", &br]))?;
         removed.bridge = Some(br);
     }
     Ok(removed)

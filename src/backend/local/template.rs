@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::cmd::Cmd;
 use super::names::hex;
 use super::LocalError;
+use crate::exec::Cmd;
 
 pub const EXTENSIONS: [&str; 5] = [".tar.zst", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar"];
 

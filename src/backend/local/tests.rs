@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::cmd::{Cmd, FakeRunner, Output};
 use super::*;
 use crate::backend::{Backend, BackendError, ContainerSpec, PowerState, StoredTemplate};
+use crate::exec::{Cmd, FakeRunner, Output};
 
 #[derive(Default)]
 struct Sim {
@@ -252,7 +252,11 @@ fn failed_extraction_rolls_back_and_down_clears_the_network() {
     let t = r.template();
     r.fake.on("tar xpf", |_| Ok(Output::fail(2, "tar: This does not look like a tar archive\ntar: Exiting with failure status due to previous errors")));
     let e = r.backend.create(&spec(&t, 103)).unwrap_err();
-    insta::assert_snapshot!(r.redact(&e.to_string()), @"`tar xpf [STATE]/templates/haimg-lb_1.0.0-af87c13fd128_amd64.tar.zst --zstd --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs '--xattrs-include=user.*' --xattrs-include=security.capability -C [STATE]/lxc/c-[ID]-103/rootfs --skip-old-files --anchored --exclude './dev/*'` failed with exit code 2: tar: This does not look like a tar archive | tar: Exiting with failure status due to previous errors");
+    insta::assert_snapshot!(r.redact(&e.to_string()), @r"
+    `tar xpf [STATE]/templates/haimg-lb_1.0.0-af87c13fd128_amd64.tar.zst --zstd --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs '--xattrs-include=user.*' --xattrs-include=security.capability -C [STATE]/lxc/c-[ID]-103/rootfs --skip-old-files --anchored --exclude './dev/*'` exited with code 2; stderr ends with:
+        tar: This does not look like a tar archive
+        tar: Exiting with failure status due to previous errors
+    ");
     assert_eq!(r.backend.status("pve2", 103).unwrap(), None);
     assert!(!r
         .backend
@@ -284,7 +288,10 @@ fn failing_nth_network_call_is_repaired_by_the_next_create() {
     // call 6 is `ip netns add`: the bridge exists, the namespace does not
     r.fake.fail_call(6);
     let e = r.backend.create(&spec(&t, 103)).unwrap_err();
-    insta::assert_snapshot!(r.redact(&e.to_string()), @"`ip netns add haimg-c-[ID]` failed with exit code 1: fake: injected failure");
+    insta::assert_snapshot!(r.redact(&e.to_string()), @r"
+    `ip netns add haimg-c-[ID]` exited with code 1; stderr ends with:
+        fake: injected failure
+    ");
     r.fake.clear();
     r.backend.create(&spec(&t, 103)).unwrap();
     let s = r.sim.lock().unwrap();
