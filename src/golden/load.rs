@@ -203,13 +203,66 @@ pub fn get(spec: &LoadSpec) -> std::io::Result<Response> {
         // server's answer: read on.
         match stream.read(&mut chunk) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} after {} bytes of an incomplete answer", buf.len()),
+                ))
+            }
             Ok(0) => break,
             Ok(n) if buf.len() + n > 1 << 20 => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
+        // Done when the answer is complete by HTTP's framing, as a browser or
+        // curl is: what the connection does afterwards (a reset when the VIP
+        // has moved on) does not take back an answer already received.
+        if is_complete(&buf) {
+            break;
+        }
     }
     parse_response(&buf)
+}
+
+/// Is `buf` a whole HTTP/1.1 response by its framing: headers, then
+/// `Content-Length` bytes or the last chunk of a chunked body? A response
+/// framed by the end of the connection is never complete before it.
+pub fn is_complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let body = &buf[end + 4..];
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let mut rest = body;
+        loop {
+            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                return false;
+            };
+            let size = std::str::from_utf8(&rest[..eol])
+                .ok()
+                .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok());
+            let Some(size) = size else { return false };
+            rest = &rest[eol + 2..];
+            if size == 0 {
+                // Trailers end with an empty line.
+                return rest.windows(2).any(|w| w == b"\r\n");
+            }
+            if rest.len() < size + 2 {
+                return false;
+            }
+            rest = &rest[size + 2..];
+        }
+    }
+    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(n) => body.len() >= n,
+        None => false,
+    }
 }
 
 /// Status code and body of a `Connection: close` response (chunked bodies are de-chunked).
@@ -276,6 +329,53 @@ pub fn enter_netns(path: &std::path::Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn complete_by_framing() {
+        let cl = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert!(is_complete(cl));
+        assert!(!is_complete(&cl[..cl.len() - 1]));
+        let ch = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        assert!(is_complete(ch));
+        assert!(!is_complete(&ch[..ch.len() - 2]));
+        assert!(!is_complete(&ch[..ch.len() - 7]));
+        // No length: only the end of the connection frames it.
+        assert!(!is_complete(b"HTTP/1.1 200 OK\r\n\r\nok"));
+        assert!(!is_complete(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"));
+    }
+
+    /// A reset after the whole answer arrived (the VIP moved on meanwhile)
+    /// is not a failure; a reset before it is, and says how far it got.
+    #[test]
+    fn a_reset_after_a_complete_answer_is_not_a_failure() {
+        fn reset_after(answer: &'static [u8]) -> SocketAddr {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                s.write_all(answer).unwrap();
+                // SO_LINGER 0: close sends a reset instead of a FIN.
+                socket2::SockRef::from(&s)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+                drop(s);
+            });
+            addr
+        }
+        let whole = reset_after(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let r = get(&LoadSpec::new(whole, "/")).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+        let partial = reset_after(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok");
+        let e = get(&LoadSpec::new(partial, "/")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("after 40 bytes of an incomplete answer"),
+            "{e}"
+        );
+    }
 
     static HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
