@@ -28,13 +28,14 @@
 //! choice: it tells STARTUP2 from RECOVERING, which `hello` cannot. A
 //! step-down refused for lack of credentials is
 //! [`GateError::MongoNoCredentials`]: the executor then relies on mongod's
-//! own step-down at SIGTERM (MongoDB 4.2 and later: a primary that gets
-//! SIGTERM steps down before it shuts down, waiting up to
-//! `shutdownTimeoutMillisForSignaledShutdown`, 15 s by default since 5.0,
-//! for an electable secondary to catch up; `shutdownTask` in
-//! `src/mongo/db/mongod_main.cpp`, `stepDownForShutdown` in
-//! `src/mongo/db/commands/shutdown.cpp`; the manual's `shutdown` command
-//! page) and waits with [`HealthGate::mongo_wait_primary`] for another
+//! own step-down at SIGTERM: a primary that gets SIGTERM steps down before
+//! it shuts down, waiting for an electable secondary to catch up (the 4.2
+//! sources: 10 s, parameter `waitForStepDownOnNonCommandShutdown`; 4.4: 15 s;
+//! 5.0 and later: `shutdownTimeoutMillisForSignaledShutdown`, 15000 ms by
+//! default, shared with the quiesce period that follows; it shuts down even
+//! when the step-down fails; `shutdownTask` in `src/mongo/db/mongod_main.cpp`,
+//! `stepDownForShutdown` in `src/mongo/db/commands/shutdown.cpp`, the
+//! manual's `shutdown` and `db.shutdownServer()` pages) and waits with [`HealthGate::mongo_wait_primary`] for another
 //! member to answer PRIMARY after the shutdown. haimg-init stops mongod with
 //! SIGTERM and a 15 s grace before SIGKILL (`init/src/services.rs`).
 //!
