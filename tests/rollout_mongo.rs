@@ -9,9 +9,12 @@
 //! hold no elections: their answers change only as scripted (in sequence, or
 //! when a shared phase moves on after `replSetStepDown`). These tests pin
 //! what haimg sends and how it reads the answers, never how a mongod
-//! behaves; no real mongod is reachable here. The last test runs a whole
+//! behaves; no real mongod is reachable here. Two tests run a whole
 //! mongo-tier rollout through the executor against the Proxmox fake with these
-//! gates.
+//! gates: one with credentials-free replies, one with authorization on (every
+//! `replSetGetStatus` and `replSetStepDown` answered 13 Unauthorized, the
+//! state and lag read from `hello`, and the primary left to step down by
+//! itself at its shutdown).
 
 mod rollout_support;
 mod support;
@@ -349,7 +352,7 @@ fn step_down_without_a_new_primary_times_out() {
             Duration::from_secs(1),
         )
         .unwrap_err();
-    insta::assert_snapshot!(e.to_string(), @"mongo: no other member became primary within 1s after mongo1 stepped down");
+    insta::assert_snapshot!(e.to_string(), @"mongo: after mongo1 stepped down: no member other than mongo1 became primary within 1s: no member is PRIMARY");
 }
 
 #[test]
@@ -487,4 +490,300 @@ fn a_mongo_rollout_steps_the_primary_down_last() {
     let [m1, m2, m3] = tier.commands();
     assert_eq!(m1.iter().filter(|c| *c == STEP_DOWN).count(), 1);
     assert!(!m2.contains(&STEP_DOWN.to_string()) && !m3.contains(&STEP_DOWN.to_string()));
+}
+
+// ---- Authorization on (a keyfile): no credentials, so `hello` ----------
+
+const HELLO: &str = "hello";
+
+fn host(i: usize) -> String {
+    format!("192.168.30.{}:27017", 103 + i)
+}
+
+/// `hello` of member `me` (0-based) of rs0 in `state`, naming member
+/// `primary` as primary, last write at `last_write`.
+fn hello_of(me: usize, state: MemberState, primary: Option<usize>, last_write: u32) -> Document {
+    let hosts = [host(0), host(1), host(2)];
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    recorded::hello_rs(
+        "rs0",
+        &hosts,
+        &host(me),
+        state,
+        primary.map(host).as_deref(),
+        last_write,
+    )
+}
+
+/// A member with authorization on: `replSetGetStatus` and `replSetStepDown`
+/// answer 13 Unauthorized, `hello` answers `hello`.
+fn authed(hello: Document) -> Script {
+    Script::new()
+        .reply(STATUS, recorded::unauthorized(STATUS))
+        .reply(STEP_DOWN, recorded::unauthorized(STEP_DOWN))
+        .reply(HELLO, hello)
+}
+
+/// mongo1 primary, mongo2 and mongo3 secondaries with the given last writes.
+fn authed_tier(last: [u32; 3]) -> Tier {
+    Tier::new([
+        authed(hello_of(0, Primary, Some(0), last[0])),
+        authed(hello_of(1, Secondary, Some(0), last[1])),
+        authed(hello_of(2, Secondary, Some(0), last[2])),
+    ])
+}
+
+#[test]
+fn under_auth_the_primary_is_found_by_hello() {
+    let tier = Tier::new([
+        authed(hello_of(0, Secondary, Some(2), NOW)),
+        authed(hello_of(1, Secondary, Some(2), NOW)),
+        authed(hello_of(2, Primary, Some(2), NOW)),
+    ]);
+    assert_eq!(
+        tier.gate(None)
+            .mongo_primary(&cluster())
+            .unwrap()
+            .as_deref(),
+        Some("mongo3")
+    );
+    assert_eq!(
+        tier.commands(),
+        [[STATUS, HELLO], [STATUS, HELLO], [STATUS, HELLO]]
+    );
+    let sent: Vec<String> = tier.0[2]
+        .requests()
+        .iter()
+        .map(|r| format!("{:?}", r.body))
+        .collect();
+    insta::assert_snapshot!(sent.join("\n"), @r#"
+    Document({"replSetGetStatus": Int32(1), "$db": String("admin")})
+    Document({"hello": Int32(1), "$db": String("admin")})
+    "#);
+}
+
+#[test]
+fn under_auth_a_caught_up_secondary_passes_its_gate_by_hello() {
+    let tier = authed_tier([NOW, NOW - 1, NOW]);
+    let passed = tier
+        .gate(None)
+        .wait_healthy(&cluster(), &expect("mongo2"), Duration::from_secs(10))
+        .unwrap();
+    insta::assert_snapshot!(passed.detail, @"SECONDARY of rs0, 1.0s behind (by hello: replSetGetStatus needs credentials)");
+    // Two passes: each asks mongo2 (refused status, then hello) and the primary it names.
+    let [m1, m2, m3] = tier.commands();
+    assert_eq!(m2, [STATUS, HELLO, STATUS, HELLO]);
+    assert_eq!(m1, [HELLO, HELLO]);
+    assert!(m3.is_empty());
+}
+
+/// The error a user sees when the gate waits for mongo2 in `tier`.
+fn authed_gate_error(tier: &Tier) -> String {
+    let e = tier
+        .gate(None)
+        .wait_healthy(&cluster(), &expect("mongo2"), Duration::from_millis(50))
+        .unwrap_err();
+    tier.redact(&e.to_string())
+}
+
+#[test]
+fn under_auth_a_secondary_behind_fails_its_gate() {
+    let tier = authed_tier([NOW, NOW - 30, NOW]);
+    insta::assert_snapshot!(authed_gate_error(&tier), @"mongo2 (CT 104) did not pass its mongo health gate within 0s: SECONDARY but 30.0s behind the primary");
+}
+
+#[test]
+fn under_auth_a_member_in_initial_sync_fails_its_gate() {
+    let tier = Tier::new([
+        authed(hello_of(0, Primary, Some(0), NOW)),
+        authed(hello_of(1, Startup2, Some(0), 0)),
+        authed(hello_of(2, Secondary, Some(0), NOW)),
+    ]);
+    insta::assert_snapshot!(authed_gate_error(&tier), @"mongo2 (CT 104) did not pass its mongo health gate within 0s: state RSOther: hello says neither primary nor secondary (STARTUP2, RECOVERING, ROLLBACK or hidden)");
+}
+
+#[test]
+fn under_auth_a_secondary_whose_primary_is_unreachable_fails_its_gate() {
+    let tier = Tier::new([
+        Script::new().close(STATUS).close(HELLO),
+        authed(hello_of(1, Secondary, Some(0), NOW)),
+        authed(hello_of(2, Secondary, Some(0), NOW)),
+    ]);
+    let e = authed_gate_error(&tier);
+    assert!(
+        e.starts_with("mongo2 (CT 104) did not pass its mongo health gate within 0s: SECONDARY, lag unknown: its primary 192.168.30.103:27017 could not be asked: [mongo1]: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn under_auth_step_down_is_refused_for_lack_of_credentials() {
+    let tier = authed_tier([NOW, NOW, NOW]);
+    let c = cluster();
+    let e = tier
+        .gate(None)
+        .mongo_step_down(
+            &c,
+            c.member_by_slot("mongo1").unwrap(),
+            Duration::from_secs(30),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, haimg::rollout::gate::GateError::MongoNoCredentials { slot, .. } if slot == "mongo1"),
+        "{e:?}"
+    );
+    insta::assert_snapshot!(tier.redact(&e.to_string()), @"mongo: mongo1 cannot be asked to step down: [mongo1]: replSetStepDown failed: 13 Unauthorized: command replSetStepDown requires authentication (authorization is on (a keyfile is set) and haimg connects without credentials)");
+    insta::assert_snapshot!(format!("{:?}", tier.0[0].request(STEP_DOWN).unwrap()), @r#"Document({"replSetStepDown": Int32(30), "secondaryCatchUpPeriodSecs": Int32(10), "$db": String("admin")})"#);
+    // No wait for another primary: the refusal is returned at once.
+    assert_eq!(tier.commands()[1], Vec::<String>::new());
+}
+
+/// Is a container of `slot` running in the fake?
+fn slot_running(state: &support::pve_fake::StateHandle, slot: &str) -> bool {
+    let tag = format!("slot-{slot}");
+    state
+        .lock()
+        .containers
+        .values()
+        .any(|c| c.running && c.tags().split(';').any(|t| t == tag))
+}
+
+/// Move `phase` on when `slot` has no running container (its blue was shut
+/// down), and again when one runs (its green started); gives up after `within`.
+fn follow_slot(
+    state: support::pve_fake::StateHandle,
+    slot: &'static str,
+    phase: Phase,
+    within: Duration,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    std::thread::spawn(move || {
+        let t0 = std::time::Instant::now();
+        for want_running in [false, true] {
+            while slot_running(&state, slot) != want_running {
+                if t0.elapsed() > within {
+                    return Err(format!("{slot} never became running={want_running}"));
+                }
+                std::thread::sleep(Duration::from_millis(1)); // poll interval
+            }
+            phase.advance();
+        }
+        Ok(())
+    })
+}
+
+/// A whole mongo-tier rollout on the Proxmox fake with authorization on:
+/// haimg has no credentials, so the primary (mongo1) cannot be asked to step
+/// down. Its slot goes last; its blue is shut down anyway (mongod steps down
+/// at SIGTERM), and the rollout waits until another member answers PRIMARY
+/// before mongo1's green starts.
+///
+/// The replay servers follow the fake: phase 0 until mongo1's blue is down
+/// (mongo1 primary), phase 1 while mongo1 has no running container (its
+/// address closes connections; mongo2 answers PRIMARY: the replay's stand-in
+/// for the election, which this test does not claim to show), phase 2 once
+/// its green runs (a secondary caught up, naming mongo2).
+#[test]
+fn a_mongo_rollout_under_auth_lets_the_primary_step_down_at_its_shutdown() {
+    use rollout_support::{Bed, Recorder};
+    use std::sync::{Arc, Mutex};
+
+    let bed = Bed::new();
+    let tpl =
+        rollout_support::templates_with(bed.dir.path(), &bed.v1, "1.0.0", &[(Role::Mongo, "m2")]);
+    let phase = Phase::new();
+    let both = |d: Document| vec![reply(d)];
+    let tier = Tier::new([
+        authed(hello_of(0, Primary, Some(0), NOW))
+            .phase(&phase)
+            .in_phase(1, STATUS, vec![Answer::Close])
+            .in_phase(1, HELLO, vec![Answer::Close])
+            .in_phase(2, HELLO, both(hello_of(0, Secondary, Some(1), NOW))),
+        authed(hello_of(1, Secondary, Some(0), NOW))
+            .phase(&phase)
+            .in_phase(1, HELLO, both(hello_of(1, Primary, Some(1), NOW)))
+            .in_phase(2, HELLO, both(hello_of(1, Primary, Some(1), NOW))),
+        authed(hello_of(2, Secondary, Some(0), NOW))
+            .phase(&phase)
+            .in_phase(1, HELLO, both(hello_of(2, Secondary, Some(1), NOW)))
+            .in_phase(2, HELLO, both(hello_of(2, Secondary, Some(1), NOW))),
+    ]);
+    let follower = follow_slot(
+        bed.fake.shared_state(),
+        "mongo1",
+        phase.clone(),
+        Duration::from_secs(120),
+    );
+    let gate = tier.gate(None);
+    let backend = bed.backend(&bed.v1);
+    let tl = Arc::new(Mutex::new(Vec::new()));
+    let mut rec = Recorder::new(&bed, &bed.v1, tl);
+    let report = rollout_support::roll(&backend, &bed.v1, &tpl, &gate, &mut rec).unwrap();
+    assert!(report.ok(), "{report:#?}");
+    follower.join().unwrap().unwrap();
+    assert_eq!(phase.get(), 2);
+    let order: Vec<&str> = report.slots.iter().map(|s| s.slot.as_str()).collect();
+    assert_eq!(order, ["mongo2", "mongo3", "mongo1"]);
+    assert_eq!(rec.worst_down, 1);
+    // mongo1's steps: the shutdown waited for mongo2 before the green started.
+    let mongo1 = &report.slots[2];
+    let steps: Vec<String> = mongo1
+        .steps
+        .iter()
+        .map(|s| {
+            let d = s.detail.clone().unwrap_or_default();
+            // The wait's seconds vary from run to run.
+            let d = regex_lite_seconds(&d);
+            format!(
+                "{}{}",
+                s.step,
+                if d.is_empty() {
+                    String::new()
+                } else {
+                    format!(" -- {d}")
+                }
+            )
+        })
+        .collect();
+    insta::assert_snapshot!("under_auth_mongo1_steps", steps.join("\n"));
+    let details: Vec<String> = report
+        .slots
+        .iter()
+        .filter_map(|s| s.gate.as_ref().map(|g| format!("{}: {}", s.slot, g.detail)))
+        .collect();
+    insta::assert_snapshot!(details.join("\n"), @r"
+    mongo2: SECONDARY of rs0, 0.0s behind (by hello: replSetGetStatus needs credentials)
+    mongo3: SECONDARY of rs0, 0.0s behind (by hello: replSetGetStatus needs credentials)
+    mongo1: SECONDARY of rs0, 0.0s behind (by hello: replSetGetStatus needs credentials)
+    ");
+    // The request documents each member received (first of each kind, in order).
+    let sent: Vec<String> = tier
+        .0
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut seen: Vec<String> = Vec::new();
+            for q in r.requests() {
+                let d = format!("{:?}", q.body);
+                if !seen.contains(&d) {
+                    seen.push(d);
+                }
+            }
+            format!("mongo{}:\n  {}", i + 1, seen.join("\n  "))
+        })
+        .collect();
+    insta::assert_snapshot!("under_auth_requests_sent", sent.join("\n"));
+    let [m1, m2, m3] = tier.commands();
+    assert_eq!(m1.iter().filter(|c| *c == STEP_DOWN).count(), 1);
+    assert!(!m2.contains(&STEP_DOWN.to_string()) && !m3.contains(&STEP_DOWN.to_string()));
+}
+
+/// "… mongo2 is primary 0.0s after the shutdown" -> "… mongo2 is primary [S]s after the shutdown".
+fn regex_lite_seconds(s: &str) -> String {
+    let Some(end) = s.find("s after the shutdown") else {
+        return s.to_string();
+    };
+    match s[..end].rfind(" is primary ") {
+        Some(i) => format!("{} is primary [S]{}", &s[..i], &s[end..]),
+        None => s.to_string(),
+    }
 }

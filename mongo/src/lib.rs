@@ -5,6 +5,9 @@
 //! * [`wire`]: OP_MSG framing over a TCP stream, documents by the `bson` crate;
 //! * [`member`]: the host-side replica-set commands: a member's state, set and
 //!   lag behind the primary (`replSetGetStatus`), and `replSetStepDown`;
+//! * [`hello`]: the same state and lag from `hello`, which needs no
+//!   credentials: what the host falls back to when authorization is on and
+//!   `replSetGetStatus` answers 13 Unauthorized;
 //! * `replay` (feature `replay`, tests only): a server on 127.0.0.1 that
 //!   answers with replies recorded from real mongod shapes. It is a replay,
 //!   not a MongoDB: tests against it pin what the client sends and how it
@@ -15,6 +18,7 @@
 //! binary under 2 MiB; every network wait is bounded by a timeout the caller
 //! chooses; errors name the address they concern.
 
+pub mod hello;
 pub mod member;
 pub mod wire;
 

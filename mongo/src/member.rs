@@ -45,6 +45,8 @@ pub const INTERRUPTED_DUE_TO_REPL_STATE_CHANGE: i32 = 11602;
 pub const UNAUTHORIZED: i32 = 13;
 /// mongod runs without a replica-set name.
 pub const NO_REPLICATION_ENABLED: i32 = 76;
+/// mongod is shutting down (its quiesce period answers `hello` with it).
+pub const SHUTDOWN_IN_PROGRESS: i32 = 91;
 
 /// The most `secondaryCatchUpPeriodSecs` [`step_down`] asks for (the server's default).
 pub const MAX_CATCH_UP_SECS: u32 = 10;
@@ -62,6 +64,11 @@ pub enum MemberState {
     Down,
     Rollback,
     Removed,
+    /// From `hello` only: a member of a set that is neither primary,
+    /// secondary nor arbiter (STARTUP2, RECOVERING, ROLLBACK and hidden
+    /// members look alike over `hello`; the SDAM spec calls it RSOther). It
+    /// has no number of its own: [`MemberState::code`] says -1.
+    RsOther,
     /// A number this client does not know.
     Other(i32),
 }
@@ -95,6 +102,7 @@ impl MemberState {
             MemberState::Down => 8,
             MemberState::Rollback => 9,
             MemberState::Removed => 10,
+            MemberState::RsOther => -1,
             MemberState::Other(n) => n,
         }
     }
@@ -112,6 +120,7 @@ impl MemberState {
             MemberState::Down => "DOWN",
             MemberState::Rollback => "ROLLBACK",
             MemberState::Removed => "REMOVED",
+            MemberState::RsOther => "RSOther",
             MemberState::Other(n) => return format!("STATE{n}"),
         };
         s.to_string()
@@ -204,7 +213,7 @@ impl MemberError {
     }
 }
 
-fn refused(
+pub(crate) fn refused(
     addr: SocketAddr,
     command: &'static str,
     reply: &Document,
@@ -222,11 +231,12 @@ fn refused(
 }
 
 /// Hints for codes any command can meet.
-fn common_hint(code: i32) -> Option<String> {
+pub(crate) fn common_hint(code: i32) -> Option<String> {
     match code {
         UNAUTHORIZED => Some(
             "authorization is on (a keyfile is set) and haimg connects without credentials".into(),
         ),
+        SHUTDOWN_IN_PROGRESS => Some("mongod is shutting down".into()),
         NO_REPLICATION_ENABLED => Some("mongod runs without a replica-set name".into()),
         _ => None,
     }
@@ -449,6 +459,9 @@ mod tests {
         for code in [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 4, 42] {
             assert_eq!(MemberState::from_code(code).code(), code);
         }
+        // hello's RSOther has no number; -1 is no state a server sends.
+        assert_eq!(MemberState::RsOther.code(), -1);
+        assert_eq!(MemberState::from_code(-1), MemberState::Other(-1));
         assert_eq!(MemberState::from_code(5).to_string(), "STARTUP2");
         assert_eq!(MemberState::from_code(4).to_string(), "STATE4");
     }

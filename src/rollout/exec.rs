@@ -7,7 +7,12 @@
 //! back, blue started), then the rollout stops and the report says what
 //! happened. A step that would take a serving member down first checks that
 //! every other member of its tier runs, so a tier never has two members down;
-//! if one does not, the rollout stops before touching the slot.
+//! if one does not, the rollout stops before touching the slot. A mongo
+//! primary is asked to step down before its shutdown; when authorization is
+//! on and haimg has no credentials for that, the shutdown goes ahead (mongod
+//! steps down by itself at SIGTERM, see `gate`) and the slot waits, bounded
+//! by the step-down timeout, until another member answers PRIMARY before its
+//! green starts.
 //!
 //! Dry-run: the backend records its mutating calls instead of sending them,
 //! gates are not asked, and the view is advanced by the steps' effects, so the
@@ -25,7 +30,7 @@ use std::time::{Duration, Instant};
 use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
-use super::gate::{Expect, HealthGate, Passed};
+use super::gate::{Expect, GateError, HealthGate, Passed};
 use super::machine::{apply, next, Goal, Next, Step, MAX_STEPS};
 use super::plan::{Brief, Kind, Plan, SlotPlan};
 use super::slot::{observe_one, SlotView};
@@ -170,6 +175,16 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.stopped.is_none() && self.slots.iter().all(SlotReport::ok)
     }
+}
+
+/// How a mongo member's primary role ends before its shutdown.
+enum Handover {
+    NotPrimary,
+    /// `replSetStepDown` worked and another member is primary: the detail.
+    SteppedDown(String),
+    /// No credentials for `replSetStepDown`: mongod steps down at SIGTERM;
+    /// wait for another primary after the shutdown. The detail so far.
+    AtShutdown(String),
 }
 
 /// Why a step did not happen.
@@ -555,17 +570,21 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                 Ok(Some(spec.template.filename))
             }
             Step::Shutdown { vmid, serving } => {
-                let mut detail = None;
+                let mut handover = Handover::NotPrimary;
                 if *serving {
                     self.check_tier(m)?;
                 }
                 if m.role == Role::Mongo && !self.opts.dry_run {
-                    detail = self.step_down_if_primary(m, *serving)?;
+                    handover = self.step_down_if_primary(m, *serving)?;
                 }
                 be(self
                     .backend
-                    .shutdown(node, *vmid, self.opts.shutdown_timeout))
-                .map(|()| detail)
+                    .shutdown(node, *vmid, self.opts.shutdown_timeout))?;
+                match handover {
+                    Handover::NotPrimary => Ok(None),
+                    Handover::SteppedDown(d) => Ok(Some(d)),
+                    Handover::AtShutdown(d) => self.await_new_primary(m, *vmid, d).map(Some),
+                }
             }
             Step::MoveData { from, to } => {
                 be(self.backend.move_data_volume(node, *from, *to)).map(|()| None)
@@ -647,25 +666,60 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         }
     }
 
-    fn step_down_if_primary(&self, m: &Member, serving: bool) -> Result<Option<String>, Fail> {
+    /// Before a mongo member's shutdown: if it is primary, ask it to step
+    /// down; without credentials for that, leave it to mongod's own
+    /// step-down at SIGTERM (see `gate`'s module docs).
+    fn step_down_if_primary(&self, m: &Member, serving: bool) -> Result<Handover, Fail> {
         match self.gate.mongo_primary(self.cluster) {
             Ok(Some(p)) if p == m.slot => {
-                self.gate
+                match self
+                    .gate
                     .mongo_step_down(self.cluster, m, self.opts.step_down_timeout)
-                    .map_err(|e| {
-                        Fail::Refused(format!(
-                            "{} is primary and could not step down: {e}",
+                {
+                    Ok(()) => Ok(Handover::SteppedDown(format!(
+                        "{} stepped down as primary first",
+                        m.slot
+                    ))),
+                    Err(GateError::MongoNoCredentials { .. }) => {
+                        let d = format!(
+                            "{} is primary and haimg has no credentials for replSetStepDown (13 Unauthorized): mongod steps down by itself at its SIGTERM shutdown",
                             m.slot
-                        ))
-                    })?;
-                Ok(Some(format!("{} stepped down as primary first", m.slot)))
+                        );
+                        tracing::info!("{d}");
+                        Ok(Handover::AtShutdown(d))
+                    }
+                    Err(e) => Err(Fail::Refused(format!(
+                        "{} is primary and could not step down: {e}",
+                        m.slot
+                    ))),
+                }
             }
-            Ok(_) => Ok(None),
+            Ok(_) => Ok(Handover::NotPrimary),
             Err(e) if serving => Err(Fail::Refused(format!(
                 "cannot tell whether {} is primary: {e}",
                 m.slot
             ))),
-            Err(_) => Ok(None),
+            Err(_) => Ok(Handover::NotPrimary),
+        }
+    }
+
+    /// After the shutdown of a primary that stepped down by itself: wait up
+    /// to the step-down timeout until another member answers PRIMARY, before
+    /// anything starts in the slot. A failure is a backend-side failure: the
+    /// shutdown happened, so the slot is read again and restored.
+    fn await_new_primary(&self, m: &Member, vmid: u32, said: String) -> Result<String, Fail> {
+        let t0 = Instant::now();
+        match self
+            .gate
+            .mongo_wait_primary(self.cluster, m, self.opts.step_down_timeout)
+        {
+            Ok(p) => Ok(format!(
+                "{said}; {p} is primary {:.1}s after the shutdown",
+                t0.elapsed().as_secs_f64()
+            )),
+            Err(e) => Err(Fail::Backend(format!(
+                "CT {vmid} was shut down as primary, then: {e}"
+            ))),
         }
     }
 

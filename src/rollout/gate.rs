@@ -14,9 +14,30 @@
 //!   `version` (and `slot`, and `imageHash` when known);
 //! * mongo: the member is PRIMARY or SECONDARY of the replica set and at most
 //!   [`MONGO_MAX_LAG`] behind the primary, asked through [`MongoProbe`]
-//!   ([`WireMongo`]: `replSetGetStatus` and `replSetStepDown` over OP_MSG by
-//!   `haimg_mongo::member`, from the same namespace and source address as the
-//!   HTTP probes).
+//!   ([`WireMongo`]: `replSetGetStatus`, `hello` and `replSetStepDown` over
+//!   OP_MSG by `haimg_mongo`, from the same namespace and source address as
+//!   the HTTP probes).
+//!
+//! **Mongo with authorization on** (a keyfile, `HAIMG_MONGO_KEY`): haimg has
+//! no credentials, so `replSetGetStatus` and `replSetStepDown` answer 13
+//! Unauthorized. The status then comes from `hello`, which mongod answers
+//! without authentication (see `haimg_mongo::hello` for the sources): the
+//! member's own `hello` gives its state and set, and its `lastWrite` against
+//! the `lastWrite` of the member it names `primary` (asked at that address
+//! through `resolve`) gives the lag. `replSetGetStatus` stays the first
+//! choice: it tells STARTUP2 from RECOVERING, which `hello` cannot. A
+//! step-down refused for lack of credentials is
+//! [`GateError::MongoNoCredentials`]: the executor then relies on mongod's
+//! own step-down at SIGTERM: a primary that gets SIGTERM steps down before
+//! it shuts down, waiting for an electable secondary to catch up (the 4.2
+//! sources: 10 s, parameter `waitForStepDownOnNonCommandShutdown`; 4.4: 15 s;
+//! 5.0 and later: `shutdownTimeoutMillisForSignaledShutdown`, 15000 ms by
+//! default, shared with the quiesce period that follows; it shuts down even
+//! when the step-down fails; `shutdownTask` in `src/mongo/db/mongod_main.cpp`,
+//! `stepDownForShutdown` in `src/mongo/db/commands/shutdown.cpp`, the
+//! manual's `shutdown` and `db.shutdownServer()` pages) and waits with [`HealthGate::mongo_wait_primary`] for another
+//! member to answer PRIMARY after the shutdown. haimg-init stops mongod with
+//! SIGTERM and a 15 s grace before SIGKILL (`init/src/services.rs`).
 //!
 //! A gate passes after [`PASSES_NEEDED`] good answers in a row, so a member
 //! that comes up and falls over again does not pass. Every wait is bounded
@@ -27,7 +48,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use haimg_model::{Cluster, Member, Role};
-use haimg_mongo::member::{self, MemberError};
+use haimg_mongo::hello::{self, Hello, PrimaryHello};
+use haimg_mongo::member::{self, MemberError, MemberState, UNAUTHORIZED};
 use haimg_mongo::wire::Conn;
 use serde::Serialize;
 
@@ -68,6 +90,10 @@ pub enum GateError {
     },
     #[error("mongo: {0}")]
     Mongo(String),
+    /// `replSetStepDown` answered 13 Unauthorized: authorization is on and
+    /// haimg has no credentials.
+    #[error("mongo: {slot} cannot be asked to step down: {detail}")]
+    MongoNoCredentials { slot: String, detail: String },
 }
 
 /// The seam between the rollout and the running cluster.
@@ -90,12 +116,52 @@ pub trait HealthGate: Sync {
         member: &Member,
         timeout: Duration,
     ) -> Result<(), GateError>;
+
+    /// Wait up to `timeout` until a member other than `not` says it is
+    /// primary; its slot. This default asks [`HealthGate::mongo_primary`]
+    /// every 250 ms.
+    fn mongo_wait_primary(
+        &self,
+        cluster: &Cluster,
+        not: &Member,
+        timeout: Duration,
+    ) -> Result<String, GateError> {
+        wait_other_primary(self, cluster, not, timeout, Duration::from_millis(250))
+    }
 }
 
-/// A mongo member as its `replSetGetStatus` describes it.
+/// Poll `gate.mongo_primary` every `every` until it names a slot other than `not`'s.
+fn wait_other_primary<G: HealthGate + ?Sized>(
+    gate: &G,
+    cluster: &Cluster,
+    not: &Member,
+    timeout: Duration,
+    every: Duration,
+) -> Result<String, GateError> {
+    let t0 = Instant::now();
+    loop {
+        let last = match gate.mongo_primary(cluster) {
+            Ok(Some(p)) if p != not.slot => return Ok(p),
+            Ok(Some(p)) => format!("{p} still answers PRIMARY"),
+            Ok(None) => String::from("no member is PRIMARY"),
+            Err(e) => e.to_string(),
+        };
+        if t0.elapsed() >= timeout {
+            return Err(GateError::Mongo(format!(
+                "no member other than {} became primary within {}s: {last}",
+                not.slot,
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(every.min(timeout.saturating_sub(t0.elapsed()))); // poll interval
+    }
+}
+
+/// A mongo member as its `replSetGetStatus` (or, without credentials, its
+/// `hello`) describes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MongoStatus {
-    /// `PRIMARY`, `SECONDARY`, `STARTUP2`, `RECOVERING`, ...
+    /// `PRIMARY`, `SECONDARY`, `STARTUP2`, `RECOVERING`, ... (`RSOther` from `hello`)
     pub state: String,
     pub set_name: Option<String>,
     /// How far its last applied op is behind the primary's.
@@ -103,15 +169,43 @@ pub struct MongoStatus {
     /// Why state or lag are what they are, when that is not obvious
     /// (no config yet, no primary in its view).
     pub note: Option<String>,
+    /// Derived from `hello` because `replSetGetStatus` needs credentials.
+    pub by_hello: bool,
+}
+
+impl MongoStatus {
+    fn from_member(s: member::Status, by_hello: bool) -> MongoStatus {
+        MongoStatus {
+            state: s.state.name(),
+            set_name: s.set,
+            lag_s: s.lag_s,
+            note: s.note,
+            by_hello,
+        }
+    }
+}
+
+/// Why a mongo probe failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The member answered 13 Unauthorized: authorization is on and the
+    /// probe has no credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// The MongoDB commands a rollout needs.
 pub trait MongoProbe: Send + Sync {
-    fn status(&self, addr: SocketAddr, timeout: Duration) -> Result<MongoStatus, String>;
+    /// `replSetGetStatus`.
+    fn status(&self, addr: SocketAddr, timeout: Duration) -> Result<MongoStatus, ProbeError>;
+    /// `hello` (needs no credentials).
+    fn hello(&self, addr: SocketAddr, timeout: Duration) -> Result<Hello, ProbeError>;
     /// `replSetStepDown` with `secs` of stepdown time. `Ok` means the member
     /// acknowledged it or may have stepped down (an old server closes the
     /// connection): the caller checks who is primary afterwards.
-    fn step_down(&self, addr: SocketAddr, secs: u32, timeout: Duration) -> Result<(), String>;
+    fn step_down(&self, addr: SocketAddr, secs: u32, timeout: Duration) -> Result<(), ProbeError>;
 }
 
 /// [`MongoProbe`] over the wire (`haimg_mongo::member`): each call opens one
@@ -134,23 +228,30 @@ impl WireMongo {
         addr: SocketAddr,
         timeout: Duration,
         f: impl FnOnce(&mut Conn) -> Result<T, MemberError> + Send,
-    ) -> Result<T, String> {
-        let call = || -> Result<T, String> {
+    ) -> Result<T, ProbeError> {
+        let call = || -> Result<T, ProbeError> {
             if let Some(ns) = &self.netns {
                 load::enter_netns(ns).map_err(|e| {
-                    format!("failed to enter network namespace {}: {e}", ns.display())
+                    ProbeError::Failed(format!(
+                        "failed to enter network namespace {}: {e}",
+                        ns.display()
+                    ))
                 })?;
             }
-            let stream = connect(addr, self.source, timeout)?;
-            let mut conn = Conn::from_stream(addr, stream, timeout).map_err(|e| e.to_string())?;
-            f(&mut conn).map_err(|e| e.to_string())
+            let stream = connect(addr, self.source, timeout).map_err(ProbeError::Failed)?;
+            let mut conn = Conn::from_stream(addr, stream, timeout)
+                .map_err(|e| ProbeError::Failed(e.to_string()))?;
+            f(&mut conn).map_err(|e| match e.code() {
+                Some(UNAUTHORIZED) => ProbeError::Unauthorized(e.to_string()),
+                _ => ProbeError::Failed(e.to_string()),
+            })
         };
         match &self.netns {
             None => call(),
             Some(_) => std::thread::scope(|s| {
-                s.spawn(call)
-                    .join()
-                    .map_err(|_| format!("{addr}: mongo probe thread panicked"))?
+                s.spawn(call).join().map_err(|_| {
+                    ProbeError::Failed(format!("{addr}: mongo probe thread panicked"))
+                })?
             }),
         }
     }
@@ -175,17 +276,16 @@ fn connect(
 }
 
 impl MongoProbe for WireMongo {
-    fn status(&self, addr: SocketAddr, timeout: Duration) -> Result<MongoStatus, String> {
+    fn status(&self, addr: SocketAddr, timeout: Duration) -> Result<MongoStatus, ProbeError> {
         let s = self.run(addr, timeout, member::status_with)?;
-        Ok(MongoStatus {
-            state: s.state.name(),
-            set_name: s.set,
-            lag_s: s.lag_s,
-            note: s.note,
-        })
+        Ok(MongoStatus::from_member(s, false))
     }
 
-    fn step_down(&self, addr: SocketAddr, secs: u32, timeout: Duration) -> Result<(), String> {
+    fn hello(&self, addr: SocketAddr, timeout: Duration) -> Result<Hello, ProbeError> {
+        self.run(addr, timeout, hello::hello_with)
+    }
+
+    fn step_down(&self, addr: SocketAddr, secs: u32, timeout: Duration) -> Result<(), ProbeError> {
         self.run(addr, timeout, |c| member::step_down_with(c, secs, timeout))
             .map(|_| ())
     }
@@ -319,11 +419,51 @@ impl NetGate {
             }
             Role::Mongo => {
                 let addr = SocketAddr::new(e.ip.into(), cluster.mongo.port);
-                let st = self
-                    .mongo
-                    .status((self.resolve)(addr), self.probe_timeout)?;
+                let st = self.mongo_status(addr)?;
                 check_mongo(&st, &cluster.mongo.replica_set)
             }
+        }
+    }
+
+    /// The status of the member at (plan address) `addr`: `replSetGetStatus`,
+    /// or on 13 Unauthorized its `hello` and the `hello` of the primary it names.
+    pub fn mongo_status(&self, addr: SocketAddr) -> Result<MongoStatus, String> {
+        match self.mongo.status((self.resolve)(addr), self.probe_timeout) {
+            Err(ProbeError::Unauthorized(_)) => {}
+            other => return other.map_err(|e| e.to_string()),
+        }
+        let own = self
+            .mongo
+            .hello((self.resolve)(addr), self.probe_timeout)
+            .map_err(|e| e.to_string())?;
+        let primary = match (own.state(), own.primary.as_deref()) {
+            (MemberState::Primary, _) | (_, None) => PrimaryHello::NoneInView,
+            (_, Some(p)) => match p.parse::<SocketAddr>() {
+                Err(_) => PrimaryHello::Unasked(format!("{p:?} is not an ip:port")),
+                Ok(pa) => match self.mongo.hello((self.resolve)(pa), self.probe_timeout) {
+                    Ok(h) => PrimaryHello::Answered(h),
+                    Err(e) => PrimaryHello::Unasked(e.to_string()),
+                },
+            },
+        };
+        Ok(MongoStatus::from_member(
+            hello::status_from_hello(&own, &primary),
+            true,
+        ))
+    }
+
+    /// State and set of the member at (plan address) `addr`, without its lag:
+    /// `replSetGetStatus`, or `hello` when that needs credentials.
+    fn mongo_state(&self, addr: SocketAddr) -> Result<(String, Option<String>), String> {
+        let at = (self.resolve)(addr);
+        match self.mongo.status(at, self.probe_timeout) {
+            Ok(st) => Ok((st.state, st.set_name)),
+            Err(ProbeError::Unauthorized(_)) => self
+                .mongo
+                .hello(at, self.probe_timeout)
+                .map(|h| (h.state().name(), h.set))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -371,11 +511,16 @@ pub fn check_mongo(st: &MongoStatus, set: &str) -> Result<String, String> {
         return Err(format!("member of replica set {name:?}, expected {set:?}"));
     }
     if st.state != "PRIMARY" && st.state != "SECONDARY" {
-        return Err(format!("state {}", st.state));
+        return Err(format!("state {}{note}", st.state));
     }
+    let by = if st.by_hello {
+        " (by hello: replSetGetStatus needs credentials)"
+    } else {
+        ""
+    };
     match st.lag_s {
         Some(l) if l <= MONGO_MAX_LAG.as_secs_f64() => {
-            Ok(format!("{} of {set}, {l:.1}s behind", st.state))
+            Ok(format!("{} of {set}, {l:.1}s behind{by}", st.state))
         }
         Some(l) => Err(format!("{} but {l:.1}s behind the primary", st.state)),
         None => Err(format!("{}, lag unknown{note}", st.state)),
@@ -425,12 +570,11 @@ impl HealthGate for NetGate {
     fn mongo_primary(&self, cluster: &Cluster) -> Result<Option<String>, GateError> {
         let mut errors = Vec::new();
         for m in &cluster.mongo.members {
-            let addr = (self.resolve)(SocketAddr::new(m.ip.into(), cluster.mongo.port));
-            match self.mongo.status(addr, self.probe_timeout) {
+            match self.mongo_state(SocketAddr::new(m.ip.into(), cluster.mongo.port)) {
                 // A primary of another set (a stray mongod at a member's address) is not ours.
-                Ok(st)
-                    if st.state == "PRIMARY"
-                        && st.set_name.as_deref() == Some(cluster.mongo.replica_set.as_str()) =>
+                Ok((state, set))
+                    if state == "PRIMARY"
+                        && set.as_deref() == Some(cluster.mongo.replica_set.as_str()) =>
                 {
                     return Ok(Some(m.slot.clone()))
                 }
@@ -463,23 +607,32 @@ impl HealthGate for NetGate {
         let secs = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(10);
         self.mongo
             .step_down(addr, secs, self.probe_timeout)
-            .map_err(|e| GateError::Mongo(format!("replSetStepDown on {}: {e}", member.slot)))?;
-        let t0 = Instant::now();
-        loop {
-            if let Some(p) = self.mongo_primary(cluster)? {
-                if p != member.slot {
-                    return Ok(());
+            .map_err(|e| match e {
+                ProbeError::Unauthorized(detail) => GateError::MongoNoCredentials {
+                    slot: member.slot.clone(),
+                    detail,
+                },
+                ProbeError::Failed(e) => {
+                    GateError::Mongo(format!("replSetStepDown on {}: {e}", member.slot))
                 }
-            }
-            if t0.elapsed() >= timeout {
-                return Err(GateError::Mongo(format!(
-                    "no other member became primary within {}s after {} stepped down",
-                    timeout.as_secs(),
-                    member.slot
-                )));
-            }
-            std::thread::sleep(self.every); // poll interval
-        }
+            })?;
+        self.mongo_wait_primary(cluster, member, timeout)
+            .map(|_| ())
+            .map_err(|e| match e {
+                GateError::Mongo(m) => {
+                    GateError::Mongo(format!("after {} stepped down: {m}", member.slot))
+                }
+                other => other,
+            })
+    }
+
+    fn mongo_wait_primary(
+        &self,
+        cluster: &Cluster,
+        not: &Member,
+        timeout: Duration,
+    ) -> Result<String, GateError> {
+        wait_other_primary(self, cluster, not, timeout, self.every)
     }
 }
 
@@ -695,6 +848,7 @@ mod tests {
             set_name: set.map(str::to_string),
             lag_s: lag,
             note: None,
+            by_hello: false,
         };
         assert!(check_mongo(&st("SECONDARY", Some("rs0"), Some(0.5)), "rs0").is_ok());
         assert!(check_mongo(&st("PRIMARY", Some("rs0"), Some(0.0)), "rs0").is_ok());
@@ -750,7 +904,8 @@ mod tests {
         let g = WireMongo::new(None, Some("198.51.100.1".parse().unwrap()));
         let e = g
             .status("127.0.0.1:9".parse().unwrap(), Duration::from_millis(100))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("127.0.0.1:9: failed to bind source address 198.51.100.1: "),
             "{e}"

@@ -31,6 +31,22 @@
 //!   as of …" (mongod's `replication_coordinator_impl.cpp`, codes from
 //!   `src/mongo/base/error_codes.yml`).
 //! - an unknown command: 59 CommandNotFound "no such command: '<name>'".
+//! - a command that needs authentication, sent without it while authorization
+//!   is on ([`unauthorized`]): `{ok: 0, errmsg: "command <name> requires
+//!   authentication", code: 13, codeName: "Unauthorized"}` — mongod's
+//!   `src/mongo/db/commands.cpp` (`checkAuthorizationImplPreParse`,
+//!   `uassert(ErrorCodes::Unauthorized, "command " << name << " requires
+//!   authentication")`), and as users report it from mongosh
+//!   ("MongoServerError: command replSetGetStatus requires authentication",
+//!   voxpupuli/puppet-mongodb#731). The newest server sources spell it
+//!   "Command …"; clients must read the code, never the text.
+//! - `hello` of a member with its last write ([`hello_rs`]): the manual's
+//!   hello Output section (`lastWrite.opTime`, `lastWriteDate`,
+//!   `majorityOpTime`, `majorityWriteDate`; `primary` only while the member
+//!   sees one); a member that is neither primary nor secondary
+//!   (`isWritablePrimary: false, secondary: false` with `setName`): the SDAM
+//!   spec test `source/server-discovery-and-monitoring/tests/rs/discover_rsother.yml`.
+//!   `hello` needs no authentication (see `crate::hello`).
 
 use bson::{doc, oid::ObjectId, Bson, DateTime, Document, Timestamp};
 
@@ -135,6 +151,62 @@ pub fn command_not_found(command: &str) -> Document {
         "CommandNotFound",
         &format!("no such command: '{command}'"),
     )
+}
+
+/// `command` sent without authentication while authorization is on.
+pub fn unauthorized(command: &str) -> Document {
+    error(
+        13,
+        "Unauthorized",
+        &format!("command {command} requires authentication"),
+    )
+}
+
+/// `hello` of member `me` of `set` (with `hosts`) in `state`, seeing
+/// `primary` (`None`: no primary in its view), whose last applied write was
+/// at `last_write` (seconds). PRIMARY and SECONDARY answer as such; any
+/// other state answers neither (RSOther).
+pub fn hello_rs(
+    set: &str,
+    hosts: &[&str],
+    me: &str,
+    state: MemberState,
+    primary: Option<&str>,
+    last_write: u32,
+) -> Document {
+    let is_primary = state == MemberState::Primary;
+    let hosts: Vec<Bson> = hosts.iter().map(|h| Bson::String(h.to_string())).collect();
+    let op_time = doc! {"ts": Timestamp { time: last_write, increment: 1 }, "t": 2i64};
+    let mut d = doc! {
+        "topologyVersion": topology_version(),
+        "hosts": hosts,
+        "setName": set,
+        "setVersion": 1,
+        "isWritablePrimary": is_primary,
+        "secondary": state == MemberState::Secondary,
+    };
+    if let Some(p) = primary {
+        d.insert("primary", p);
+    }
+    d.insert("me", me);
+    if is_primary {
+        // Invariant: a valid 24-digit hex ObjectId.
+        let id = ObjectId::parse_str("7fffffff0000000000000002").expect("a valid ObjectId");
+        d.insert("electionId", id);
+    }
+    d.insert(
+        "lastWrite",
+        doc! {
+            "opTime": op_time.clone(),
+            "lastWriteDate": millis(last_write),
+            "majorityOpTime": op_time,
+            "majorityWriteDate": millis(last_write),
+        },
+    );
+    common(&mut d);
+    d.insert("ok", 1.0);
+    gossip(&mut d);
+    d
 }
 
 /// `replSetGetStatus` before the member has a config.
