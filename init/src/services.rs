@@ -97,8 +97,14 @@ pub fn for_role(cluster: &Cluster, id: &Identity, users: &Users) -> Vec<ServiceS
             user: users.mongodb,
             ready: local(cluster.mongo.port),
             stop_signal: Sig::Term,
-            // A primary steps down and waits for a secondary to catch up before it exits.
-            grace_ms: 15_000,
+            // On SIGTERM a primary steps down, waiting up to 15 s for a
+            // secondary to catch up; mongod 5.0+ then spends what is left of
+            // `shutdownTimeoutMillisForSignaledShutdown` (15 s, shared) in a
+            // quiesce period before it closes the storage engine. Killing it
+            // at 15 s would cut that close short: give it the budget plus
+            // time for the final checkpoint. Proxmox's and the rollout's
+            // container shutdown timeouts (60 s) stay above this.
+            grace_ms: 40_000,
         }],
         Role::Webapp => {
             let mut env = base_env();
