@@ -11,6 +11,9 @@
 //! deploys 1.0.0, rolls out 1.1.0, rolls back, rolls forward again and
 //! collects the old standbys and templates, each through the CLI, and checks
 //! what serves after each step from inside the cluster's client namespace.
+//! Two more tests SIGKILL a `haimg deploy --yes` rollout at chosen points
+//! (green half built, green started but not yet live, blue stopped) and check
+//! that the next `haimg deploy` finishes it, or `haimg rollback` undoes it.
 //! The real images' gates (keepalived, nginx, node) are exercised by the
 //! golden scenarios (`haimg test`, `make golden`).
 
@@ -503,4 +506,336 @@ fn deploy_rollout_rollback_and_gc_through_the_cli() {
     let (report, took) = tc.down_and_check(&vmids);
     figure("down after the CLI rollouts", took);
     assert_eq!(report.containers.len(), 4, "{report:?}");
+}
+
+/// Where a rollout to 1.1.0 is killed: the first moment the watcher sees
+/// `slot` (a first rollout: blue at the spec's VMID, green at the offset one)
+/// in this state. Seen from outside, read-only: the state file (replaced
+/// atomically, so readable without the lock) and `lxc-info` through the
+/// test's own backend handle on the same state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Point {
+    /// The green is recorded but still being built (state phase `creating`).
+    GreenBeingCreated,
+    /// Blue is stopped (drained, shut down) and green is not live yet.
+    BlueStopped,
+    /// Green runs, still tagged standby: its health gate is pending.
+    GreenStarted,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct KillPoint {
+    slot: &'static str,
+    point: Point,
+}
+
+/// What the watcher saw of one slot, and when.
+#[derive(Debug)]
+struct Seen {
+    /// The green's state-file phase (`creating` | `created`), if recorded.
+    green_phase: Option<String>,
+    blue_running: bool,
+    green_running: bool,
+    green_standby: bool,
+}
+
+fn look(tc: &TestCluster, blue: u32, green: u32) -> Seen {
+    let state: serde_json::Value =
+        std::fs::read_to_string(tc.backend.state_dir().join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+    let green_phase = state["containers"][green.to_string()]["phase"]
+        .as_str()
+        .map(str::to_string);
+    let ct = |vmid| tc.backend.status("pve1", vmid).ok().flatten();
+    let running = |c: &Option<haimg::backend::ContainerStatus>| {
+        c.as_ref()
+            .is_some_and(|c| c.state == haimg::backend::PowerState::Running)
+    };
+    let (b, g) = (ct(blue), ct(green));
+    let green_standby = g.as_ref().is_some_and(|c| {
+        haimg::deploy::tags::MemberTags::parse(&c.tags)
+            .is_some_and(|t| t.state == Some(haimg::deploy::tags::State::Standby))
+    });
+    Seen {
+        green_phase,
+        blue_running: running(&b),
+        green_running: running(&g),
+        green_standby,
+    }
+}
+
+impl Point {
+    /// `haimg status` after the kill: (exit code, the killed slot's row). A
+    /// killed run's `lxc-start` may still bring green up after blue
+    /// stopped, so that point accepts both rows.
+    fn rows(self) -> &'static [(i32, &'static str)] {
+        match self {
+            // The half-built green is no container: nothing changed yet.
+            Point::GreenBeingCreated => &[(0, "webapp1 webapp pve1 CT 106 1.0.0 [HASH] g0 running - ok")],
+            Point::GreenStarted => &[(1, "webapp2 webapp pve2 CT 107 1.0.0 [HASH] g0 stopped CT 1107 1.1.0 [HASH] g1 running INTERRUPTED: `haimg deploy` finishes, `haimg rollback` undoes")],
+            Point::BlueStopped => &[
+                (1, "nginx1 lb pve1 CT 100 1.0.0 [HASH] g0 stopped CT 1100 1.1.0 [HASH] g1 stopped DOWN: `haimg deploy` starts it"),
+                (1, "nginx1 lb pve1 CT 100 1.0.0 [HASH] g0 stopped CT 1100 1.1.0 [HASH] g1 running INTERRUPTED: `haimg deploy` finishes, `haimg rollback` undoes"),
+            ],
+        }
+    }
+
+    fn reached(self, s: &Seen) -> bool {
+        match self {
+            Point::GreenBeingCreated => s.green_phase.as_deref() == Some("creating"),
+            Point::BlueStopped => {
+                s.green_phase.as_deref() == Some("created") && !s.blue_running && s.green_standby
+            }
+            Point::GreenStarted => s.green_running && s.green_standby,
+        }
+    }
+}
+
+/// A `haimg` run in the background, SIGKILLed by its PID on drop if still there.
+struct Background {
+    child: std::process::Child,
+    stderr: PathBuf,
+}
+
+impl Background {
+    fn spawn(state_root: &Path, spec: &Path, args: &[&str], logs: &Path) -> Background {
+        let stderr = logs.join(format!("haimg-{}.stderr", std::process::id()));
+        let child = Command::new(BIN)
+            .arg("--spec")
+            .arg(spec)
+            .args(args)
+            .env("HAIMG_STATE_DIR", state_root)
+            .env("RUST_LOG", "warn")
+            .env_remove("HAIMG_PVE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Background { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGKILL this one process (`Child::kill`: kill(pid, SIGKILL)) and reap it.
+    fn kill(&mut self) -> std::process::ExitStatus {
+        use std::os::unix::process::ExitStatusExt;
+        self.child.kill().unwrap();
+        let st = self.child.wait().unwrap();
+        assert_eq!(st.signal(), Some(libc::SIGKILL), "{st:?}");
+        st
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `haimg deploy` of the templates in `out`, mongo left out.
+fn deploy_args(out: &Path, yes: bool) -> Vec<&str> {
+    let mut args = vec![
+        "deploy",
+        "--no-progress",
+        "--allow-missing",
+        "mongo",
+        "--templates",
+        out.to_str().unwrap(),
+    ];
+    if yes {
+        args.push("--yes");
+    }
+    args
+}
+
+/// A fresh 1.0.0 cluster, then `haimg deploy --yes` to 1.1.0 in the
+/// background, SIGKILLed at `kp`. Returns the cluster guard (its Drop downs
+/// the cluster) with the paths the next commands need.
+struct Killed {
+    tc: TestCluster,
+    root: PathBuf,
+    v1: Cluster,
+    v2: Cluster,
+    spec2: PathBuf,
+    out2: PathBuf,
+}
+
+fn deploy_then_kill(dir: &Path, kp: KillPoint) -> Killed {
+    let (spec1, v1) = write_spec(dir, "1.0.0");
+    let (spec2, v2) = write_spec(dir, "1.1.0");
+    let tc = TestCluster::new(&v1.name, false);
+    let root = tc.tmp.path().to_path_buf();
+    let out1 = templates(dir, &v1);
+    let out2 = templates(dir, &v2);
+    let (code, _, err) = haimg(&root, &spec1, &deploy_args(&out1, false));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serving(&tc, &v1),
+        ["webapp1 1.0.0", "webapp2 1.0.0", "vip 200"]
+    );
+
+    let m = v2.member_by_slot(kp.slot).unwrap();
+    let (blue, green) = (m.vmid, m.vmid + v2.rollout.green_vmid_offset);
+    let t0 = Instant::now();
+    let mut bg = Background::spawn(&root, &spec2, &deploy_args(&out2, true), dir);
+    // `haimg status` reads without the lock: it answers while the rollout runs.
+    let (code, stdout, err) = haimg(&root, &spec2, &["status", "--json"]);
+    assert!(code == 0 || code == 1, "{err}");
+    serde_json::from_str::<serde_json::Value>(&stdout).expect("status --json during a rollout");
+    let (seen, _) = wait_for(
+        &format!("{kp:?} during the rollout"),
+        Duration::from_secs(120),
+        || {
+            if let Ok(Some(st)) = bg.child.try_wait() {
+                panic!("the rollout ended ({st}) before {kp:?}:\n{}", bg.stderr());
+            }
+            let s = look(&tc, blue, green);
+            kp.point.reached(&s).then_some(s)
+        },
+    );
+    bg.kill();
+    figure(
+        &format!("rollout killed at {} {:?} after", kp.slot, kp.point),
+        t0.elapsed(),
+    );
+    eprintln!(
+        "killed at {kp:?}: saw {seen:?}; the run's stderr:\n{}",
+        bg.stderr()
+    );
+    Killed {
+        tc,
+        root,
+        v1,
+        v2,
+        spec2,
+        out2,
+    }
+}
+
+/// `haimg status` after the kill: the exit code and the killed slot's row,
+/// checked against [`Point::rows`].
+fn killed_row(k: &Killed, dir: &Path, kp: KillPoint) -> (i32, String) {
+    let slot = kp.slot;
+    let (code, table, err) = haimg(&k.root, &k.spec2, &["status"]);
+    eprintln!("status after the kill (exit {code}):\n{table}{err}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{slot} ")))
+        .unwrap_or_else(|| panic!("no row for {slot}: {table}"));
+    let row = regex::Regex::new(r" +")
+        .unwrap()
+        .replace_all(&clean(row, dir), " ")
+        .into_owned();
+    assert!(
+        kp.point.rows().iter().any(|&(c, r)| c == code && r == row),
+        "status after the kill: exit {code}: {row}"
+    );
+    (code, row)
+}
+
+const KILL_POINTS: [KillPoint; 3] = [
+    KillPoint {
+        slot: "webapp1",
+        point: Point::GreenBeingCreated,
+    },
+    KillPoint {
+        slot: "webapp2",
+        point: Point::GreenStarted,
+    },
+    KillPoint {
+        slot: "nginx1",
+        point: Point::BlueStopped,
+    },
+];
+
+#[test]
+fn a_killed_rollout_resumes_on_the_next_deploy() {
+    if !can_run("a_killed_rollout_resumes_on_the_next_deploy") {
+        return;
+    }
+    for kp in KILL_POINTS {
+        eprintln!("=== kill point {kp:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut k = deploy_then_kill(dir.path(), kp);
+        let (code, row) = killed_row(&k, dir.path(), kp);
+        eprintln!("{kp:?}: exit {code}: {row}");
+
+        let t0 = Instant::now();
+        let (code, _, err) = haimg(&k.root, &k.spec2, &deploy_args(&k.out2, true));
+        step(&format!("deploy 1.1.0 resuming after a kill at {kp:?}"), t0);
+        eprintln!("{err}");
+        assert_eq!(code, 0, "{kp:?}: {err}");
+        assert_eq!(
+            serving(&k.tc, &k.v2),
+            ["webapp1 1.1.0", "webapp2 1.1.0", "vip 200"]
+        );
+        assert_eq!(
+            status(&k.root, &k.spec2),
+            [
+                "nginx1 live 1.1.0/g1 running standby 1.0.0/g0 stopped at_rest",
+                "nginx2 live 1.1.0/g1 running standby 1.0.0/g0 stopped at_rest",
+                "webapp1 live 1.1.0/g1 running standby 1.0.0/g0 stopped at_rest",
+                "webapp2 live 1.1.0/g1 running standby 1.0.0/g0 stopped at_rest",
+            ],
+            "{kp:?}"
+        );
+        let vmids = cluster_vmids(&k.v2);
+        let (report, took) = k.tc.down_and_check(&vmids);
+        figure("down after the resumed rollout", took);
+        assert_eq!(report.containers.len(), 8, "{report:?}");
+    }
+}
+
+/// Every VMID a rollout of the lb and webapp slots may use.
+fn cluster_vmids(c: &Cluster) -> Vec<u32> {
+    c.members()
+        .filter(|m| m.role != Role::Mongo)
+        .flat_map(|m| [m.vmid, m.vmid + c.rollout.green_vmid_offset])
+        .collect()
+}
+
+#[test]
+fn a_killed_rollout_can_be_rolled_back() {
+    if !can_run("a_killed_rollout_can_be_rolled_back") {
+        return;
+    }
+    let kp = KillPoint {
+        slot: "nginx1",
+        point: Point::BlueStopped,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = deploy_then_kill(dir.path(), kp);
+    let (code, row) = killed_row(&k, dir.path(), kp);
+    eprintln!("{kp:?}: exit {code}: {row}");
+
+    let t0 = Instant::now();
+    let (code, _, err) = haimg(&k.root, &k.spec2, &["rollback", "--yes"]);
+    step(&format!("rollback after a kill at {kp:?}"), t0);
+    eprintln!("{err}");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serving(&k.tc, &k.v1),
+        ["webapp1 1.0.0", "webapp2 1.0.0", "vip 200"]
+    );
+    assert_eq!(
+        status(&k.root, &k.spec2),
+        [
+            "nginx1 live 1.0.0/g0 running standby 1.1.0/g1 stopped at_rest",
+            "nginx2 live 1.0.0/g0 running standby 1.1.0/g1 stopped at_rest",
+            "webapp1 live 1.0.0/g0 running standby 1.1.0/g1 stopped at_rest",
+            "webapp2 live 1.0.0/g0 running standby 1.1.0/g1 stopped at_rest",
+        ]
+    );
+    let vmids = cluster_vmids(&k.v2);
+    let (report, took) = k.tc.down_and_check(&vmids);
+    figure("down after the rolled-back rollout", took);
+    assert_eq!(report.containers.len(), 8, "{report:?}");
 }

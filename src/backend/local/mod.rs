@@ -424,6 +424,15 @@ impl LocalBackend {
             })
     }
 
+    /// A record a killed run left half created is no container (as after a
+    /// failed create on Proxmox): `list` and `status` leave it out, so a
+    /// rollout creates its green again instead of draining blue for a green
+    /// that cannot start; the next create of its VMID builds it again and
+    /// `down` removes it.
+    fn abandoned(&self, vmid: u32, rec: &CtRecord) -> bool {
+        rec.phase == Phase::Creating && !self.dir.being_created(vmid)
+    }
+
     /// `lxc-info`: `None` when LXC does not know the container.
     fn lxc_info(&self, name: &str) -> Result<Option<(String, Option<u32>)>> {
         if !self.dir.ct_dir(name).join("config").is_file() {
@@ -1034,12 +1043,22 @@ impl Backend for LocalBackend {
             entrypoint: spec.entrypoint.clone(),
             host_managed: spec.host_managed,
         };
+        self.dir.init()?;
+        let _building = self.dir.creating_lock(vmid)?;
         self.mutate(|st| {
-            if st.containers.contains_key(&vmid) {
-                return Err(LocalError::Exists {
-                    vmid,
-                    cluster: self.cluster.clone(),
-                });
+            match st.containers.get(&vmid) {
+                // We hold its create lock, so no run is building it: a killed
+                // run left it. build() starts from a clean directory.
+                Some(old) if old.phase == Phase::Creating => tracing::warn!(
+                    "CT {vmid} was left half created by a killed run; building it again"
+                ),
+                Some(_) => {
+                    return Err(LocalError::Exists {
+                        vmid,
+                        cluster: self.cluster.clone(),
+                    })
+                }
+                None => {}
             }
             if let Some(v) = &rec.data_volume {
                 if v.exists()
@@ -1197,7 +1216,11 @@ impl Backend for LocalBackend {
 
     fn status(&self, _node: &str, vmid: u32) -> super::Result<Option<ContainerStatus>> {
         let st = self.load()?;
-        let Some(rec) = st.containers.get(&vmid) else {
+        let Some(rec) = st
+            .containers
+            .get(&vmid)
+            .filter(|r| !self.abandoned(vmid, r))
+        else {
             return Ok(None);
         };
         let state = self
@@ -1216,6 +1239,9 @@ impl Backend for LocalBackend {
         let st = self.load()?;
         let mut v = Vec::new();
         for (vmid, rec) in &st.containers {
+            if self.abandoned(*vmid, rec) {
+                continue;
+            }
             let state = self
                 .lxc_info(&rec.name)?
                 .map_or(PowerState::Stopped, |(s, _)| power(&s));

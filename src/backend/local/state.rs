@@ -207,6 +207,41 @@ impl StateDir {
         Ok(LockGuard { _file: file })
     }
 
+    fn creating_lock_path(&self, vmid: u32) -> PathBuf {
+        self.lxcpath().join(format!(".creating-{vmid}"))
+    }
+
+    /// Take CT `vmid`'s create lock, held while it is built (blocks while
+    /// another run builds it). The kernel drops it when its holder dies, so
+    /// whoever holds it knows a `creating` record of `vmid` is abandoned.
+    pub fn creating_lock(&self, vmid: u32) -> Result<LockGuard, LocalError> {
+        let path = self.creating_lock_path(vmid);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(io("lock", &path)(std::io::Error::last_os_error()));
+        }
+        Ok(LockGuard { _file: file })
+    }
+
+    /// Is a run building CT `vmid` right now (holding its create lock)?
+    /// Asks with a shared lock that is dropped at once, so it never blocks
+    /// the builder for longer than the call.
+    pub fn being_created(&self, vmid: u32) -> bool {
+        let Ok(file) = File::open(self.creating_lock_path(vmid)) else {
+            return false;
+        };
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+        rc != 0
+    }
+
     /// Read the state; `None` when there is no state file.
     pub fn load(&self) -> Result<Option<State>, LocalError> {
         let path = self.file();

@@ -338,6 +338,45 @@ fn a_crashed_create_is_removed_by_down() {
     assert!(!b.state_dir().exists());
 }
 
+/// A rollout SIGKILLed while it built its green leaves the record in phase
+/// `creating`: that is no container to list (the machine would drain blue
+/// for a green that cannot start), and the next create builds it again.
+#[test]
+fn a_create_abandoned_by_a_killed_run_is_built_again() {
+    let r = rig();
+    let t = r.template();
+    let b = &r.backend;
+    b.create(&spec(&t, 103)).unwrap();
+    let mut st = b.dir.load().unwrap().unwrap();
+    let mut rec = st.containers[&103].clone();
+    rec.name = b.container_name(104);
+    rec.phase = Phase::Creating;
+    st.containers.insert(104, rec);
+    b.dir.save(&st).unwrap();
+    std::fs::create_dir_all(b.lxcpath().join(b.container_name(104)).join("rootfs/etc")).unwrap();
+    let listed = || -> Vec<u32> { b.list().unwrap().iter().map(|c| c.vmid).collect() };
+
+    {
+        // A run building it holds its create lock: it is listed.
+        let _building = b.dir.creating_lock(104).unwrap();
+        assert_eq!(listed(), [103, 104]);
+        assert!(b.status("pve2", 104).unwrap().is_some());
+    }
+    // Its builder is gone: not a container, and built again on create.
+    assert_eq!(listed(), [103]);
+    assert!(b.status("pve2", 104).unwrap().is_none());
+    b.create(&spec(&t, 104)).unwrap();
+    assert_eq!(
+        b.dir.load().unwrap().unwrap().containers[&104].phase,
+        Phase::Created
+    );
+    assert_eq!(listed(), [103, 104]);
+    b.start("pve2", 104).unwrap();
+    // A complete container is never built over.
+    let e = local(b.create(&spec(&t, 104)).unwrap_err());
+    assert!(matches!(e, LocalError::Exists { vmid: 104, .. }), "{e}");
+}
+
 #[test]
 fn down_without_a_state_file_finds_everything_by_name() {
     let r = rig();
