@@ -162,6 +162,8 @@ test('unknown routes are 404', async () => {
 
 test('an assembled tree serves the static chunks and public/', async (t) => {
   if (!existsSync(path.join(TREE, '.next', 'static')) || !existsSync(path.join(TREE, 'public'))) {
+    // WEBAPP_DIR promises an assembled tree (make app-test: the one in the image): missing parts fail.
+    assert.ok(!process.env.WEBAPP_DIR, `${TREE} lacks .next/static or public/`);
     t.skip(`${TREE} is bare standalone output (no .next/static, public): set WEBAPP_DIR to an assembled tree`);
     return;
   }
