@@ -10,10 +10,12 @@ INIT_TARGET := x86_64-unknown-linux-gnu
 INIT_BIN := target/$(INIT_TARGET)/init/haimg-init
 # Keep in sync with INIT_RUSTFLAGS in src/build/mod.rs.
 INIT_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no
+VERSION := $(shell sed -n 's/^  version: //p' haimg.yaml | head -n 1)
+WEBAPP_TEMPLATE ?= out/haimg-webapp_$(VERSION)_amd64.tar.zst
 APT_PACKAGES := mmdebstrap debootstrap uidmap arch-test lxc nftables iproute2 binutils zstd \
                 libc6-dev ca-certificates busybox-static
 
-.PHONY: setup build init release demo test lint unit templates golden bench clean
+.PHONY: setup build init release demo test lint unit templates app-test golden bench clean
 
 ## setup: install the host tools haimg uses (idempotent)
 setup:
@@ -58,13 +60,32 @@ templates: release
 	sed 's/^  version: .*/  version: 1.1.0/' haimg.yaml > out/next-haimg.yaml
 	$(HAIMG) --spec out/next-haimg.yaml build --role lb,webapp --out out-next
 
+## app-test: the Next.js app's node tests (roles/webapp/app/test) against what ships: the image's
+## own Node and /srv/webapp, extracted from the webapp template into a temporary directory. The test
+## files run from a copy beside that tree, so `mongodb` resolves to the driver traced into the image.
+## The server test binds 127.0.0.1 only. Skipped tests count as a failure here.
+app-test: templates
+	@set -euo pipefail; \
+	tmp=$$(mktemp -d -t haimg-app-test.XXXXXX); \
+	trap 'rm -rf "$$tmp"' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	test -f '$(WEBAPP_TEMPLATE)' || { echo "error: $(WEBAPP_TEMPLATE) not found: run make templates" >&2; exit 1; }; \
+	tar --zstd -xf '$(WEBAPP_TEMPLATE)' -C "$$tmp" ./opt/node ./srv/webapp; \
+	mkdir "$$tmp/app"; \
+	cp -R roles/webapp/app/package.json roles/webapp/app/lib roles/webapp/app/scripts roles/webapp/app/test "$$tmp/app/"; \
+	ln -s ../srv/webapp/node_modules "$$tmp/app/node_modules"; \
+	echo "app-test: node $$("$$tmp/opt/node/bin/node" --version), WEBAPP_DIR=$$tmp/srv/webapp"; \
+	cd "$$tmp/app"; \
+	WEBAPP_DIR="$$tmp/srv/webapp" "$$tmp/opt/node/bin/node" --test --test-reporter=spec test/*.test.mjs \
+	  | tee "$$tmp/report.txt"; \
+	if ! grep -q ' skipped 0$$' "$$tmp/report.txt"; then echo "error: app-test skipped tests" >&2; exit 1; fi
+
 ## golden: boot the templates on local LXC and run every golden scenario on one cluster,
 ## the rollout, rollback and rollout-bad-green ones (to the 1.1.0 build in out-next) included.
 golden: templates
 	$(HAIMG) test --next-templates out-next
 
 ## test: everything CI runs
-test: setup lint unit golden
+test: setup lint unit app-test golden
 
 ## bench: see BENCHMARKS.md
 bench: setup release
