@@ -120,7 +120,7 @@ test('/api/health reports the identity of this process', async () => {
   assert.ok(typeof h.uptimeS === 'number' && h.uptimeS >= 0);
 });
 
-test('/api/db answers 503 within 2.5 s when the replica set is unreachable, then fails fast', async (t) => {
+test('/api/db answers 503 within its 2 s deadline (plus slack) when the replica set is unreachable, then fails fast', async (t) => {
   // Health stays responsive while a database request is pending.
   const dbPromise = timed(`${withDb.base}/api/db`);
   const health = await timed(`${withDb.base}/api/health`);
@@ -129,7 +129,9 @@ test('/api/db answers 503 within 2.5 s when the replica set is unreachable, then
   assert.ok(health.ms < first.ms, `health took ${health.ms} ms, db ${first.ms} ms`);
 
   assert.equal(first.res.status, 503);
-  assert.ok(first.ms < 2500, `first 503 took ${first.ms.toFixed(0)} ms`);
+  // The driver's 2 s server-selection deadline (lib/db.mjs) plus slack for a
+  // loaded CI machine; without the deadline the driver would wait 30 s.
+  assert.ok(first.ms < 5000, `first 503 took ${first.ms.toFixed(0)} ms`);
   assert.equal(first.res.headers.get('cache-control'), 'no-store');
   assert.match(first.res.headers.get('retry-after') ?? '', /^[1-9][0-9]*$/);
   const body = JSON.parse(first.body);
