@@ -129,6 +129,23 @@ pub struct StateDir {
     pub root: PathBuf,
 }
 
+/// Open (or create) `path` and take an exclusive `flock` on it, blocking
+/// while another holder has it; released when the guard drops.
+fn lock_exclusive(path: &Path) -> Result<LockGuard, LocalError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io("open", path))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    if rc != 0 {
+        return Err(io("lock", path)(std::io::Error::last_os_error()));
+    }
+    Ok(LockGuard { _file: file })
+}
+
 /// Holds the directory's flock until dropped.
 #[derive(Debug)]
 pub struct LockGuard {
@@ -192,19 +209,7 @@ impl StateDir {
 
     /// Take the directory lock (blocks while another haimg changes it).
     pub fn lock(&self) -> Result<LockGuard, LocalError> {
-        let path = self.root.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("open", &path))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io("lock", &path)(std::io::Error::last_os_error()));
-        }
-        Ok(LockGuard { _file: file })
+        lock_exclusive(&self.root.join("lock"))
     }
 
     fn creating_lock_path(&self, vmid: u32) -> PathBuf {
@@ -215,19 +220,7 @@ impl StateDir {
     /// another run builds it). The kernel drops it when its holder dies, so
     /// whoever holds it knows a `creating` record of `vmid` is abandoned.
     pub fn creating_lock(&self, vmid: u32) -> Result<LockGuard, LocalError> {
-        let path = self.creating_lock_path(vmid);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("open", &path))?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io("lock", &path)(std::io::Error::last_os_error()));
-        }
-        Ok(LockGuard { _file: file })
+        lock_exclusive(&self.creating_lock_path(vmid))
     }
 
     /// Is a run building CT `vmid` right now (holding its create lock)?
