@@ -423,22 +423,11 @@ pub fn converge(
     for t in targets {
         per_node.entry(t.node).or_default().push(t);
     }
-    let outcomes: BTreeMap<u32, MemberOutcome> = std::thread::scope(|s| {
-        let handles: Vec<_> = per_node
-            .values()
-            .map(|list| {
-                s.spawn(move || {
-                    list.iter()
-                        .map(|t| (t.vmid, converge_member(api, cluster, t, dry_run)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+    let outcomes: BTreeMap<u32, MemberOutcome> = super::per_group(&per_node, |_, t| {
+        (t.vmid, converge_member(api, cluster, t, dry_run))
+    })
+    .into_iter()
+    .collect();
     for t in targets {
         if let Some(o) = outcomes.get(&t.vmid) {
             report.changes.extend(o.changes.iter().cloned());

@@ -239,61 +239,37 @@ pub fn deploy_with_inventory<B: Backend + Sync + ?Sized>(
     for (m, t) in &todo {
         per_node.entry(m.node.as_str()).or_default().push((m, *t));
     }
-    let results: Vec<MemberReport> = std::thread::scope(|s| {
-        let handles: Vec<_> = per_node
-            .values()
-            .map(|list| {
-                let stored = &stored;
-                s.spawn(move || {
-                    list.iter()
-                        .map(|(m, t)| {
-                            let action = match t {
-                                Todo::Start(vmid) => match backend.start(&m.node, *vmid) {
-                                    Ok(()) => Action::Started,
-                                    Err(e) => Action::Failed(e.to_string()),
-                                },
-                                Todo::Create => match &stored[&(m.node.clone(), m.role)] {
-                                    Err(e) => {
-                                        Action::Failed(format!("template upload failed: {e}"))
-                                    }
-                                    Ok(st) => {
-                                        // Invariant: caps is Some whenever a create is planned.
-                                        let caps = caps.unwrap_or(crate::backend::Capabilities {
-                                            env: false,
-                                            entrypoint: false,
-                                            host_managed: false,
-                                        });
-                                        let spec = members::container_spec(
-                                            cluster,
-                                            m,
-                                            &templates[&m.role],
-                                            st,
-                                            caps,
-                                        );
-                                        match backend
-                                            .create(&spec)
-                                            .and_then(|()| backend.start(&m.node, m.vmid))
-                                        {
-                                            Ok(()) => Action::Created,
-                                            Err(e) => Action::Failed(e.to_string()),
-                                        }
-                                    }
-                                },
-                            };
-                            let mut r = report(m, action);
-                            if let Todo::Start(vmid) = t {
-                                r.vmid = *vmid;
-                            }
-                            r
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+    let results: Vec<MemberReport> = per_group(&per_node, |_, (m, t)| {
+        let action = match t {
+            Todo::Start(vmid) => match backend.start(&m.node, *vmid) {
+                Ok(()) => Action::Started,
+                Err(e) => Action::Failed(e.to_string()),
+            },
+            Todo::Create => match &stored[&(m.node.clone(), m.role)] {
+                Err(e) => Action::Failed(format!("template upload failed: {e}")),
+                Ok(st) => {
+                    // Invariant: caps is Some whenever a create is planned.
+                    let caps = caps.unwrap_or(crate::backend::Capabilities {
+                        env: false,
+                        entrypoint: false,
+                        host_managed: false,
+                    });
+                    let spec = members::container_spec(cluster, m, &templates[&m.role], st, caps);
+                    match backend
+                        .create(&spec)
+                        .and_then(|()| backend.start(&m.node, m.vmid))
+                    {
+                        Ok(()) => Action::Created,
+                        Err(e) => Action::Failed(e.to_string()),
+                    }
+                }
+            },
+        };
+        let mut r = report(m, action);
+        if let Todo::Start(vmid) = t {
+            r.vmid = *vmid;
+        }
+        r
     });
     for r in results {
         if let Some(m) = cluster.member_by_slot(&r.slot) {
@@ -379,28 +355,12 @@ pub(crate) fn upload_phase<B: Backend + Sync + ?Sized>(
             jobs.entry(node.clone()).or_default().push(*r);
         }
     }
-    let done: Vec<(String, Role, Result<StoredTemplate, String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .iter()
-            .map(|(node, roles)| {
-                s.spawn(move || {
-                    roles
-                        .iter()
-                        .map(|r| {
-                            let t = &templates[r];
-                            let res = backend
-                                .upload_template(node, &t.path, &t.sha256)
-                                .map_err(|e| e.to_string());
-                            (node.clone(), *r, res)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+    let done: Vec<(String, Role, Result<StoredTemplate, String>)> = per_group(&jobs, |node, r| {
+        let t = &templates[r];
+        let res = backend
+            .upload_template(node, &t.path, &t.sha256)
+            .map_err(|e| e.to_string());
+        (node.clone(), *r, res)
     });
     let mut uploads = Vec::new();
     for (node, role, res) in done {
@@ -430,4 +390,27 @@ pub(crate) fn upload_phase<B: Backend + Sync + ?Sized>(
         }
     }
     (stored, uploads)
+}
+
+/// `f` over every item of every group, one thread per group (a Proxmox node:
+/// its calls in order, the nodes side by side); the results group by group,
+/// each in item order. A panic in `f` is resumed in the caller.
+pub(crate) fn per_group<K, T, R, F>(groups: &BTreeMap<K, Vec<T>>, f: F) -> Vec<R>
+where
+    K: Sync,
+    T: Sync,
+    R: Send,
+    F: Fn(&K, &T) -> R + Sync,
+{
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = groups
+            .iter()
+            .map(|(k, items)| s.spawn(move || items.iter().map(|t| f(k, t)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
