@@ -555,8 +555,8 @@ fn look(tc: &TestCluster, blue: u32, green: u32) -> Seen {
     };
     let (b, g) = (ct(blue), ct(green));
     let green_standby = g.as_ref().is_some_and(|c| {
-        haimg::deploy::tags::MemberTags::parse(&c.tags)
-            .is_some_and(|t| t.state == Some(haimg::deploy::tags::State::Standby))
+        haimg::fleet::tags::MemberTags::parse(&c.tags)
+            .is_some_and(|t| t.state == Some(haimg::fleet::tags::State::Standby))
     });
     Seen {
         green_phase,

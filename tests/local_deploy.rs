@@ -9,7 +9,8 @@ mod local_support;
 use std::time::{Duration, Instant};
 
 use haimg::backend::{Backend, PowerState};
-use haimg::deploy::{self, templates, Action};
+use haimg::deploy::{self, Action};
+use haimg::fleet::templates;
 use local_support::*;
 
 #[test]

@@ -12,7 +12,7 @@ use support::pve_fake::{lock_timeout_msg, Config, FakePve, Fault, FaultKind};
 struct Bed {
     fake: FakePve,
     cluster: Cluster,
-    tpl: std::collections::BTreeMap<haimg::model::Role, haimg::deploy::templates::LocalTemplate>,
+    tpl: std::collections::BTreeMap<haimg::model::Role, haimg::fleet::templates::LocalTemplate>,
     _dir: tempfile::TempDir,
 }
 

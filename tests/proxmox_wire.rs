@@ -170,7 +170,7 @@ fn a_400_names_the_parameter_node_vmid_and_call() {
         host_managed: false,
     };
     let m = cluster.member_by_slot("nginx1").unwrap();
-    let spec = haimg::deploy::members::container_spec(&cluster, m, lb, &stored, caps);
+    let spec = haimg::fleet::members::container_spec(&cluster, m, lb, &stored, caps);
     let e = b.create(&spec).unwrap_err();
     insta::assert_snapshot!(e.to_string(), @"POST /nodes/pve1/lxc on node pve1 for CT 100: 400 parameter 'env': property is not defined in schema and the schema does not allow additional properties");
 }

@@ -8,7 +8,8 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use haimg::rollout::{gc, slot};
+use haimg::fleet::slot;
+use haimg::rollout::gc;
 use rollout_support::{Bed, FakeGate, Recorder};
 
 fn roll_to(bed: &Bed, version: &str) {

@@ -21,9 +21,10 @@ use super::{output, Exit};
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
-use crate::deploy::templates::LocalTemplate;
-use crate::deploy::{self, templates, Action, Report};
-use crate::rollout::{self, exec, plan, Executor, Plan};
+use crate::deploy::{self, Action, Report};
+use crate::fleet::templates;
+use crate::fleet::templates::LocalTemplate;
+use crate::rollout::{exec, plan, Executor, Plan};
 use crate::spec_file;
 use haimg_model::{Cluster, Role};
 
@@ -85,7 +86,7 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let inventory = backend
         .inventory()
         .context("failed to read the target's inventory")?;
-    let views = rollout::slot::observe_from(backend, cluster, &inventory)
+    let views = crate::fleet::slot::observe_from(backend, cluster, &inventory)
         .context("failed to read the target")?;
     let plan = plan::for_deploy(cluster, &views, &templates, &gate);
     let rolling = !plan.is_empty();

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::target::{self, Confirmed, Target};
 use super::{output, Exit};
+use crate::fleet::slot;
 use crate::rollout::gc::{self, GcPlan, GcReport};
-use crate::rollout::slot;
 use crate::spec_file;
 
 #[derive(Debug, clap::Args)]

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::target::{self, Confirmed, Target};
 use super::{output, Exit};
-use crate::rollout::{exec, plan, slot, Executor, Plan};
+use crate::fleet::slot;
+use crate::rollout::{exec, plan, Executor, Plan};
 use crate::spec_file;
 
 #[derive(Debug, clap::Args)]

@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 
 use super::target::Target;
 use super::{output, Exit};
-use crate::rollout::{slot, status};
+use crate::fleet::slot;
+use crate::rollout::status;
 use crate::spec_file;
 
 #[derive(Debug, clap::Args)]

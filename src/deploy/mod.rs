@@ -18,9 +18,6 @@
 //! path; the backend records instead of sending.
 
 pub mod firewall;
-pub mod members;
-pub mod tags;
-pub mod templates;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -28,10 +25,11 @@ use std::time::Instant;
 use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
-use self::tags::MemberTags;
-use self::templates::LocalTemplate;
 use crate::backend::{Backend, BackendError, ContainerStatus, StoredTemplate};
-use crate::rollout::slot::{need, Need, SlotView};
+use crate::fleet::members;
+use crate::fleet::slot::{need, Need, SlotView};
+use crate::fleet::tags::MemberTags;
+use crate::fleet::templates::LocalTemplate;
 
 /// What happened (or, in dry-run, would happen) to one member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

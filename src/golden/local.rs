@@ -18,7 +18,7 @@ use super::scenarios::{NextBuild, Testbed};
 use crate::backend::local::{LocalBackend, NetworkInfo};
 use crate::backend::Backend;
 use crate::cli::deploy::without_roles;
-use crate::deploy::templates;
+use crate::fleet::templates;
 use crate::rollout::{self, Event, NetGate};
 
 /// Client subnets `10.99.1.0/24` .. `10.99.64.0/24`; `.1` and `.2` in each

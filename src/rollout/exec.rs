@@ -33,11 +33,11 @@ use serde::Serialize;
 use super::gate::{Expect, GateError, HealthGate, Passed};
 use super::machine::{apply, next, Goal, Next, Step, MAX_STEPS};
 use super::plan::{Brief, Kind, Plan, SlotPlan};
-use super::slot::{observe_one, SlotView};
 use crate::backend::{Backend, Capabilities, StoredTemplate};
-use crate::deploy::members;
-use crate::deploy::tags::State;
-use crate::deploy::templates::LocalTemplate;
+use crate::fleet::members;
+use crate::fleet::slot::{observe_one, SlotView};
+use crate::fleet::tags::State;
+use crate::fleet::templates::LocalTemplate;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {

@@ -16,9 +16,9 @@ use std::collections::BTreeSet;
 use haimg_model::Cluster;
 use serde::Serialize;
 
-use super::slot::SlotView;
 use crate::backend::{Backend, BackendError, StoredTemplate};
-use crate::deploy::tags::MemberTags;
+use crate::fleet::slot::SlotView;
+use crate::fleet::tags::MemberTags;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcMember {

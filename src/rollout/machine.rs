@@ -20,8 +20,8 @@
 use haimg_model::Role;
 use serde::Serialize;
 
-use super::slot::{Ct, SlotView};
-use crate::deploy::tags::{Gen, MemberTags, State};
+use crate::fleet::slot::{Ct, SlotView};
+use crate::fleet::tags::{Gen, MemberTags, State};
 
 /// What a deploy rolls a slot to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -294,8 +294,8 @@ pub fn simulate(view: &SlotView, goal: &Goal) -> Result<Vec<Step>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::slot::tests::{cluster, status, tags};
     use super::*;
+    use crate::fleet::slot::tests::{cluster, status, tags};
     use haimg_model::Cluster;
 
     fn want(c: &Cluster, slot: &str, ver: &str, tpl: &str, n: u32) -> Goal {

@@ -6,7 +6,7 @@
 //! in for the serving one (blue) and keeps blue stopped as the standby for
 //! `haimg rollback`. The next rollout alternates back. State lives only in
 //! the target's tags (`state-live`/`state-standby`, `gen-<n>-<id>`, see
-//! [`crate::deploy::tags`]) and power states; there is no state file, and a
+//! [`crate::fleet::tags`]) and power states; there is no state file, and a
 //! run killed at any point is continued by the next run.
 //!
 //! * [`slot`]: what the target holds for one slot;
@@ -22,7 +22,6 @@ pub mod gate;
 pub mod gc;
 pub mod machine;
 pub mod plan;
-pub mod slot;
 pub mod status;
 
 pub use exec::{Aborted, Event, Executor, Observer, Options, Report};
@@ -34,7 +33,8 @@ use std::collections::BTreeMap;
 use haimg_model::{Cluster, Role};
 
 use crate::backend::Backend;
-use crate::deploy::templates::LocalTemplate;
+use crate::fleet::slot;
+use crate::fleet::templates::LocalTemplate;
 
 /// Why a rollout or rollback did not start.
 #[derive(Debug, thiserror::Error)]

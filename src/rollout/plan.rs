@@ -23,10 +23,10 @@ use sha2::{Digest, Sha256};
 
 use super::gate::HealthGate;
 use super::machine::{simulate, Goal, Step, Want};
-use super::slot::{need, Ct, Need, SlotView};
-use crate::deploy::members;
-use crate::deploy::tags::{Gen, State};
-use crate::deploy::templates::LocalTemplate;
+use crate::fleet::members;
+use crate::fleet::slot::{need, Ct, Need, SlotView};
+use crate::fleet::tags::{Gen, State};
+use crate::fleet::templates::LocalTemplate;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

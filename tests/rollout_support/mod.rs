@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use haimg::backend::proxmox::ProxmoxBackend;
-use haimg::deploy::tags::{MemberTags, State as Tag};
-use haimg::deploy::templates::LocalTemplate;
+use haimg::fleet::slot;
+use haimg::fleet::tags::{MemberTags, State as Tag};
+use haimg::fleet::templates::LocalTemplate;
 use haimg::model::{Cluster, Member, Role};
 use haimg::rollout::exec::{Event, Options, Report};
 use haimg::rollout::gate::{Expect, GateError, HealthGate, Passed};
-use haimg::rollout::{plan, slot, Aborted, Executor, Plan};
+use haimg::rollout::{plan, Aborted, Executor, Plan};
 
 use crate::support::{self, pve_fake::FakePve};
 

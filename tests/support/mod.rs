@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use haimg::backend::proxmox::client::RetryPolicy;
 use haimg::backend::proxmox::{ApiToken, PollPolicy, ProxmoxBackend, Settings, Timeouts};
-use haimg::deploy::templates::{self, LocalTemplate};
+use haimg::fleet::templates::{self, LocalTemplate};
 use haimg::model::{Cluster, Role};
 
 use pve_fake::FakePve;

@@ -15,7 +15,7 @@ use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
 use crate::backend::{Backend, BackendError, ContainerStatus, PowerState};
-use crate::deploy::tags::{MemberTags, State};
+use crate::fleet::tags::{MemberTags, State};
 
 /// One container of a slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -295,7 +295,7 @@ pub fn observe_one<B: Backend + ?Sized>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::deploy::tags::Gen;
+    use crate::fleet::tags::Gen;
 
     pub fn cluster() -> Cluster {
         haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)

@@ -1,0 +1,16 @@
+//! Fleet facts shared by the two orchestrations (`deploy` converges, `rollout`
+//! swaps blue/green): what a member is and what the target holds for it.
+//!
+//! * [`tags`]: the tag scheme that carries every member's state on the target;
+//! * [`slot`]: what the target holds for one slot (its two VMIDs), read from
+//!   tags and power states alone, and what the slot needs;
+//! * [`members`]: the container spec of a member, derived from the cluster;
+//! * [`templates`]: the built templates on this machine and their content hash.
+//!
+//! Invariant: this layer reads the target and derives; it never changes it.
+//! `deploy` and `rollout` both build on it and never on each other.
+
+pub mod members;
+pub mod slot;
+pub mod tags;
+pub mod templates;
