@@ -9,6 +9,7 @@ pub mod backend;
 pub mod build;
 pub mod cli;
 pub mod deploy;
+pub mod digest;
 pub mod exec;
 pub mod fleet;
 pub mod golden;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use haimg_model::{Cluster, Role};
 
-use crate::build::hash::sha256_file_size;
+use crate::digest::sha256_file_size;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {

@@ -47,7 +47,7 @@ pub fn check_filename(name: &str) -> Result<(), String> {
 }
 
 /// sha256 of a file, lowercase hex (the build's streaming hasher).
-pub use crate::build::hash::sha256_file;
+pub use crate::digest::sha256_file;
 
 /// Copy `src` to `dst` through a temp file, hashing on the way; the copy is
 /// renamed into place only when its sha256 is `expected`.
