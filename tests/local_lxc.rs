@@ -18,10 +18,8 @@ const NGINX1: Ipv4Addr = Ipv4Addr::new(192, 168, 30, 100);
 const MONGO1: Ipv4Addr = Ipv4Addr::new(192, 168, 30, 103);
 
 fn local_err(e: BackendError) -> LocalError {
-    match e {
-        BackendError::Local(l) => l,
-        other => panic!("expected a local backend error, got {other}"),
-    }
+    e.into_target::<LocalError>()
+        .unwrap_or_else(|other| panic!("not a local backend error: {other}"))
 }
 
 #[test]

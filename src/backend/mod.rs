@@ -97,9 +97,20 @@ pub enum BackendError {
     Timeout { call: String, after: Duration },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
-    /// From the local (LXC) backend, with the object it concerns.
-    #[error(transparent)]
-    Local(#[from] local::LocalError),
+    /// An implementation's own error, with the object it concerns; printed,
+    /// not chained, so each cause appears once.
+    #[error("{0}")]
+    Target(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl BackendError {
+    /// The implementation's own error, when it is one of type `E`.
+    pub fn into_target<E: std::error::Error + 'static>(self) -> std::result::Result<E, Self> {
+        match self {
+            BackendError::Target(b) => b.downcast::<E>().map(|e| *e).map_err(BackendError::Target),
+            other => Err(other),
+        }
+    }
 }
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
@@ -130,6 +141,33 @@ pub fn stored_template_name(file_name: &str, sha256: &str) -> String {
             None => format!("{file_name}-{short}"),
         },
     }
+}
+
+/// The tag on every container haimg creates: [`Backend::list`] returns
+/// exactly the containers that carry it.
+pub const OWNER_TAG: &str = "haimg";
+
+/// `f` over every item of every group, one thread per group (a Proxmox node:
+/// its calls in order, the nodes side by side); the results group by group,
+/// each in item order. A panic in `f` is resumed in the caller.
+pub fn per_node<K, T, R, F>(groups: &std::collections::BTreeMap<K, Vec<T>>, f: F) -> Vec<R>
+where
+    K: Sync,
+    T: Sync,
+    R: Send,
+    F: Fn(&K, &T) -> R + Sync,
+{
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = groups
+            .iter()
+            .map(|(k, items)| s.spawn(move || items.iter().map(|t| f(k, t)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// One deploy target.

@@ -423,7 +423,7 @@ pub fn converge(
     for t in targets {
         per_node.entry(t.node).or_default().push(t);
     }
-    let outcomes: BTreeMap<u32, MemberOutcome> = super::per_group(&per_node, |_, t| {
+    let outcomes: BTreeMap<u32, MemberOutcome> = crate::backend::per_node(&per_node, |_, t| {
         (t.vmid, converge_member(api, cluster, t, dry_run))
     })
     .into_iter()

@@ -237,7 +237,7 @@ pub fn deploy_with_inventory<B: Backend + Sync + ?Sized>(
     for (m, t) in &todo {
         per_node.entry(m.node.as_str()).or_default().push((m, *t));
     }
-    let results: Vec<MemberReport> = per_group(&per_node, |_, (m, t)| {
+    let results: Vec<MemberReport> = crate::backend::per_node(&per_node, |_, (m, t)| {
         let action = match t {
             Todo::Start(vmid) => match backend.start(&m.node, *vmid) {
                 Ok(()) => Action::Started,
@@ -353,13 +353,14 @@ pub(crate) fn upload_phase<B: Backend + Sync + ?Sized>(
             jobs.entry(node.clone()).or_default().push(*r);
         }
     }
-    let done: Vec<(String, Role, Result<StoredTemplate, String>)> = per_group(&jobs, |node, r| {
-        let t = &templates[r];
-        let res = backend
-            .upload_template(node, &t.path, &t.sha256)
-            .map_err(|e| e.to_string());
-        (node.clone(), *r, res)
-    });
+    let done: Vec<(String, Role, Result<StoredTemplate, String>)> =
+        crate::backend::per_node(&jobs, |node, r| {
+            let t = &templates[r];
+            let res = backend
+                .upload_template(node, &t.path, &t.sha256)
+                .map_err(|e| e.to_string());
+            (node.clone(), *r, res)
+        });
     let mut uploads = Vec::new();
     for (node, role, res) in done {
         let shared = shared_of.get(&node).copied().unwrap_or(false);
@@ -388,27 +389,4 @@ pub(crate) fn upload_phase<B: Backend + Sync + ?Sized>(
         }
     }
     (stored, uploads)
-}
-
-/// `f` over every item of every group, one thread per group (a Proxmox node:
-/// its calls in order, the nodes side by side); the results group by group,
-/// each in item order. A panic in `f` is resumed in the caller.
-pub(crate) fn per_group<K, T, R, F>(groups: &BTreeMap<K, Vec<T>>, f: F) -> Vec<R>
-where
-    K: Sync,
-    T: Sync,
-    R: Send,
-    F: Fn(&K, &T) -> R + Sync,
-{
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = groups
-            .iter()
-            .map(|(k, items)| s.spawn(move || items.iter().map(|t| f(k, t)).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
 }

@@ -18,7 +18,8 @@
 
 use haimg_model::Role;
 
-pub const OWNER: &str = "haimg";
+/// The owner mark, the one tag every backend knows.
+pub const OWNER: &str = crate::backend::OWNER_TAG;
 
 /// Blue/green position of a member (set by rollouts). A member without a
 /// state tag (created by a plain deploy) counts as live.

@@ -140,6 +140,12 @@ pub enum LocalError {
 
 type Result<T, E = LocalError> = std::result::Result<T, E>;
 
+impl From<LocalError> for super::BackendError {
+    fn from(e: LocalError) -> Self {
+        super::BackendError::Target(Box::new(e))
+    }
+}
+
 fn io_err<'a>(
     action: &'static str,
     path: &'a Path,

@@ -202,10 +202,8 @@ fn spec(t: &StoredTemplate, vmid: u32) -> ContainerSpec {
 }
 
 fn local(e: BackendError) -> LocalError {
-    match e {
-        BackendError::Local(l) => l,
-        other => panic!("not a local error: {other}"),
-    }
+    e.into_target::<LocalError>()
+        .unwrap_or_else(|other| panic!("not a local backend error: {other}"))
 }
 
 #[test]
