@@ -233,7 +233,7 @@ fn templates(dir: &Path, cluster: &Cluster) -> PathBuf {
         ],
     );
     for role in [Role::Lb, Role::Webapp] {
-        std::fs::copy(&built, out.join(cluster.template_filename(role))).unwrap();
+        std::fs::copy(&built, out.join(cluster.template_name(role).file_name())).unwrap();
     }
     out
 }

@@ -26,7 +26,7 @@ fn deploy_converges_on_the_local_backend() {
     std::fs::create_dir_all(&out).unwrap();
     let (built, _) = build_template(tc.tmp.path(), "deploy", true);
     for role in haimg::model::Role::ALL {
-        std::fs::copy(&built, out.join(cluster.template_filename(role))).unwrap();
+        std::fs::copy(&built, out.join(cluster.template_name(role).file_name())).unwrap();
     }
     let tpls = templates::find(&out, &cluster).unwrap();
     let b = &tc.backend;

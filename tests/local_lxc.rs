@@ -44,7 +44,12 @@ fn unprivileged_member_lifecycle() {
     );
     assert_eq!(b.list_templates("pve1").unwrap(), vec![tpl.clone()]);
     let e = b
-        .upload_template("pve1", &tpl_path, &"ab".repeat(32))
+        .upload_template(
+            "pve1",
+            &tpl_path,
+            &stored_name(&tpl_path, &"ab".repeat(32)),
+            &"ab".repeat(32),
+        )
         .unwrap_err();
     assert!(
         e.to_string()

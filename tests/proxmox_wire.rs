@@ -163,7 +163,9 @@ fn a_400_names_the_parameter_node_vmid_and_call() {
     let tpl = support::find_templates(&out, &cluster);
     let b = support::backend(&cluster);
     let lb = &tpl[&haimg::model::Role::Lb];
-    let stored = b.upload_template("pve1", &lb.path, &lb.sha256).unwrap();
+    let stored = b
+        .upload_template("pve1", &lb.path, &lb.stored_name(), &lb.sha256)
+        .unwrap();
     let caps = haimg::backend::Capabilities {
         env: true,
         entrypoint: false,

@@ -276,9 +276,9 @@ impl Cluster {
         }
     }
 
-    /// `haimg-<role>_<version>_amd64.tar.zst`, the name Proxmox stores it under.
-    pub fn template_filename(&self, role: Role) -> String {
-        format!("haimg-{}_{}_amd64.tar.zst", role, self.version)
+    /// The built template of `role` at this cluster's version.
+    pub fn template_name(&self, role: Role) -> crate::TemplateName {
+        crate::TemplateName::new(role, &self.version)
     }
 
     /// The keepalived priority of an lb member.

@@ -23,7 +23,7 @@ use serde::Serialize;
 /// A template stored on the target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredTemplate {
-    /// Proxmox volid (`local:vztmpl/haimg-lb_1.0.0_amd64.tar.zst`) or the local path.
+    /// Proxmox volid (`local:vztmpl/haimg-lb_1.0.0-0123456789ab_amd64.tar.zst`) or the local path.
     pub volid: String,
     pub filename: String,
     pub size: u64,
@@ -126,23 +126,6 @@ pub struct Capabilities {
     pub host_managed: bool,
 }
 
-/// The name a template is stored under: the build's file name with the first
-/// 12 hex digits of its sha256 appended to the version, e.g.
-/// `haimg-lb_1.0.0_amd64.tar.zst` → `haimg-lb_1.0.0-0123456789ab_amd64.tar.zst`.
-/// The content hash in the name is the template's identity on the target: a
-/// file of that name is that content, so an upload can be skipped, and a
-/// rebuilt template never overwrites one that running containers came from.
-pub fn stored_template_name(file_name: &str, sha256: &str) -> String {
-    let short = &sha256[..sha256.len().min(12)];
-    match file_name.rsplit_once("_amd64.") {
-        Some((head, ext)) => format!("{head}-{short}_amd64.{ext}"),
-        None => match file_name.split_once(".tar") {
-            Some((head, ext)) => format!("{head}-{short}.tar{ext}"),
-            None => format!("{file_name}-{short}"),
-        },
-    }
-}
-
 /// The tag on every container haimg creates: [`Backend::list`] returns
 /// exactly the containers that carry it.
 pub const OWNER_TAG: &str = "haimg";
@@ -175,8 +158,17 @@ pub trait Backend {
     /// `proxmox` or `local`, for messages.
     fn kind(&self) -> &'static str;
 
-    /// Put a template on the target's storage; a no-op when the same content is there.
-    fn upload_template(&self, node: &str, path: &Path, sha256: &str) -> Result<StoredTemplate>;
+    /// Store the file at `path` as `name` on the target's template storage; a
+    /// no-op when a file of that name and size (Proxmox) or content (local)
+    /// is there. The caller names the content: haimg's stored names carry the
+    /// content hash, so one name is one content.
+    fn upload_template(
+        &self,
+        node: &str,
+        path: &Path,
+        name: &str,
+        sha256: &str,
+    ) -> Result<StoredTemplate>;
     fn list_templates(&self, node: &str) -> Result<Vec<StoredTemplate>>;
     fn delete_template(&self, node: &str, template: &StoredTemplate) -> Result<()>;
 
@@ -233,20 +225,5 @@ pub trait Backend {
     /// something haimg did not create is noticed. Defaults to [`Backend::list`].
     fn inventory(&self) -> Result<Vec<ContainerStatus>> {
         self.list()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stored_template_name;
-
-    #[test]
-    fn stored_names_carry_the_content_hash() {
-        let h = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        assert_eq!(
-            stored_template_name("haimg-lb_1.0.0_amd64.tar.zst", h),
-            "haimg-lb_1.0.0-0123456789ab_amd64.tar.zst"
-        );
-        assert_eq!(stored_template_name("x.tar.gz", h), "x-0123456789ab.tar.gz");
     }
 }

@@ -116,7 +116,7 @@ impl Env {
 
     /// `haimg-<role>_<version>_amd64`.
     pub fn base_name(&self, role: Role) -> String {
-        format!("haimg-{role}_{}_amd64", self.version)
+        haimg_model::TemplateName::new(role, &self.version).stem()
     }
 
     /// The crates in haimg-init, from `cargo tree` (empty when the project has no workspace).

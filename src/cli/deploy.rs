@@ -189,14 +189,14 @@ pub fn available_roles(
     let mut present = Vec::new();
     let mut missing = Vec::new();
     for role in Role::ALL {
-        if dir.join(cluster.template_filename(role)).is_file() {
+        if dir.join(cluster.template_name(role).file_name()).is_file() {
             present.push(role);
         } else if allow_missing.iter().any(|r| r == role.as_str()) {
             missing.push(role);
         } else {
             bail!(
                 "no {role} template at {}; run `haimg build` first, or pass --allow-missing {role} to deploy without it",
-                dir.join(cluster.template_filename(role)).display()
+                dir.join(cluster.template_name(role).file_name()).display()
             );
         }
     }

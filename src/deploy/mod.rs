@@ -357,7 +357,7 @@ pub(crate) fn upload_phase<B: Backend + Sync + ?Sized>(
         crate::backend::per_node(&jobs, |node, r| {
             let t = &templates[r];
             let res = backend
-                .upload_template(node, &t.path, &t.sha256)
+                .upload_template(node, &t.path, &t.stored_name(), &t.sha256)
                 .map_err(|e| e.to_string());
             (node.clone(), *r, res)
         });

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use haimg_model::{Cluster, Role};
+use haimg_model::{Cluster, Role, TemplateName};
 
 use crate::digest::sha256_file_size;
 
@@ -35,6 +35,8 @@ pub enum TemplateError {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LocalTemplate {
     pub role: Role,
+    /// Its name as built.
+    pub name: TemplateName,
     pub path: PathBuf,
     /// Lowercase hex.
     pub sha256: String,
@@ -45,6 +47,11 @@ impl LocalTemplate {
     /// The 12 hex digits used in tags and stored file names.
     pub fn short_hash(&self) -> &str {
         &self.sha256[..12]
+    }
+
+    /// The name it is stored under on a target (with its content hash).
+    pub fn stored_name(&self) -> String {
+        self.name.stored(&self.sha256).file_name()
     }
 }
 
@@ -61,7 +68,8 @@ pub fn find_roles(
 ) -> Result<BTreeMap<Role, LocalTemplate>, TemplateError> {
     let mut out = BTreeMap::new();
     for &role in roles {
-        let path = dir.join(cluster.template_filename(role));
+        let name = cluster.template_name(role);
+        let path = dir.join(name.file_name());
         if !path.is_file() {
             return Err(TemplateError::Missing { role, path });
         }
@@ -93,6 +101,7 @@ pub fn find_roles(
             role,
             LocalTemplate {
                 role,
+                name,
                 path,
                 sha256,
                 size,
@@ -117,7 +126,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = cluster();
         for r in Role::ALL {
-            std::fs::write(dir.path().join(c.template_filename(r)), r.as_str()).unwrap();
+            std::fs::write(dir.path().join(c.template_name(r).file_name()), r.as_str()).unwrap();
         }
         let found = find(dir.path(), &c).unwrap();
         // sha256("lb")
@@ -126,7 +135,7 @@ mod tests {
             "fd26db45a8b53034aa38939294bb619aebfc5739f35d25be34583fca6480a2d7"
         );
         assert_eq!(found[&Role::Lb].size, 2);
-        let lb = dir.path().join(c.template_filename(Role::Lb));
+        let lb = dir.path().join(c.template_name(Role::Lb).file_name());
         std::fs::write(
             format!("{}.sha256", lb.display()),
             format!("{}  x\n", found[&Role::Lb].sha256),
@@ -136,7 +145,7 @@ mod tests {
         std::fs::write(format!("{}.sha256", lb.display()), "00ff  x\n").unwrap();
         let e = find(dir.path(), &c).unwrap_err().to_string();
         assert!(e.contains("does not match its checksum file"), "{e}");
-        std::fs::remove_file(dir.path().join(c.template_filename(Role::Webapp))).unwrap();
+        std::fs::remove_file(dir.path().join(c.template_name(Role::Webapp).file_name())).unwrap();
         std::fs::remove_file(format!("{}.sha256", lb.display())).unwrap();
         let e = find(dir.path(), &c).unwrap_err().to_string();
         assert!(

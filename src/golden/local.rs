@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use haimg_model::{Cluster, Role};
+use haimg_model::{Cluster, Role, TemplateName};
 
 use super::scenarios::{NextBuild, Testbed};
 use crate::backend::local::{LocalBackend, NetworkInfo};
@@ -250,16 +250,14 @@ impl LocalTestbed {
     }
 }
 
-/// The version of the lb template in `dir` (`haimg-lb_<version>_amd64.tar.zst`).
+/// The version of the lb template built into `dir`.
 fn version_in(dir: &Path) -> Result<String> {
     for e in std::fs::read_dir(dir).with_context(|| format!("failed to read {}", dir.display()))? {
         let name = e?.file_name().to_string_lossy().into_owned();
-        if let Some(v) = name
-            .strip_prefix("haimg-lb_")
-            .and_then(|r| r.strip_suffix("_amd64.tar.zst"))
-        {
-            return Ok(v.to_string());
+        if let Some(t) = TemplateName::parse(&name).filter(|t| t.role == Role::Lb) {
+            return Ok(t.version);
         }
     }
-    anyhow::bail!("no haimg-lb_<version>_amd64.tar.zst in {}", dir.display())
+    let example = TemplateName::new(Role::Lb, "<version>");
+    anyhow::bail!("no {example} in {}", dir.display())
 }

@@ -744,7 +744,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
             None => {
                 let s = self
                     .backend
-                    .upload_template(&m.node, &local.path, &local.sha256)
+                    .upload_template(&m.node, &local.path, &local.stored_name(), &local.sha256)
                     .map_err(|e| Fail::Backend(format!("template upload failed: {e}")))?;
                 if let Ok(mut c) = self.stored.lock() {
                     c.insert(key, Ok(s.clone()));

@@ -5,7 +5,7 @@
 //! the newest `rollout.keep_versions` are kept. A standby of an older
 //! generation is destroyed. A template is deleted when it is haimg's (its
 //! stored name carries the content hash, see
-//! [`crate::backend::stored_template_name`]) and no haimg container left on
+//! [`haimg_model::TemplateName`]) and no haimg container left on
 //! the target, of any cluster, was created from it.
 //!
 //! gc refuses while any slot is not at rest (an interrupted rollout): the
@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use haimg_model::Cluster;
+use haimg_model::{Cluster, TemplateName};
 use serde::Serialize;
 
 use crate::backend::{Backend, BackendError, StoredTemplate};
@@ -61,18 +61,6 @@ impl GcReport {
     pub fn ok(&self) -> bool {
         self.failures.is_empty()
     }
-}
-
-/// The short content hash in a stored template name, if it is haimg's:
-/// `haimg-lb_1.0.0-0123456789ab_amd64.tar.zst` → `0123456789ab`.
-pub fn template_hash(filename: &str) -> Option<&str> {
-    let rest = filename.strip_prefix("haimg-")?;
-    let head = match rest.rsplit_once("_amd64.") {
-        Some((h, _)) => h,
-        None => rest.split_once(".tar")?.0,
-    };
-    let (_, hash) = head.rsplit_once('-')?;
-    (hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hash)
 }
 
 /// What gc would remove now.
@@ -138,11 +126,11 @@ pub fn plan<B: Backend + ?Sized>(
     };
     for node in listed {
         for t in backend.list_templates(&node)? {
-            if let Some(h) = template_hash(&t.filename) {
-                if !used.contains(h) {
+            if let Some(h) = TemplateName::parse_stored(&t.filename).and_then(|n| n.hash) {
+                if !used.contains(&h) {
                     out.templates.push(GcTemplate {
                         node: node.clone(),
-                        hash: h.to_string(),
+                        hash: h,
                         template: t,
                     });
                 }
@@ -217,30 +205,4 @@ pub fn render(plan: &GcPlan, cluster: &Cluster) -> String {
         ));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_come_only_from_haimg_names() {
-        assert_eq!(
-            template_hash("haimg-lb_1.0.0-0123456789ab_amd64.tar.zst"),
-            Some("0123456789ab")
-        );
-        assert_eq!(
-            template_hash("haimg-webapp_1.2.0-rc1-abcdefabcdef_amd64.tar.zst"),
-            Some("abcdefabcdef")
-        );
-        assert_eq!(template_hash("haimg-lb_1.0.0_amd64.tar.zst"), None);
-        assert_eq!(
-            template_hash("debian-12-standard_12.7-1_amd64.tar.zst"),
-            None
-        );
-        assert_eq!(
-            template_hash("haimg-lb_1.0.0-0123456789zz_amd64.tar.zst"),
-            None
-        );
-    }
 }

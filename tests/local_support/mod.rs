@@ -230,9 +230,19 @@ pub fn assert_nothing_left(b: &LocalBackend, names: &[String]) {
     assert!(!b.state_dir().exists(), "state dir left");
 }
 
+/// Upload under the stored name of the built name `path` has.
 pub fn upload(b: &LocalBackend, path: &Path, sha: &str) -> StoredTemplate {
     use haimg::backend::Backend;
-    b.upload_template("pve1", path, sha).expect("upload")
+    b.upload_template("pve1", path, &stored_name(path, sha), sha)
+        .expect("upload")
+}
+
+/// The stored form of the test templates' names (whose "roles" are not
+/// haimg's): `haimg-test_1_amd64.tar.zst` -> `haimg-test_1-<sha12>_amd64.tar.zst`.
+pub fn stored_name(path: &Path, sha: &str) -> String {
+    let file = path.file_name().unwrap().to_str().unwrap();
+    let (head, ext) = file.rsplit_once("_amd64.").expect("a template file name");
+    format!("{head}-{}_amd64.{ext}", &sha[..12])
 }
 
 /// A member spec in the seed's network.

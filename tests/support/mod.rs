@@ -42,7 +42,7 @@ pub fn write_templates(dir: &Path, cluster: &Cluster, salt: &str) -> PathBuf {
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     for r in Role::ALL {
-        let path = out.join(cluster.template_filename(r));
+        let path = out.join(cluster.template_name(r).file_name());
         let mut data = Vec::new();
         for i in 0..20_000u32 {
             data.extend_from_slice(format!("{salt}{r}{i}\n").as_bytes());

@@ -949,12 +949,10 @@ impl Backend for LocalBackend {
         &self,
         _node: &str,
         path: &Path,
+        name: &str,
         sha256: &str,
     ) -> super::Result<StoredTemplate> {
-        let filename = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let filename = name.to_string();
         template::check_filename(&filename).map_err(|message| LocalError::TemplateName {
             name: filename.clone(),
             message,
@@ -966,9 +964,6 @@ impl Backend for LocalBackend {
             }
             .into());
         }
-        // Stored under its content hash, as on Proxmox: a rebuilt template
-        // never overwrites the one running containers came from.
-        let filename = super::stored_template_name(&filename, &sha256.to_ascii_lowercase());
         self.dir.init()?;
         let dst = self.dir.templates().join(&filename);
         let same = dst.is_file()

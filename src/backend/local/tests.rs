@@ -169,7 +169,10 @@ impl Rig {
         let src = self._tmp.path().join("haimg-lb_1.0.0_amd64.tar.zst");
         std::fs::write(&src, b"template bytes").unwrap();
         let sha = template::sha256_file(&src).unwrap();
-        self.backend.upload_template("pve1", &src, &sha).unwrap()
+        let name = haimg_model::TemplateName::new(haimg_model::Role::Lb, "1.0.0").stored(&sha);
+        self.backend
+            .upload_template("pve1", &src, &name.file_name(), &sha)
+            .unwrap()
     }
 }
 
@@ -569,7 +572,7 @@ fn templates_are_stored_once_and_listed() {
     std::fs::write(&src, "x").unwrap();
     let e = r
         .backend
-        .upload_template("pve1", &src, &"a".repeat(64))
+        .upload_template("pve1", &src, "x.tgz", &"a".repeat(64))
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -577,7 +580,7 @@ fn templates_are_stored_once_and_listed() {
     );
     let e = r
         .backend
-        .upload_template("pve1", &src.with_file_name("x.tar"), "abc")
+        .upload_template("pve1", &src.with_file_name("x.tar"), "x.tar", "abc")
         .unwrap_err();
     assert_eq!(
         e.to_string(),

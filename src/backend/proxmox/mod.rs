@@ -37,8 +37,8 @@ use self::wire::{
     ContentItem, CtStatus, LogLine, Resource, StorageStatus, TaskStatus, VersionInfo,
 };
 use crate::backend::{
-    stored_template_name, Backend, BackendError, Capabilities, ContainerSpec, ContainerStatus,
-    PowerState, Result, StoredTemplate,
+    Backend, BackendError, Capabilities, ContainerSpec, ContainerStatus, PowerState, Result,
+    StoredTemplate,
 };
 pub use token::{ApiToken, TokenError, TOKEN_ENV};
 
@@ -557,16 +557,15 @@ impl Backend for ProxmoxBackend {
         "proxmox"
     }
 
-    fn upload_template(&self, node: &str, path: &Path, sha256: &str) -> Result<StoredTemplate> {
+    fn upload_template(
+        &self,
+        node: &str,
+        path: &Path,
+        name: &str,
+        sha256: &str,
+    ) -> Result<StoredTemplate> {
         let ctx = Ctx { node, vmid: None };
-        let file_name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            Self::err(
-                "upload",
-                ctx,
-                format!("{} has no usable file name", path.display()),
-            )
-        })?;
-        let name = stored_template_name(file_name, sha256);
+        let name = name.to_string();
         let size = std::fs::metadata(path)
             .map_err(|e| {
                 Self::err(
