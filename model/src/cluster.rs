@@ -264,6 +264,20 @@ impl Cluster {
             .flat_map(|r| self.members_of(r).iter())
     }
 
+    /// The cluster as far as it is deployed: the members of `roles` left out
+    /// (a role whose template could not be built here).
+    pub fn without_roles(&self, roles: &[Role]) -> Cluster {
+        let mut c = self.clone();
+        for role in roles {
+            match role {
+                Role::Lb => c.lb.members.clear(),
+                Role::Mongo => c.mongo.members.clear(),
+                Role::Webapp => c.webapp.members.clear(),
+            }
+        }
+        c
+    }
+
     pub fn member_by_slot(&self, slot: &str) -> Option<&Member> {
         self.members().find(|m| m.slot == slot)
     }
@@ -283,7 +297,9 @@ impl Cluster {
 
     /// The keepalived priority of an lb member.
     pub fn lb_priority(&self, member: &Member) -> Option<u8> {
-        (member.role == Role::Lb)
+        member
+            .role
+            .holds_vip()
             .then(|| self.lb.keepalived.priorities.get(member.index).copied())
             .flatten()
     }

@@ -24,6 +24,14 @@ impl Role {
         }
     }
 
+    /// The size of its data volume in `cluster`, when it has one.
+    pub fn data_volume_gb(self, cluster: &Cluster) -> Option<u32> {
+        match self {
+            Role::Mongo => Some(cluster.mongo.data_volume_gb),
+            Role::Lb | Role::Webapp => None,
+        }
+    }
+
     /// Keeps data on a volume of its own ([`Role::data_mount`]).
     pub fn has_data_volume(self) -> bool {
         self.data_mount().is_some()

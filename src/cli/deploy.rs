@@ -175,7 +175,7 @@ fn deployable(
             let (roles, missing) = available_roles(&args.templates, cluster, &args.allow_missing)?;
             let t = templates::find_roles(&args.templates, cluster, &roles)
                 .context("failed to find the built templates")?;
-            Ok((t, without_roles(cluster, &missing), missing))
+            Ok((t, cluster.without_roles(&missing), missing))
         }
     }
 }
@@ -201,19 +201,6 @@ pub fn available_roles(
         }
     }
     Ok((present, missing))
-}
-
-/// The cluster as far as it can be deployed: members of missing roles left out.
-pub fn without_roles(cluster: &Cluster, missing: &[Role]) -> Cluster {
-    let mut c = cluster.clone();
-    for role in missing {
-        match role {
-            Role::Lb => c.lb.members.clear(),
-            Role::Mongo => c.mongo.members.clear(),
-            Role::Webapp => c.webapp.members.clear(),
-        }
-    }
-    c
 }
 
 /// How to reach the local cluster, which lives behind its own bridge.

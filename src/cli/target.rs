@@ -14,7 +14,6 @@ use std::ops::ControlFlow;
 use anyhow::{bail, Context, Result};
 use haimg_model::{Cluster, Role};
 
-use super::deploy::without_roles;
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
@@ -86,7 +85,7 @@ impl Target {
     pub fn scope(&self, cluster: &Cluster, inventory: &[ContainerStatus]) -> Cluster {
         let absent = absent_roles(cluster, inventory);
         match self {
-            Target::Local(_) if absent.len() < Role::ALL.len() => without_roles(cluster, &absent),
+            Target::Local(_) if absent.len() < Role::ALL.len() => cluster.without_roles(&absent),
             _ => cluster.clone(),
         }
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::deploy::{available_roles, without_roles};
+use super::deploy::available_roles;
 use super::{output, Exit};
 use crate::backend::local::{LocalBackend, LocalOptions};
 use crate::deploy;
@@ -78,7 +78,7 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
         backend.state_dir().display()
     );
     let t0 = Instant::now();
-    let target = without_roles(cluster, &missing);
+    let target = cluster.without_roles(&missing);
     // From here on the testbed owns the cluster and removes it on drop, also on errors.
     let mut tb = LocalTestbed::new(backend, cluster.clone(), roles);
     let report =

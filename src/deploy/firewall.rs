@@ -290,7 +290,7 @@ pub fn member_plan(cluster: &Cluster, member: &Member) -> MemberPlan {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let ipfilter = (member.role == Role::Lb).then(|| IpsetSpec {
+    let ipfilter = member.role.holds_vip().then(|| IpsetSpec {
         name: IPFILTER_SET.into(),
         comment: format!("{RULE_MARK} the member's address and the VIP it may hold"),
         entries: vec![

@@ -6,15 +6,12 @@
 //! `env`, `entrypoint` and `host-managed` are filled only when the target
 //! supports them (Proxmox >= 9.1).
 
-use haimg_model::{Cluster, Member, Role};
+use haimg_model::{Cluster, Member};
 use sha2::{Digest, Sha256};
 
 use super::tags::MemberTags;
 use super::templates::LocalTemplate;
 use crate::backend::{Capabilities, ContainerSpec, StoredTemplate};
-
-/// Where the mongo data volume (`mp0`) is mounted.
-pub const MONGO_DATA_MOUNT: &str = "/var/lib/mongodb";
 
 /// PID 1 of every image.
 pub const ENTRYPOINT: &str = "/sbin/init";
@@ -69,7 +66,6 @@ pub fn container_spec(
     caps: Capabilities,
 ) -> ContainerSpec {
     let res = cluster.resources_of(member.role);
-    let mongo = member.role == Role::Mongo;
     ContainerSpec {
         vmid: member.vmid,
         node: member.node.clone(),
@@ -87,8 +83,8 @@ pub fn container_spec(
         cores: res.cores,
         memory_mb: res.memory_mb,
         rootfs_gb: res.rootfs_gb,
-        data_volume_gb: mongo.then_some(cluster.mongo.data_volume_gb),
-        data_mount: mongo.then(|| MONGO_DATA_MOUNT.to_string()),
+        data_volume_gb: member.role.data_volume_gb(cluster),
+        data_mount: member.role.data_mount().map(str::to_string),
         tags: member_tags(cluster, member, local).render(),
         env: if caps.env {
             member_env(cluster, member)

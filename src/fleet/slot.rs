@@ -11,7 +11,7 @@
 //! problem the slot reports, never something haimg touches. A container
 //! without a state tag (made by a plain deploy) counts as live.
 
-use haimg_model::{Cluster, Member, Role};
+use haimg_model::{Cluster, Member};
 use serde::Serialize;
 
 use crate::backend::{Backend, BackendError, ContainerStatus, PowerState};
@@ -116,7 +116,7 @@ impl SlotView {
     /// and only when the slot has two containers: a lone member is the one
     /// the volume was created with, so a converged cluster costs no call).
     pub fn fill_data<B: Backend + ?Sized>(&mut self, backend: &B) -> Result<(), BackendError> {
-        if self.member.role != Role::Mongo {
+        if !self.member.role.has_data_volume() {
             return Ok(());
         }
         if self.base.is_none() || self.alt.is_none() {
@@ -233,7 +233,7 @@ pub fn need(view: &SlotView, want: &MemberTags) -> Need {
     if quiet && live.running {
         return Need::Unchanged;
     }
-    if quiet && (other.is_none() || view.member.role != Role::Mongo) {
+    if quiet && (other.is_none() || !view.member.role.has_data_volume()) {
         return Need::Start(live.vmid);
     }
     let power = |c: &Ct| {

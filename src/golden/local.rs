@@ -17,7 +17,6 @@ use haimg_model::{Cluster, Role, TemplateName};
 use super::scenarios::{NextBuild, Testbed};
 use crate::backend::local::{LocalBackend, NetworkInfo};
 use crate::backend::Backend;
-use crate::cli::deploy::without_roles;
 use crate::fleet::templates;
 use crate::rollout::{self, Event, NetGate};
 
@@ -83,7 +82,7 @@ impl LocalTestbed {
             .into_iter()
             .filter(|r| !self.roles.contains(r))
             .collect();
-        without_roles(c, &missing)
+        c.without_roles(&missing)
     }
 
     fn member(&self, slot: &str) -> Result<(String, u32)> {

@@ -574,7 +574,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                 if *serving {
                     self.check_tier(m)?;
                 }
-                if m.role == Role::Mongo && !self.opts.dry_run {
+                if m.role.elects_primary() && !self.opts.dry_run {
                     handover = self.step_down_if_primary(m, *serving)?;
                 }
                 be(self
@@ -604,7 +604,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                         .map_err(|e| Fail::Gate(e.to_string()))?;
                     let d = p.detail.clone();
                     rep.gate = Some(p);
-                    if m.role == Role::Webapp && !self.opts.upstream_settle.is_zero() {
+                    if m.role.is_upstream() && !self.opts.upstream_settle.is_zero() {
                         // A fixed bound, not a guess: see `Options::upstream_settle`.
                         std::thread::sleep(self.opts.upstream_settle);
                         format!(

@@ -291,9 +291,6 @@ impl MongoProbe for WireMongo {
     }
 }
 
-/// The lb health path (rendered into nginx by haimg-init), answered with the slot.
-pub const LB_HEALTH_PATH: &str = "/haimg/lb-health";
-pub const WEBAPP_HEALTH_PATH: &str = "/api/health";
 pub const PASSES_NEEDED: u32 = 2;
 /// "Caught up": a mongo member at most this far behind the primary.
 pub const MONGO_MAX_LAG: Duration = Duration::from_secs(2);
@@ -365,15 +362,16 @@ impl NetGate {
 
     /// One look at the member: `Ok(detail)` when healthy, `Err(what was seen)`.
     fn check_once(&self, cluster: &Cluster, e: &Expect) -> Result<String, String> {
+        let port = e.role.port(cluster);
+        let path = e.role.health_path().unwrap_or("/");
         match e.role {
             Role::Lb => {
-                let port = cluster.lb.nginx.listen_port;
                 let own = self
-                    .get(SocketAddr::new(e.ip.into(), port), LB_HEALTH_PATH)
-                    .map_err(|x| format!("{}:{port}{LB_HEALTH_PATH}: {x}", e.ip))?;
+                    .get(SocketAddr::new(e.ip.into(), port), path)
+                    .map_err(|x| format!("{}:{port}{path}: {x}", e.ip))?;
                 if own.status != 200 || own.body.trim() != e.slot {
                     return Err(format!(
-                        "{}:{port}{LB_HEALTH_PATH} answered {} {:?}, expected 200 {:?}",
+                        "{}:{port}{path} answered {} {:?}, expected 200 {:?}",
                         e.ip,
                         own.status,
                         own.body.trim(),
@@ -382,8 +380,8 @@ impl NetGate {
                 }
                 let vip = cluster.network.vip;
                 let via = self
-                    .get(SocketAddr::new(vip.into(), port), LB_HEALTH_PATH)
-                    .map_err(|x| format!("VIP {vip}:{port}{LB_HEALTH_PATH}: {x}"))?;
+                    .get(SocketAddr::new(vip.into(), port), path)
+                    .map_err(|x| format!("VIP {vip}:{port}{path}: {x}"))?;
                 if via.status != 200 {
                     return Err(format!("VIP {vip}:{port} answered {}", via.status));
                 }
@@ -405,21 +403,16 @@ impl NetGate {
                 ))
             }
             Role::Webapp => {
-                let port = cluster.webapp.port;
                 let r = self
-                    .get(SocketAddr::new(e.ip.into(), port), WEBAPP_HEALTH_PATH)
-                    .map_err(|x| format!("{}:{port}{WEBAPP_HEALTH_PATH}: {x}", e.ip))?;
+                    .get(SocketAddr::new(e.ip.into(), port), path)
+                    .map_err(|x| format!("{}:{port}{path}: {x}", e.ip))?;
                 if r.status != 200 {
-                    return Err(format!(
-                        "{}:{port}{WEBAPP_HEALTH_PATH} answered {}",
-                        e.ip, r.status
-                    ));
+                    return Err(format!("{}:{port}{path} answered {}", e.ip, r.status));
                 }
                 check_webapp_health(&r.body, e)
             }
             Role::Mongo => {
-                let addr = SocketAddr::new(e.ip.into(), cluster.mongo.port);
-                let st = self.mongo_status(addr)?;
+                let st = self.mongo_status(SocketAddr::new(e.ip.into(), port))?;
                 check_mongo(&st, &cluster.mongo.replica_set)
             }
         }

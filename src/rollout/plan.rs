@@ -369,7 +369,7 @@ fn finish(
 ) -> Plan {
     let mut refusal = None;
     let mut primary = None;
-    if slots.iter().any(|s| s.role == Role::Mongo) {
+    if slots.iter().any(|s| s.role.elects_primary()) {
         match gate.mongo_primary(cluster) {
             Ok(Some(p)) => primary = Some(p),
             Ok(None) => {
@@ -383,21 +383,21 @@ fn finish(
     }
     // Interrupted slots first: they may be down, and every other slot's
     // swap needs the rest of its tier up.
+    // Within a tier: the primary last, the VRRP master last (backups by
+    // rising priority), else spec order.
     let key = |s: &SlotPlan| -> (bool, u8, u32, usize) {
-        let idx = s.member.index;
-        let later = !s.interrupted;
-        match s.role {
-            Role::Mongo => {
-                let last = primary.as_deref() == Some(s.slot.as_str());
-                (later, 0, u32::from(last), idx)
-            }
-            Role::Webapp => (later, 1, 0, idx),
-            Role::Lb => {
-                let master = cluster.lb.keepalived.master == s.slot;
-                let prio = cluster.lb_priority(&s.member).unwrap_or(0);
-                (later, 2, if master { 1000 } else { u32::from(prio) }, idx)
-            }
-        }
+        let within = match s.role {
+            Role::Mongo => u32::from(primary.as_deref() == Some(s.slot.as_str())),
+            Role::Webapp => 0,
+            Role::Lb if cluster.lb.keepalived.master == s.slot => 1000,
+            Role::Lb => u32::from(cluster.lb_priority(&s.member).unwrap_or(0)),
+        };
+        (
+            !s.interrupted,
+            s.role.rollout_rank(),
+            within,
+            s.member.index,
+        )
     };
     slots.sort_by_key(key);
     for (i, s) in slots.iter_mut().enumerate() {
