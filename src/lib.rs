@@ -14,6 +14,7 @@ pub mod exec;
 pub mod fleet;
 pub mod golden;
 pub mod netpolicy;
+pub mod probe;
 pub mod rollout;
 pub mod spec_file;
 

@@ -24,10 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use haimg::backend::local::netns;
 use haimg::backend::Backend;
-use haimg::golden::load::{self, LoadSpec};
 use haimg::model::{Cluster, Role};
+use haimg::probe::{http, Origin};
 use local_support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_haimg");
@@ -239,11 +238,9 @@ fn templates(dir: &Path, cluster: &Cluster) -> PathBuf {
 }
 
 /// One GET from the admin address inside the client namespace.
-fn get(ns: &Path, admin: Ipv4Addr, addr: SocketAddr, path: &str) -> Option<load::Response> {
-    let mut spec = LoadSpec::new(addr, path);
-    spec.source = Some(admin.into());
-    spec.timeout = Duration::from_secs(1);
-    netns::run_in(ns, || load::get(&spec)).ok()?.ok()
+fn get(ns: &Path, admin: Ipv4Addr, addr: SocketAddr, path: &str) -> Option<http::Response> {
+    let origin = Origin::new(Some(ns.to_path_buf()), Some(admin.into()));
+    origin.get(addr, path, Duration::from_secs(1)).ok()
 }
 
 /// What every webapp and the VIP serve, waiting for each to answer 200.

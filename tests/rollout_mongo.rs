@@ -26,6 +26,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use haimg::model::Cluster;
+use haimg::probe::Origin;
 use haimg::rollout::gate::{Expect, HealthGate, NetGate};
 use haimg_model::Role;
 use haimg_mongo::bson::Document;
@@ -78,7 +79,7 @@ impl Tier {
             .zip(&self.0)
             .map(|(m, r)| (SocketAddr::new(m.ip.into(), 27017), r.addr()))
             .collect();
-        let mut g = NetGate::wire(None, source);
+        let mut g = NetGate::wire(Origin::new(None, source));
         g.every = Duration::from_millis(5);
         g.probe_timeout = Duration::from_secs(2);
         g.resolve = Box::new(move |a| map.get(&a).copied().unwrap_or(a));
@@ -405,7 +406,7 @@ fn probes_connect_from_inside_the_gates_namespace() {
     // mongo1 listens on 127.0.0.1 inside the namespace only.
     let path = ns.path();
     let inside = std::thread::spawn(move || {
-        haimg::golden::load::enter_netns(&path).unwrap();
+        haimg::probe::netns::enter(&path).unwrap();
         TcpListener::bind("127.0.0.1:0").unwrap()
     })
     .join()
@@ -414,7 +415,7 @@ fn probes_connect_from_inside_the_gates_namespace() {
     let member = Replay::start_on(inside, Script::new().reply(STATUS, status(view, 0))).unwrap();
     let target = member.addr();
     let gate = |netns: Option<PathBuf>| {
-        let mut g = NetGate::wire(netns, None);
+        let mut g = NetGate::wire(Origin::new(netns, None));
         g.resolve = Box::new(move |_| target);
         g
     };

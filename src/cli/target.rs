@@ -18,6 +18,7 @@ use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
 use crate::backend::{Backend, ContainerStatus};
+use crate::probe::Origin;
 use crate::rollout::exec::{Event, Outcome, Report};
 use crate::rollout::NetGate;
 use crate::spec_file::Loaded;
@@ -61,7 +62,10 @@ impl Target {
     pub fn gate(&self, cluster: &Cluster) -> Result<NetGate> {
         match self {
             Target::Proxmox(_) => Ok(gate()),
-            Target::Local(b) => local_gate(b, cluster),
+            Target::Local(b) => Ok(NetGate::wire(
+                b.probe_origin(cluster.network.gateway)
+                    .context("failed to read the local network")?,
+            )),
         }
     }
 
@@ -151,24 +155,7 @@ pub fn gate() -> NetGate {
     let netns = std::env::var_os(PROBE_NETNS_ENV)
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
-    NetGate::wire(netns, None)
-}
-
-/// Health gates of a local cluster: from inside its client namespace (the
-/// members' network exists only there) with the gateway address there as
-/// the source (the admin address the network policy lets reach the health
-/// ports). Before the first container exists the namespace does not either:
-/// a probe then fails rather than leave the host. `haimg deploy` and the
-/// golden test bed both gate with this.
-pub fn local_gate(backend: &LocalBackend, cluster: &Cluster) -> Result<NetGate> {
-    let (netns, admin) = match backend
-        .network()
-        .context("failed to read the local network")?
-    {
-        Some(n) => (n.netns_path, n.gateway),
-        None => (backend.netns_path(), cluster.network.gateway),
-    };
-    Ok(NetGate::wire(Some(netns), Some(admin.into())))
+    NetGate::wire(Origin::new(netns, None))
 }
 
 /// `--yes`, or a `y` typed on a terminal. Without a terminal and without

@@ -149,7 +149,8 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
 
 /// Every lb and webapp answers, and the VIP serves a page from the master lb.
 fn wait_ready(tb: &LocalTestbed) -> Result<()> {
-    use crate::golden::load::{self, LoadSpec};
+    use crate::golden::load::LoadSpec;
+    use crate::probe::{http, netns};
     let c = tb.cluster();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut targets = vec![(
@@ -173,7 +174,7 @@ fn wait_ready(tb: &LocalTestbed) -> Result<()> {
     std::thread::scope(|s| {
         s.spawn(|| -> Result<()> {
             if let Some(ns) = &ns {
-                load::enter_netns(ns)?;
+                netns::enter(ns)?;
             }
             let master = &c.lb.keepalived.master;
             for (addr, path) in &targets {
@@ -181,7 +182,7 @@ fn wait_ready(tb: &LocalTestbed) -> Result<()> {
                 spec.source = Some(admin.into());
                 spec.timeout = Duration::from_secs(1);
                 loop {
-                    let answer = load::get(&spec);
+                    let answer = http::get(&spec.request());
                     // The VIP must be settled on the configured master: keepalived
                     // starts every member as BACKUP and the master preempts a few
                     // seconds later, which would cut scenarios' connections.

@@ -73,7 +73,11 @@ impl LocalTestbed {
     /// Health gates from the admin address inside the client namespace, as
     /// `haimg deploy` and `haimg rollback` gate a local cluster.
     fn gate(&self) -> Result<NetGate> {
-        crate::cli::target::local_gate(&self.backend, &self.cluster)
+        let origin = self
+            .backend
+            .probe_origin(self.cluster.network.gateway)
+            .context("failed to read the local network")?;
+        Ok(NetGate::wire(origin))
     }
 
     /// The deployable part of `c`: members of roles without a template left out.

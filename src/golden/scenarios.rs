@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use haimg_model::{Cluster, Role};
 
-use super::load::{self, LoadSpec, Response};
+use super::load::{self, LoadSpec};
 use super::report::Outcome;
+use crate::probe::http::{self as http_probe, Response};
+use crate::probe::netns;
 
 /// A running cluster the scenarios can observe and break.
 pub trait Testbed: Sync {
@@ -157,9 +159,9 @@ fn probe(
     std::thread::scope(|sc| {
         sc.spawn(|| {
             if let Some(ns) = &s.netns {
-                load::enter_netns(ns)?;
+                netns::enter(ns)?;
             }
-            load::get(&s)
+            http_probe::get(&s.request())
         })
         .join()
         .map_err(|_| std::io::Error::other("probe thread panicked"))?
@@ -314,14 +316,14 @@ impl Prober {
         let (st, sa) = (stop.clone(), samples.clone());
         let handle = std::thread::spawn(move || {
             if let Some(ns) = &spec.netns {
-                if load::enter_netns(ns).is_err() {
+                if netns::enter(ns).is_err() {
                     return;
                 }
             }
             let end = Instant::now() + max;
             while !st.load(Ordering::SeqCst) && Instant::now() < end {
                 let t = Instant::now();
-                let who = load::get(&spec)
+                let who = http_probe::get(&spec.request())
                     .ok()
                     .filter(|r| r.status == 200)
                     .map(|r| r.served_by.unwrap_or_default());
@@ -602,7 +604,10 @@ fn mongo_rs0(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
             "no mongo template: mongodb-org-server is not reachable from this machine (see README)",
         ));
     }
-    let gate = crate::rollout::NetGate::wire(tb.client_netns(), Some(tb.admin_source().into()));
+    let gate = crate::rollout::NetGate::wire(crate::probe::Origin::new(
+        tb.client_netns(),
+        Some(tb.admin_source().into()),
+    ));
     mongo_rs0_with(tb, &gate, &RsDeadlines::default())
 }
 
@@ -798,7 +803,7 @@ impl Steady {
         let handle = std::thread::spawn(move || {
             let mut out = Vec::new();
             if let Some(ns) = &spec.netns {
-                if load::enter_netns(ns).is_err() {
+                if netns::enter(ns).is_err() {
                     return out;
                 }
             }
@@ -812,7 +817,7 @@ impl Steady {
                 }
                 spec.source = Some(sources[i % sources.len()].into());
                 let at = Instant::now();
-                let r = load::get(&spec);
+                let r = http_probe::get(&spec.request());
                 let detail = match &r {
                     Ok(r) => r.served_by.clone().unwrap_or_default(),
                     Err(e) => e.to_string(),
@@ -1511,7 +1516,7 @@ mod tests {
                 .zip(&servers)
                 .map(|(m, r)| (SocketAddr::new(m.ip.into(), 27017), r.addr()))
                 .collect();
-            let mut gate = crate::rollout::NetGate::wire(None, None);
+            let mut gate = crate::rollout::NetGate::wire(crate::probe::Origin::here());
             gate.resolve = Box::new(move |a| map.get(&a).copied().unwrap_or(a));
             let tb = Scripted {
                 cluster,

@@ -17,10 +17,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use haimg::backend::local::{host, net, netns, LocalBackend, LocalOptions};
+use haimg::backend::local::{host, net, LocalBackend, LocalOptions};
 use haimg::backend::{ContainerSpec, StoredTemplate};
 use haimg::exec::SystemRunner;
 use haimg::model::Role;
+use haimg::probe::netns;
 
 /// Print why and return false when the test cannot run here.
 pub fn can_run(test: &str) -> bool {

@@ -28,7 +28,6 @@ pub mod host;
 pub mod lxcconf;
 pub mod names;
 pub mod net;
-pub mod netns;
 pub mod pvefiles;
 pub mod state;
 pub mod template;
@@ -214,7 +213,7 @@ impl LocalOptions {
 pub struct NetworkInfo {
     pub bridge: String,
     pub netns: String,
-    /// `/run/netns/<netns>`, for [`netns::run_in`].
+    /// `/run/netns/<netns>`, for [`crate::probe::netns::run_in`].
     pub netns_path: PathBuf,
     pub gateway: Ipv4Addr,
     pub prefix: u8,
@@ -347,7 +346,7 @@ impl LocalBackend {
     /// The client side of the network, once a container was created.
     pub fn network(&self) -> Result<Option<NetworkInfo>> {
         Ok(self.load()?.network.map(|n| NetworkInfo {
-            netns_path: netns::path(&n.netns),
+            netns_path: crate::probe::netns::path(&n.netns),
             bridge: n.bridge,
             netns: n.netns,
             gateway: n.gateway,
@@ -358,7 +357,21 @@ impl LocalBackend {
     /// Where the cluster's client namespace is (or will be, before the first
     /// create): `/run/netns/<netns>`.
     pub fn netns_path(&self) -> PathBuf {
-        netns::path(&self.names.netns())
+        crate::probe::netns::path(&self.names.netns())
+    }
+
+    /// Where probes of this cluster come from: inside its client namespace
+    /// (the members' network exists only there), from the gateway address
+    /// there, the admin address the network policy lets reach the health
+    /// ports (`gateway` until the network exists). Before the first container
+    /// exists the namespace does not either: a probe then fails rather than
+    /// leave the host.
+    pub fn probe_origin(&self, gateway: Ipv4Addr) -> Result<crate::probe::Origin> {
+        let (netns, admin) = match self.network()? {
+            Some(n) => (n.netns_path, n.gateway),
+            None => (self.netns_path(), gateway),
+        };
+        Ok(crate::probe::Origin::new(Some(netns), Some(admin.into())))
     }
 
     /// Host PID of the CT's init, when it runs.

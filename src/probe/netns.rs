@@ -1,10 +1,10 @@
-//! Running Rust code inside a network namespace (the cluster's client side).
+//! Running Rust code inside a network namespace (a local cluster's client side).
 //!
 //! `setns(2)` with `CLONE_NEWNET` changes only the calling thread, so
 //! [`run_in`] does it on a fresh scoped thread: every socket the closure opens
 //! lives in the namespace, the rest of the program is untouched, and the
-//! thread ends with the closure. This is how `haimg test` and the integration
-//! tests send traffic to the VIP and the members without any host route.
+//! thread ends with the closure. [`enter`] is for threads that live in the
+//! namespace for good (the golden load generator's workers).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -36,4 +36,10 @@ where
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
     })
+}
+
+/// Move the calling thread into the network namespace at `path`, for good.
+pub fn enter(path: &Path) -> std::io::Result<()> {
+    let f = File::open(path)?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
 }
