@@ -43,7 +43,7 @@ fn keep_two_keeps_the_rollback_target_and_drops_older_templates() {
     let bed = Bed::new();
     roll_to(&bed, "1.1.0");
     let (p, c) = gc_plan(&bed, 2);
-    insta::assert_snapshot!(gc::render(&p, &c), @r"
+    insta::assert_snapshot!(haimg::cli::show::gc(&p, &c), @r"
     gc of cluster haimg: keeping generation(s) 1, 0 (rollout.keep_versions = 2)
       nothing to remove
     ");
@@ -75,7 +75,7 @@ fn keep_two_keeps_the_rollback_target_and_drops_older_templates() {
         );
     }
     let (p, c) = gc_plan(&bed, 2);
-    insta::assert_snapshot!(gc::render(&p, &c), @r"
+    insta::assert_snapshot!(haimg::cli::show::gc(&p, &c), @r"
     gc of cluster haimg: keeping generation(s) 2, 1 (rollout.keep_versions = 2)
       remove template templates:vztmpl/haimg-lb_1.0.0-0e8f690a4e58_amd64.tar.zst on pve1: no haimg container uses it
       remove template templates:vztmpl/haimg-mongo_1.0.0-424da1417ac4_amd64.tar.zst on pve1: no haimg container uses it
@@ -154,7 +154,7 @@ fn an_interrupted_rollout_blocks_gc() {
     rec.kill_after = Some(2);
     assert!(rollout_support::roll(&bed.backend(&v2), &v2, &tpl, &gate, &mut rec).is_err());
     let (p, c) = gc_plan(&bed, 1);
-    insta::assert_snapshot!(gc::render(&p, &c), @"gc: nothing removed: slot mongo2 is not at rest (an interrupted rollout or rollback): finish it with `haimg deploy` or undo it with `haimg rollback` first");
+    insta::assert_snapshot!(haimg::cli::show::gc(&p, &c), @"gc: nothing removed: slot mongo2 is not at rest (an interrupted rollout or rollback): finish it with `haimg deploy` or undo it with `haimg rollback` first");
     bed.fake.clear_requests();
     let r = gc::run(&bed.backend(&c), &p, false);
     assert!(r.removed_members.is_empty());

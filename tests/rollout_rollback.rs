@@ -9,7 +9,6 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use haimg::rollout::exec::Outcome;
-use haimg::rollout::plan;
 use rollout_support::{Bed, FakeGate, Recorder};
 
 fn rolled_out() -> (Bed, Arc<Mutex<Vec<String>>>) {
@@ -40,7 +39,7 @@ fn rollback_swaps_back_to_the_kept_members_in_the_same_order() {
         .collect();
 
     let p = rollout_support::rollback_plan(&b, &v1, &gate);
-    insta::assert_snapshot!("rollback_plan", plan::render(&p));
+    insta::assert_snapshot!("rollback_plan", haimg::cli::show::plan(&p));
     bed.fake.clear_requests();
     let mut rec = Recorder::new(&bed, &v1, tl.clone());
     let r = haimg::rollout::Executor::new(&b, &v1, &gate, None, rollout_support::opts(&v1))
@@ -89,7 +88,7 @@ fn rollback_swaps_back_to_the_kept_members_in_the_same_order() {
     // Nothing left to undo: the latest generation is not live any more.
     let again = rollout_support::rollback_plan(&b, &v1, &gate);
     assert!(again.is_empty());
-    insta::assert_snapshot!(plan::render(&again), @"rollback of cluster haimg: nothing to do: the latest rollout (generation 1) is not live on any member: it was rolled back, or failed its health gate and undid itself");
+    insta::assert_snapshot!(haimg::cli::show::plan(&again), @"rollback of cluster haimg: nothing to do: the latest rollout (generation 1) is not live on any member: it was rolled back, or failed its health gate and undid itself");
 
     // Deploying 1.1.0 again swaps to the kept members, nothing is created.
     let v2 = bed.cluster("1.1.0");
@@ -100,7 +99,7 @@ fn rollback_swaps_back_to_the_kept_members_in_the_same_order() {
     assert!(
         p.slots.iter().all(|s| s.note.contains("reuses standby")),
         "{}",
-        plan::render(&p)
+        haimg::cli::show::plan(&p)
     );
     bed.fake.clear_requests();
     let mut rec = Recorder::new(&bed, &v2, tl.clone());
@@ -150,5 +149,5 @@ fn without_a_rollout_there_is_nothing_to_roll_back() {
     let gate = FakeGate::new(&bed, Arc::new(Mutex::new(Vec::new())));
     let p = rollout_support::rollback_plan(&bed.backend(&bed.v1), &bed.v1, &gate);
     assert!(p.is_empty());
-    insta::assert_snapshot!(plan::render(&p), @"rollback of cluster haimg: nothing to do: no rollout has happened: there is no standby to go back to");
+    insta::assert_snapshot!(haimg::cli::show::plan(&p), @"rollback of cluster haimg: nothing to do: no rollout has happened: there is no standby to go back to");
 }

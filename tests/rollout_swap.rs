@@ -7,7 +7,6 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use haimg::rollout::plan;
 use rollout_support::{Bed, FakeGate, Recorder};
 
 #[test]
@@ -23,7 +22,7 @@ fn a_full_rollout_swaps_every_slot_one_at_a_time() {
         .collect();
 
     let p = rollout_support::deploy_plan(&b, &v2, &tpl, &gate);
-    insta::assert_snapshot!("full_rollout_plan", plan::render(&p));
+    insta::assert_snapshot!("full_rollout_plan", haimg::cli::show::plan(&p));
     bed.fake.clear_requests();
 
     let mut rec = Recorder::new(&bed, &v2, timeline.clone());
@@ -102,7 +101,7 @@ fn a_full_rollout_swaps_every_slot_one_at_a_time() {
 
     // Nothing left to do: the plan is empty and a converge changes nothing.
     let again = rollout_support::deploy_plan(&b, &v2, &tpl, &gate);
-    assert!(again.is_empty(), "{}", plan::render(&again));
+    assert!(again.is_empty(), "{}", haimg::cli::show::plan(&again));
     bed.fake.clear_requests();
     let conv = haimg::deploy::deploy(&bed.backend(&v2), &v2, &tpl, false).unwrap();
     assert_eq!(
@@ -132,7 +131,7 @@ fn the_next_rollout_alternates_back_and_replaces_the_oldest_standby() {
     let tpl3 = bed.templates(&v3, "1.2.0");
     let b3 = bed.backend(&v3);
     let p = rollout_support::deploy_plan(&b3, &v3, &tpl3, &gate);
-    insta::assert_snapshot!("second_rollout_plan", plan::render(&p));
+    insta::assert_snapshot!("second_rollout_plan", haimg::cli::show::plan(&p));
     bed.fake.clear_requests();
     let mut rec = Recorder::new(&bed, &v3, timeline.clone());
     let r = haimg::rollout::Executor::new(&b3, &v3, &gate, Some(&tpl3), rollout_support::opts(&v3))
@@ -212,7 +211,7 @@ fn a_foreign_guest_on_a_green_vmid_blocks_only_its_slot() {
     let b = bed.backend(&bed.v1);
     let p = rollout_support::deploy_plan(&b, &bed.v1, &tpl, &gate);
     assert_eq!(p.slots.len(), 2);
-    let text = plan::render(&p);
+    let text = haimg::cli::show::plan(&p);
     let blocked = text.lines().find(|l| l.starts_with("blocked:")).unwrap();
     insta::assert_snapshot!(blocked, @r#"blocked: webapp2: CT 107 runs version 1.0.0 (template e3e61734a2bc), the spec wants 1.0.0 (template 0b6a37e92e96); VMID 1107 (the green VMID of slot webapp2) is held by guest "other1107" on pve2 that is not this slot's member; free the VMID or change the spec"#);
     let mut rec = Recorder::new(&bed, &bed.v1, timeline);

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::target::{self, Confirmed, Target};
-use super::{output, Exit};
+use super::{output, show, Exit};
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
@@ -91,7 +91,7 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let plan = plan::for_deploy(cluster, &views, &templates, &gate);
     let rolling = !plan.is_empty();
     if rolling || !plan.blocked.is_empty() {
-        eprint!("{}", plan::render(&plan));
+        eprint!("{}", show::plan(&plan));
     }
     if rolling && !args.dry_run {
         if let Some(r) = &plan.refusal {
@@ -110,7 +110,7 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let rollout_report = if rolling {
         let opts = exec::Options::from_cluster(cluster, args.dry_run);
         let ex = Executor::new(backend, cluster, &gate, Some(&templates), opts);
-        let mut progress = target::progress(plan.slots.len());
+        let mut progress = show::progress(plan.slots.len());
         Some(ex.run(&plan, &mut progress).context("rollout stopped")?)
     } else {
         None
@@ -143,7 +143,7 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     }
     print_summary(&report, calls);
     if let Some(r) = &rollout_report {
-        target::summary(r, cluster);
+        show::summary(r, cluster);
     }
     if let Target::Local(b) = &target {
         print_local_hint(b, cluster)?;

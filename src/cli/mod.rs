@@ -13,6 +13,7 @@ mod gc;
 pub mod lock;
 pub mod output;
 mod rollback;
+pub mod show;
 mod status;
 pub mod target;
 mod test;

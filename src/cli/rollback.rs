@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::target::{self, Confirmed, Target};
-use super::{output, Exit};
+use super::{output, show, Exit};
 use crate::fleet::slot;
 use crate::rollout::{exec, plan, Executor, Plan};
 use crate::spec_file;
@@ -47,7 +47,7 @@ pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
     let views =
         slot::observe_from(backend, cluster, &inventory).context("failed to read the target")?;
     let plan = plan::for_rollback(cluster, &views, &gate);
-    eprint!("{}", plan::render(&plan));
+    eprint!("{}", show::plan(&plan));
     let mut report = None;
     if !plan.is_empty() {
         if !args.dry_run {
@@ -62,7 +62,7 @@ pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
         }
         let opts = exec::Options::from_cluster(cluster, args.dry_run);
         let ex = Executor::new(backend, cluster, &gate, None, opts);
-        let mut progress = target::progress(plan.slots.len());
+        let mut progress = show::progress(plan.slots.len());
         report = Some(ex.run(&plan, &mut progress).context("rollback stopped")?);
     }
     let (header, planned) = target.dry_run_calls();
@@ -80,7 +80,7 @@ pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
         output::stdout(&text)?;
     }
     if let Some(r) = &report {
-        target::summary(r, cluster);
+        show::summary(r, cluster);
     }
     let ok = report.as_ref().is_none_or(exec::Report::ok) && plan.blocked.is_empty();
     Ok(if ok { Exit::Ok } else { Exit::Error })

@@ -9,7 +9,6 @@
 //! the call counts are Proxmox's own.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::ops::ControlFlow;
 
 use anyhow::{bail, Context, Result};
 use haimg_model::{Cluster, Role};
@@ -19,7 +18,6 @@ use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
 use crate::backend::{Backend, ContainerStatus};
 use crate::probe::Origin;
-use crate::rollout::exec::{Event, Outcome, Report};
 use crate::rollout::NetGate;
 use crate::spec_file::Loaded;
 
@@ -197,103 +195,4 @@ pub enum Confirmed {
     Yes,
     No,
     NoTerminal,
-}
-
-/// Progress of a rollout on stderr; never stops it.
-pub fn progress(total: usize) -> impl FnMut(&Event<'_>) -> ControlFlow<()> {
-    move |e| {
-        match e {
-            Event::SlotStarted { plan } => eprintln!(
-                "[{}/{total}] {} ({}): CT {} {} -> CT {} {}",
-                plan.order,
-                plan.slot,
-                plan.node,
-                plan.blue.vmid,
-                plan.blue.version,
-                plan.green.vmid,
-                plan.green.version
-            ),
-            Event::StepDone {
-                step,
-                seconds,
-                detail,
-                ..
-            } => eprintln!(
-                "    {step} ({seconds:.1}s){}",
-                detail.map(|d| format!(": {d}")).unwrap_or_default()
-            ),
-            Event::GateFailed { error, .. } => {
-                eprintln!("    HEALTH GATE FAILED: {error}; restoring the previous member")
-            }
-            Event::SlotFinished { report } => match &report.outcome {
-                Outcome::Done => eprintln!(
-                    "    done in {:.1}s{}",
-                    report.seconds,
-                    report
-                        .down_s
-                        .map(|d| format!(" (slot down {d:.1}s)"))
-                        .unwrap_or_default()
-                ),
-                other => eprintln!("    {}", outcome_text(other)),
-            },
-        }
-        ControlFlow::Continue(())
-    }
-}
-
-pub fn outcome_text(o: &Outcome) -> String {
-    match o {
-        Outcome::Done => "done".into(),
-        Outcome::GateFailed { error, restored } => format!(
-            "FAILED its health gate: {error}; {}",
-            if *restored {
-                "the previous member serves again"
-            } else {
-                "NOT RESTORED: run haimg again"
-            }
-        ),
-        Outcome::Failed { error, restored } => format!(
-            "FAILED: {error}; {}",
-            if *restored {
-                "the previous member serves again"
-            } else {
-                "NOT RESTORED: run haimg again"
-            }
-        ),
-        Outcome::Refused(why) => format!("not touched: {why}"),
-        Outcome::NotStarted => "not started".into(),
-    }
-}
-
-/// One line per slot and a total, on stderr.
-pub fn summary(r: &Report, cluster: &Cluster) {
-    let what = match r.kind {
-        crate::rollout::Kind::Rollout => "rollout",
-        crate::rollout::Kind::Rollback => "rollback",
-    };
-    for s in &r.slots {
-        eprintln!(
-            "  {:<10} CT {:<6} -> CT {:<6} {:>6.1}s  {}",
-            s.slot,
-            s.from.vmid,
-            s.to.vmid,
-            s.seconds,
-            outcome_text(&s.outcome)
-        );
-        if let Some(a) = &s.after_restore {
-            eprintln!("             {a}");
-        }
-    }
-    let done = r.slots.iter().filter(|s| s.ok()).count();
-    eprintln!(
-        "{}{what} of cluster {}: {done}/{} slot(s) done in {:.1}s{}",
-        if r.dry_run { "dry-run: " } else { "" },
-        cluster.name,
-        r.slots.len(),
-        r.seconds,
-        r.stopped
-            .as_deref()
-            .map(|s| format!("; STOPPED at {s}"))
-            .unwrap_or_default()
-    );
 }

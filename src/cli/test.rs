@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::deploy::available_roles;
-use super::{output, Exit};
+use super::{output, show, Exit};
 use crate::backend::local::{LocalBackend, LocalOptions};
 use crate::deploy;
 use crate::exec::SystemRunner;
@@ -137,7 +137,7 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     if args.json {
         output::json(&report)?;
     } else {
-        output::stdout(&report.table())?;
+        output::stdout(&show::golden(&report))?;
     }
     drop(tb);
     Ok(if report.passed() {

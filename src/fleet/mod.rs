@@ -4,6 +4,7 @@
 //! * [`tags`]: the tag scheme that carries every member's state on the target;
 //! * [`slot`]: what the target holds for one slot (its two VMIDs), read from
 //!   tags and power states alone, and what the slot needs;
+//! * [`status`]: the live and standby member of every slot, for `haimg status`;
 //! * [`members`]: the container spec of a member, derived from the cluster;
 //! * [`templates`]: the built templates on this machine and their content hash.
 //!
@@ -12,5 +13,6 @@
 
 pub mod members;
 pub mod slot;
+pub mod status;
 pub mod tags;
 pub mod templates;

@@ -1,4 +1,4 @@
-//! Versioned blue/green rollouts, rollback, garbage collection and status,
+//! Versioned blue/green rollouts, rollback and garbage collection,
 //! written once against [`crate::backend::Backend`].
 //!
 //! Every slot owns two VMIDs (the spec's and `+ rollout.green_vmid_offset`);
@@ -9,20 +9,20 @@
 //! [`crate::fleet::tags`]) and power states; there is no state file, and a
 //! run killed at any point is continued by the next run.
 //!
-//! * [`slot`]: what the target holds for one slot;
 //! * [`machine`]: the pure step machine of one slot;
 //! * [`plan`]: which slots change, in which order (deploy and rollback);
 //! * [`exec`]: carrying a plan out, with health gates and automatic restore;
 //! * [`gate`]: the health gates (HTTP/TCP from the deploy host, mongo over OP_MSG via a probe trait);
-//! * [`gc`]: removing old standbys and templates;
-//! * [`status`]: the live and standby member of every slot.
+//! * [`gc`]: removing old standbys and templates.
+//!
+//! What the target holds for a slot ([`crate::fleet::slot`]) and the tag
+//! scheme ([`crate::fleet::tags`]) are shared with `deploy`.
 
 pub mod exec;
 pub mod gate;
 pub mod gc;
 pub mod machine;
 pub mod plan;
-pub mod status;
 
 pub use exec::{Aborted, Event, Executor, Observer, Options, Report};
 pub use gate::{HealthGate, NetGate, WireMongo};

@@ -4,7 +4,7 @@
 use haimg_model::{Cluster, Role};
 use serde::Serialize;
 
-use crate::fleet::slot::{Ct, SlotView};
+use super::slot::{Ct, SlotView};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MemberLine {
