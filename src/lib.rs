@@ -13,7 +13,6 @@ pub mod digest;
 pub mod exec;
 pub mod fleet;
 pub mod golden;
-pub mod netpolicy;
 pub mod probe;
 pub mod rollout;
 pub mod spec_file;

@@ -1,8 +1,9 @@
 //! The deploy orchestration (`haimg::deploy::deploy`, written once against
 //! the `Backend` trait) converging the seed's nine members on the local
 //! backend: created and started, then unchanged on a rerun, then a stopped
-//! member started again. Templates are the busybox test template under each
-//! role's file name (the real ones come from `haimg build`). Needs root.
+//! member started again; the network policy on the bridge from the first
+//! deploy on. Templates are the busybox test template under each role's file
+//! name (the real ones come from `haimg build`), serving on port 80. Needs root.
 
 mod local_support;
 
@@ -43,8 +44,36 @@ fn deploy_converges_on_the_local_backend() {
         report.members.iter().all(|m| m.action == Action::Created),
         "{actions:?}"
     );
+    // The policy lets the admin address (the gateway) reach the lb's port
+    // 80 but no other tier's: the other members are read from inside.
+    let policy = report
+        .firewall
+        .as_ref()
+        .expect("the local deploy enforces the policy");
+    assert!(policy.ok() && policy.enforced(), "{policy:?}");
+    let ns = b.network().unwrap().expect("network").netns_path;
     for m in cluster.members() {
-        let (page, _) = wait_http(b, m.ip, Duration::from_secs(15));
+        let page = if m.role.holds_vip() {
+            wait_http(b, m.ip, Duration::from_secs(15)).0
+        } else {
+            let e = http_get(&ns, m.ip, Duration::from_millis(500)).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{}: {e}", m.slot);
+            wait_for(
+                &format!("the page of {}", m.slot),
+                Duration::from_secs(15),
+                || {
+                    let out = b.attach(
+                        m.vmid,
+                        &["cat", "/run/www/index.html"],
+                        Duration::from_secs(5),
+                    );
+                    out.ok()
+                        .filter(|o| o.success())
+                        .map(|o| format!("\n{}", o.stdout_str()))
+                },
+            )
+            .0
+        };
         assert!(page.contains(&format!("\nuts={}\n", m.hostname)), "{page}");
         // the orchestration's PID-1 environment arrives (HAIMG_ROLE, HAIMG_SLOT)
         assert!(

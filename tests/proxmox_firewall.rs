@@ -5,9 +5,8 @@
 
 mod support;
 
-use haimg::backend::Backend;
+use haimg::backend::{Backend, Guest, Policy, Switch};
 use haimg::deploy;
-use haimg::deploy::firewall::{self as fw, Datacenter, Target};
 use haimg::model::Cluster;
 use support::pve_fake::{kind_of, Body, Config, FakePve, Fault, FaultKind, Recorded};
 
@@ -152,7 +151,7 @@ fn full_deploy_writes_the_policy_then_a_second_deploy_writes_nothing() {
     let report = deploy_once(&cluster, "v1");
     assert!(report.ok(), "{report:#?}");
     let f = report.firewall.as_ref().expect("firewall step ran");
-    assert_eq!(f.datacenter, Datacenter::Enabled);
+    assert_eq!(f.switch, Switch::Enabled);
     assert!(f.errors.is_empty() && f.enforced(), "{f:#?}");
 
     let reqs = firewall_requests(&fake.requests());
@@ -194,7 +193,7 @@ fn full_deploy_writes_the_policy_then_a_second_deploy_writes_nothing() {
     let again = deploy_once(&cluster, "v1");
     assert!(again.ok(), "{again:#?}");
     let f2 = again.firewall.as_ref().unwrap();
-    assert_eq!(f2.datacenter, Datacenter::On);
+    assert_eq!(f2.switch, Switch::On);
     assert!(f2.changes.is_empty() && f2.warnings.is_empty(), "{f2:#?}");
     let reqs = fake.requests();
     assert!(reqs.iter().all(|r| r.method == "GET"), "{reqs:#?}");
@@ -216,7 +215,7 @@ fn dry_run_shows_every_firewall_call_and_the_switch() {
     let r = deploy::deploy(&b, &cluster, &tpl, true).unwrap();
     assert!(r.ok(), "{r:#?}");
     let f = r.firewall.as_ref().unwrap();
-    assert_eq!(f.datacenter, Datacenter::WouldEnable);
+    assert_eq!(f.switch, Switch::WouldEnable);
     assert!(
         f.warnings
             .iter()
@@ -276,7 +275,7 @@ fn datacenter_switch_off_is_reported_and_left_alone() {
     let report = deploy_once(&cluster, "v1");
     assert!(report.ok(), "the containers are deployed: {report:#?}");
     let f = report.firewall.as_ref().unwrap();
-    assert_eq!(f.datacenter, Datacenter::Off);
+    assert_eq!(f.switch, Switch::Off);
     assert!(!f.enforced());
     insta::assert_snapshot!(f.warnings.join("\n"), @"the datacenter firewall is off (Datacenter > Firewall > Options: enable), so Proxmox applies none of these rules: the network policy is NOT enforced; turn it on once the hosts' own rules are checked, or set proxmox.firewall.datacenter: enable");
     assert!(
@@ -424,7 +423,7 @@ fn objects_haimg_does_not_own_are_left_alone() {
     assert!(!r.ok(), "a conflict fails the deploy");
     let f = r.firewall.unwrap();
     insta::assert_snapshot!(f.errors.join("\n"), @r#"the datacenter already has a security group 'haimg-lb' that haimg did not write for cluster haimg (comment: "ops: load balancers"); haimg leaves it alone: rename or remove it in Datacenter > Firewall, or rename the cluster"#);
-    assert_eq!(f.datacenter, Datacenter::Off, "the switch is not touched");
+    assert_eq!(f.switch, Switch::Off, "the switch is not touched");
     assert!(fake.state().fw.groups["haimg-lb"].rules.is_empty());
     assert!(
         fake.state().fw.guests.is_empty(),
@@ -442,15 +441,21 @@ fn a_rollout_container_gets_only_its_own_firewall() {
     fake.state().add_foreign(green, "pve1", "lxc");
     fake.clear_requests();
     let b = support::backend(&cluster);
-    let t = Target {
-        member: &cluster.lb.members[0],
-        vmid: green,
-        node: "pve1",
-        fresh: true,
-        absent: false,
-    };
-    let out = fw::converge_member(b.firewall().unwrap(), &cluster, &t, false);
-    assert!(out.error.is_none(), "{out:#?}");
+    let flows = haimg::model::policy::derive(&cluster);
+    let out = b
+        .enforce_policy(&Policy {
+            cluster: &cluster,
+            flows: &flows,
+            target_wide: false,
+            guests: vec![Guest {
+                member: &cluster.lb.members[0],
+                vmid: green,
+                fresh: true,
+                absent: false,
+            }],
+        })
+        .unwrap();
+    assert!(out.ok(), "{out:#?}");
     let w = writes(&fake.requests());
     assert!(
         w.iter()
@@ -509,8 +514,8 @@ fn bad_answers_give_errors_naming_the_call() {
     let f = r.firewall.unwrap();
     insta::assert_snapshot!(f.errors.join("\n"), @"PUT /nodes/pve2/lxc/104/firewall/options on node pve2 for CT 104: 403 permission denied: the token lacks VM.Config.Network on /vms/104 (grant it to the token, or turn off privilege separation)");
     assert_eq!(
-        f.datacenter,
-        Datacenter::Off,
+        f.switch,
+        Switch::Off,
         "not turned on while a container lacks its rules"
     );
     assert!(f.warnings.iter().any(|w| w.contains("stays off")), "{f:#?}");
@@ -527,7 +532,7 @@ fn bad_answers_give_errors_naming_the_call() {
     fake.state().fw.garble = None;
     let r = deploy_once(&cluster, "v1");
     assert!(r.ok(), "{r:#?}");
-    assert_eq!(r.firewall.unwrap().datacenter, Datacenter::Enabled);
+    assert_eq!(r.firewall.unwrap().switch, Switch::Enabled);
     fake.clear_requests();
     assert!(deploy_once(&cluster, "v1")
         .firewall
@@ -542,7 +547,7 @@ fn the_fake_refuses_what_proxmox_refuses() {
     let fake = FakePve::start(Config::default());
     let cluster = cluster_with(&fake, "{}");
     let b = support::backend(&cluster);
-    let api = b.firewall().unwrap();
+    let api: &dyn haimg::backend::proxmox::firewall::PveFirewall = &b;
     use haimg::backend::proxmox::firewall::{Rule, RuleList, RuleType};
     let rule = |source: &str, proto: Option<&str>, dport: Option<&str>| Rule {
         kind: RuleType::In,

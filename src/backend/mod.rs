@@ -1,9 +1,10 @@
 //! Deploy targets behind one narrow trait.
 //!
-//! Orchestration (deploy, status, rollout, rollback, gc, down) is written once
-//! against [`Backend`]. Two implementations: `proxmox` (the Proxmox VE API over
-//! HTTPS) and `local` (LXC on this host, the golden-image test bed). The
-//! backend is chosen where the program starts, from the spec: a
+//! Orchestration (deploy, status, rollout, rollback, gc) is written once
+//! against [`Backend`], which knows none of its implementations: `proxmox`
+//! (the Proxmox VE API over HTTPS, the network policy on its firewall) and
+//! `local` (LXC on this host, the policy in nftables; the golden-image test
+//! bed). The backend is chosen where the program starts, from the spec: a
 //! `proxmox.endpoint` means Proxmox, none means local.
 //!
 //! Every operation is synchronous and returns when the work is done (Proxmox
@@ -17,7 +18,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use haimg_model::Role;
+use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
 /// A template stored on the target.
@@ -114,6 +115,88 @@ impl BackendError {
 }
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// The network policy to enforce, and on which containers.
+#[derive(Debug, Clone)]
+pub struct Policy<'a> {
+    pub cluster: &'a Cluster,
+    /// The allowed flows (`haimg_model::policy::derive` of the cluster).
+    pub flows: &'a haimg_model::policy::Policy,
+    /// Also the part shared by every container: locally the bridge's
+    /// nftables table (which filters every member by its interface, from its
+    /// first packet); on Proxmox the IP sets, security groups and the
+    /// datacenter switch. Off for a container joining a cluster whose policy
+    /// is in place (a rollout's green).
+    pub target_wide: bool,
+    /// The containers to filter. Empty before any exists.
+    pub guests: Vec<Guest<'a>>,
+}
+
+/// A container the policy filters.
+#[derive(Debug, Clone)]
+pub struct Guest<'a> {
+    pub member: &'a Member,
+    /// Its VMID (a rollout's green container has another one than the member).
+    pub vmid: u32,
+    /// Created in this run, its interface already filtered: nothing to check there.
+    pub fresh: bool,
+    /// Does not exist (a dry run's create): nothing to read, everything to write.
+    pub absent: bool,
+}
+
+/// Whether the target applies the rules: the switch shared by every guest
+/// and host (Proxmox's datacenter firewall; locally always on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Switch {
+    /// It was on: the policy is enforced.
+    On,
+    /// It is off and stays off: the rules are written but not enforced.
+    Off,
+    /// haimg turned it on in this run.
+    Enabled,
+    /// Dry-run: haimg would turn it on.
+    WouldEnable,
+    /// Not known (reading it failed, or not asked).
+    Unknown,
+}
+
+/// What enforcing the policy did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    /// What enforces it, for people: `Proxmox's firewall`, `nftables`.
+    pub enforcer: &'static str,
+    #[serde(rename = "datacenter")]
+    pub switch: Switch,
+    /// One line per write, e.g. `ipset haimg-lb: created`.
+    pub changes: Vec<String>,
+    pub warnings: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl PolicyReport {
+    pub fn new(enforcer: &'static str, switch: Switch) -> PolicyReport {
+        PolicyReport {
+            enforcer,
+            switch,
+            changes: Vec::new(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// Whether the target applies the rules (or will, after this dry run is run for real).
+    pub fn enforced(&self) -> bool {
+        matches!(
+            self.switch,
+            Switch::On | Switch::Enabled | Switch::WouldEnable
+        )
+    }
+}
 
 /// What the target supports; decides which [`ContainerSpec`] fields are filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -214,12 +297,13 @@ pub trait Backend {
         Ok(true)
     }
 
-    /// Proxmox's firewall API, where the network policy is enforced with it
-    /// (`crate::deploy::firewall`). `None` for targets that enforce it otherwise
-    /// (the local backend filters its own bridge with nftables).
-    fn firewall(&self) -> Option<&dyn proxmox::firewall::PveFirewall> {
-        None
-    }
+    /// Enforce the network policy: only the flows of `policy` reach its
+    /// containers. Idempotent (a second call writes nothing); a dry run
+    /// records. Callable before any member starts (with no guests: the part
+    /// shared by every container). Failures are in the report, one per
+    /// object; `None` when this target does not enforce a policy (Proxmox
+    /// with `proxmox.firewall.enforce: false`).
+    fn enforce_policy(&self, policy: &Policy<'_>) -> Option<PolicyReport>;
 
     /// Every guest on the target whatever its owner, so a VMID taken by
     /// something haimg did not create is noticed. Defaults to [`Backend::list`].

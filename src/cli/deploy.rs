@@ -21,6 +21,7 @@ use super::{output, show, Exit};
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
+use crate::backend::{PolicyReport, Switch};
 use crate::deploy::{self, Action, Report};
 use crate::fleet::templates;
 use crate::fleet::templates::LocalTemplate;
@@ -141,7 +142,7 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         }
         output::stdout(&text)?;
     }
-    print_summary(&report, calls);
+    print_summary(&report, &target, calls);
     if let Some(r) = &rollout_report {
         show::summary(r, cluster);
     }
@@ -221,7 +222,7 @@ fn print_local_hint(backend: &LocalBackend, cluster: &Cluster) -> Result<()> {
 }
 
 /// Members and uploads, then one total line; the API call counts on Proxmox.
-fn print_summary(r: &Report, calls: Option<CallCounts>) {
+fn print_summary(r: &Report, target: &Target, calls: Option<CallCounts>) {
     let would = if r.dry_run { "would be " } else { "" };
     for u in &r.uploads {
         eprintln!(
@@ -252,7 +253,7 @@ fn print_summary(r: &Report, calls: Option<CallCounts>) {
         eprintln!("  {:<10} CT {:<6} {:<8} {what}", m.slot, m.vmid, m.node);
     }
     if let Some(f) = &r.firewall {
-        print_firewall(f, r.dry_run);
+        print_firewall(f, target, r.dry_run);
     }
     let api = calls.map_or(String::new(), |c| {
         format!(
@@ -277,21 +278,24 @@ fn print_summary(r: &Report, calls: Option<CallCounts>) {
     );
 }
 
-fn print_firewall(f: &deploy::firewall::FirewallReport, dry_run: bool) {
-    use deploy::firewall::Datacenter;
-    let switch = match f.datacenter {
-        Datacenter::On => "on",
-        Datacenter::Off => "OFF (policy not enforced)",
-        Datacenter::Enabled => "turned on by this run",
-        Datacenter::WouldEnable => "would be turned on",
-        Datacenter::Unknown => "unknown",
+fn print_firewall(f: &PolicyReport, target: &Target, dry_run: bool) {
+    let switch = match f.switch {
+        Switch::On => "on",
+        Switch::Off => "OFF (policy not enforced)",
+        Switch::Enabled => "turned on by this run",
+        Switch::WouldEnable => "would be turned on",
+        Switch::Unknown => "unknown",
     };
-    eprintln!(
-        "  firewall: {} change{}{}; datacenter switch {switch}",
+    let changes = format!(
+        "{} change{}{}",
         f.changes.len(),
         if f.changes.len() == 1 { "" } else { "s" },
         if dry_run { " planned" } else { "" }
     );
+    match target {
+        Target::Proxmox(_) => eprintln!("  firewall: {changes}; datacenter switch {switch}"),
+        Target::Local(_) => eprintln!("  network policy ({}): {changes}", f.enforcer),
+    }
     if !dry_run {
         for c in &f.changes {
             eprintln!("    {c}");

@@ -88,9 +88,6 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     }
     tb.prepare()?;
     tb.teardown = !args.keep;
-    tb.backend
-        .apply_policy(&haimg_model::policy::derive(cluster))
-        .context("failed to apply the network policy to the test bridge")?;
     tb.next_templates = args.next_templates.clone();
     if args.keep {
         let dir = state.keep();

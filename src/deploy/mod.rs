@@ -11,13 +11,12 @@
 //!    per node otherwise; an upload whose content hash is already stored is skipped;
 //! 4. per node, in parallel across nodes and in spec order within a node:
 //!    create stopped (`start=0`), then start;
-//! 5. the network policy on the target's firewall ([`firewall`], Proxmox only).
+//! 5. the network policy on every member ([`Backend::enforce_policy`]: Proxmox's
+//!    firewall, or nftables on the local bridge).
 //!
 //! A failure of one member does not stop the others; the report lists each.
 //! Run twice, the second run changes nothing. Dry-run goes through the same
 //! path; the backend records instead of sending.
-
-pub mod firewall;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -25,7 +24,9 @@ use std::time::Instant;
 use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendError, ContainerStatus, StoredTemplate};
+use crate::backend::{
+    Backend, BackendError, ContainerStatus, Guest, Policy, PolicyReport, StoredTemplate,
+};
 use crate::fleet::members;
 use crate::fleet::slot::{need, Need, SlotView};
 use crate::fleet::tags::MemberTags;
@@ -72,9 +73,9 @@ pub struct Report {
     pub dry_run: bool,
     pub members: Vec<MemberReport>,
     pub uploads: Vec<UploadReport>,
-    /// The network policy on Proxmox's firewall; `None` where not enforced that way.
+    /// The network policy; `None` where the target does not enforce one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub firewall: Option<firewall::FirewallReport>,
+    pub firewall: Option<PolicyReport>,
     pub elapsed_ms: u128,
 }
 
@@ -279,13 +280,48 @@ pub fn deploy_with_inventory<B: Backend + Sync + ?Sized>(
         .members()
         .filter_map(|m| reports.remove(&m.vmid))
         .collect();
-    let firewall = firewall::step(backend, cluster, &members, dry_run);
+    let firewall = enforce_policy(backend, cluster, &members, dry_run);
     Ok(Report {
         dry_run,
         members,
         uploads,
         firewall,
         elapsed_ms: started.elapsed().as_millis(),
+    })
+}
+
+/// The network policy on every member that runs the spec's template.
+fn enforce_policy<B: Backend + ?Sized>(
+    backend: &B,
+    cluster: &Cluster,
+    members: &[MemberReport],
+    dry_run: bool,
+) -> Option<PolicyReport> {
+    let flows = haimg_model::policy::derive(cluster);
+    let guests = members
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.action,
+                Action::Created | Action::Started | Action::Unchanged
+            )
+        })
+        .filter_map(|r| {
+            let member = cluster.member_by_slot(&r.slot)?;
+            let created = r.action == Action::Created;
+            Some(Guest {
+                member,
+                vmid: r.vmid,
+                fresh: created,
+                absent: created && dry_run,
+            })
+        })
+        .collect();
+    backend.enforce_policy(&Policy {
+        cluster,
+        flows: &flows,
+        target_wide: true,
+        guests,
     })
 }
 

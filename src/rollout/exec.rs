@@ -33,7 +33,7 @@ use serde::Serialize;
 use super::gate::{Expect, GateError, HealthGate, Passed};
 use super::machine::{apply, next, Goal, Next, Step, MAX_STEPS};
 use super::plan::{Brief, Kind, Plan, SlotPlan};
-use crate::backend::{Backend, Capabilities, StoredTemplate};
+use crate::backend::{Backend, Capabilities, Guest, Policy, StoredTemplate};
 use crate::fleet::members;
 use crate::fleet::slot::{observe_one, SlotView};
 use crate::fleet::tags::State;
@@ -526,22 +526,23 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
     /// Put the network policy on a green container before it ever starts, so
     /// it is filtered from its first packet and a later deploy has nothing to fix.
     fn firewall_for_green(&self, m: &Member, vmid: u32) -> Result<(), Fail> {
-        let Some(api) = self.backend.firewall() else {
-            return Ok(());
+        let flows = haimg_model::policy::derive(self.cluster);
+        let policy = Policy {
+            cluster: self.cluster,
+            flows: &flows,
+            target_wide: false,
+            guests: vec![Guest {
+                member: m,
+                vmid,
+                fresh: true,
+                absent: self.opts.dry_run,
+            }],
         };
-        if !self.cluster.proxmox.firewall.enforce {
-            return Ok(());
-        }
-        let target = crate::deploy::firewall::Target {
-            member: m,
-            vmid,
-            node: &m.node,
-            fresh: true,
-            absent: self.opts.dry_run,
-        };
-        let out =
-            crate::deploy::firewall::converge_member(api, self.cluster, &target, self.opts.dry_run);
-        match out.error {
+        match self
+            .backend
+            .enforce_policy(&policy)
+            .and_then(|r| r.errors.into_iter().next())
+        {
             Some(e) => Err(Fail::Backend(format!("firewall of CT {vmid}: {e}"))),
             None => Ok(()),
         }

@@ -28,6 +28,7 @@ pub mod host;
 pub mod lxcconf;
 pub mod names;
 pub mod net;
+pub mod nftables;
 pub mod pvefiles;
 pub mod state;
 pub mod template;
@@ -518,29 +519,29 @@ impl LocalBackend {
         Ok(())
     }
 
-    /// Give the client namespace another source address (e.g. to act as a
-    /// client from another /24 for `ip_hash`); members reply through the
-    /// gateway, so any address works. Gone with the namespace at `down`.
     /// The nftables table (bridge family) holding this cluster's network policy.
     pub fn policy_table(&self) -> String {
         format!("haimg_{}", self.names.instance)
     }
 
     /// Enforce the network policy on the cluster's bridge: the ruleset of
-    /// [`crate::netpolicy::nft_ruleset`], replacing any earlier version at once
-    /// (`nft -f` applies a file atomically). Removed again by [`Self::down`].
-    pub fn apply_policy(&self, policy: &haimg_model::policy::Policy) -> Result<()> {
+    /// [`nftables::ruleset`], replacing any earlier version at once (`nft -f`
+    /// applies a file atomically; loaded every time, in case the table went
+    /// away with a reboot). `true` when the rules differ from the last ones
+    /// loaded. Removed again by [`Self::down`].
+    pub fn apply_policy(&self, policy: &haimg_model::policy::Policy) -> Result<bool> {
         let table = self.policy_table();
-        let rules = crate::netpolicy::nft_ruleset(policy, &table, &self.names.ct_veth_prefix());
+        let rules = nftables::ruleset(policy, &table, &self.names.ct_veth_prefix());
         // Declaring the table first makes the delete valid when it does not exist yet.
         let text = format!("table bridge {table} {{}}\ndelete table bridge {table}\n{rules}");
         let path = self.dir.root.join("policy.nft");
         std::fs::create_dir_all(&self.dir.root).map_err(io_err("create", &self.dir.root))?;
+        let changed = std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str());
         std::fs::write(&path, text).map_err(io_err("write", &path))?;
         self.runner.run(
             &Cmd::new("nft", IP_TIMEOUT).args(["-f".to_string(), path.display().to_string()]),
         )?;
-        Ok(())
+        Ok(changed)
     }
 
     /// Delete the policy's table (always tried, in case the state directory
@@ -557,6 +558,9 @@ impl LocalBackend {
         applied && deleted
     }
 
+    /// Give the client namespace another source address (e.g. to act as a
+    /// client from another /24 for `ip_hash`); members reply through the
+    /// gateway, so any address works. Gone with the namespace at `down`.
     pub fn add_client_address(&self, ip: Ipv4Addr) -> Result<()> {
         let ns = self.names.netns();
         self.runner.run(&Cmd::new("ip", IP_TIMEOUT).args([
@@ -956,6 +960,23 @@ fn power(state: &str) -> PowerState {
 impl Backend for LocalBackend {
     fn kind(&self) -> &'static str {
         "local"
+    }
+
+    /// The bridge's nftables table filters every member by the name of its
+    /// interface, from its first packet: containers need nothing of their own.
+    fn enforce_policy(&self, p: &super::Policy<'_>) -> Option<super::PolicyReport> {
+        let mut report = super::PolicyReport::new("nftables", super::Switch::On);
+        if p.target_wide {
+            match self.apply_policy(p.flows) {
+                Ok(true) => report.changes.push(format!(
+                    "nftables table bridge {}: loaded",
+                    self.policy_table()
+                )),
+                Ok(false) => {}
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        Some(report)
     }
 
     fn upload_template(

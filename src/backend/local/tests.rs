@@ -641,3 +641,49 @@ fn concurrent_changes_to_a_fresh_state_are_all_kept() {
     });
     assert_eq!(b.load().unwrap().templates.len(), 8);
 }
+
+#[test]
+fn the_policy_is_one_nftables_table_loaded_whole() {
+    let r = rig();
+    let b = &r.backend;
+    let c = haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
+        .unwrap()
+        .cluster;
+    let flows = haimg_model::policy::derive(&c);
+    let green = crate::backend::Guest {
+        member: &c.lb.members[0],
+        vmid: 1100,
+        fresh: true,
+        absent: false,
+    };
+    let policy = |target_wide| crate::backend::Policy {
+        cluster: &c,
+        flows: &flows,
+        target_wide,
+        guests: vec![green.clone()],
+    };
+    // A container joining: the bridge's table already filters it.
+    let joined = b.enforce_policy(&policy(false)).unwrap();
+    assert!(joined.ok() && joined.changes.is_empty(), "{joined:?}");
+    assert_eq!(r.fake.calls().len(), 0);
+    let first = b.enforce_policy(&policy(true)).unwrap();
+    assert_eq!(
+        r.redact(&first.changes.join("\n")),
+        "nftables table bridge haimg_[ID]: loaded"
+    );
+    assert!(first.ok() && first.enforced());
+    // Loaded again (the table may be gone with a reboot), reported unchanged.
+    let again = b.enforce_policy(&policy(true)).unwrap();
+    assert!(again.changes.is_empty(), "{again:?}");
+    insta::assert_snapshot!(r.transcript(), @r"
+    nft -f [STATE]/policy.nft
+    nft -f [STATE]/policy.nft
+    ");
+    r.fake.fail("nft", 1, "Error: Could not process rule");
+    let failed = b.enforce_policy(&policy(true)).unwrap();
+    assert!(
+        r.redact(&failed.errors.join("\n"))
+            .contains("Could not process rule"),
+        "{failed:?}"
+    );
+}

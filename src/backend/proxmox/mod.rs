@@ -15,6 +15,7 @@
 pub mod client;
 pub mod firewall;
 pub mod params;
+pub mod policy;
 pub mod tls;
 pub mod token;
 pub mod upid;
@@ -810,8 +811,11 @@ impl Backend for ProxmoxBackend {
             })
     }
 
-    fn firewall(&self) -> Option<&dyn firewall::PveFirewall> {
-        Some(self)
+    fn enforce_policy(
+        &self,
+        p: &crate::backend::Policy<'_>,
+    ) -> Option<crate::backend::PolicyReport> {
+        policy::enforce(self, p, self.is_dry_run())
     }
 
     fn has_data_volume(&self, node: &str, vmid: u32) -> Result<bool> {

@@ -1,6 +1,8 @@
-//! The network policy on Proxmox's firewall: one step of `haimg deploy` (issue 8).
+//! The network policy on Proxmox's firewall: the Proxmox backend's
+//! [`Backend::enforce_policy`](crate::backend::Backend::enforce_policy).
 //!
-//! Everything written here follows from [`haimg_model::policy::derive`]:
+//! Everything written here follows from the policy's flows
+//! ([`haimg_model::policy::derive`]):
 //! * datacenter IP sets `<p>-lb`, `<p>-mongo`, `<p>-webapp` (member addresses),
 //!   `<p>-admin` (deploy hosts) and `<p>-vip`;
 //! * one security group per tier, `<p>-<role>`, with that tier's inbound ACCEPT
@@ -14,7 +16,7 @@
 //! * `firewall=1` on net0 (written at create; checked on members that already exist).
 //!
 //! A rollout (new VMIDs, same addresses) writes only the per-container part
-//! ([`converge_member`]); the tier rules and IP sets stay as they are.
+//! (a [`Policy`] without `target_wide`); the tier rules and IP sets stay as they are.
 //! `<p>` is the cluster name, or `h` and 10 hex digits of its hash when the name
 //! is too long for a security group (at most 18 characters, `Firewall.pm`).
 //!
@@ -38,16 +40,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use haimg_model::policy::{self, Peer, Policy, Service};
+use haimg_model::policy::{self, Peer, Service};
 use haimg_model::{Cluster, DatacenterFirewall, Member, Role};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Action, MemberReport};
-use crate::backend::proxmox::firewall::{
+use super::firewall::{
     IpsetEntry, ListedRule, Options, PveFirewall, Rule, RuleList, RuleType, Scope,
 };
-use crate::backend::{Backend, BackendError};
+use crate::backend::{BackendError, Guest, Policy, PolicyReport, Switch};
 
 /// Longest security group name Proxmox accepts (`$max_group_name_length`).
 const MAX_GROUP_NAME: usize = 18;
@@ -58,45 +59,8 @@ pub const IPFILTER_SET: &str = "ipfilter-net0";
 /// Prefix of every comment on a container rule haimg writes.
 const RULE_MARK: &str = "haimg:";
 
-/// The state of the datacenter-wide switch after this step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Datacenter {
-    /// It was on: the policy is enforced.
-    On,
-    /// It is off and stays off: the rules are written but not enforced.
-    Off,
-    /// haimg turned it on in this run.
-    Enabled,
-    /// Dry-run: haimg would turn it on.
-    WouldEnable,
-    /// Not known (reading it failed).
-    Unknown,
-}
-
-/// What the firewall step did (or, in dry-run, would do).
-#[derive(Debug, Clone, Serialize)]
-pub struct FirewallReport {
-    pub datacenter: Datacenter,
-    /// One line per write, e.g. `ipset haimg-lb: created`.
-    pub changes: Vec<String>,
-    pub warnings: Vec<String>,
-    pub errors: Vec<String>,
-}
-
-impl FirewallReport {
-    pub fn ok(&self) -> bool {
-        self.errors.is_empty()
-    }
-
-    /// Whether Proxmox applies the rules (or will, after this dry-run is run for real).
-    pub fn enforced(&self) -> bool {
-        matches!(
-            self.datacenter,
-            Datacenter::On | Datacenter::Enabled | Datacenter::WouldEnable
-        )
-    }
-}
+/// How the report names what enforces the policy.
+const ENFORCER: &str = "Proxmox's firewall";
 
 /// A datacenter IP set haimg owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -215,7 +179,7 @@ fn flow_rule(p: &str, f: &policy::Flow) -> Option<(Role, Rule)> {
 }
 
 /// The datacenter IP sets and security groups for `policy`.
-pub fn datacenter_plan(cluster: &Cluster, policy: &Policy) -> DatacenterPlan {
+pub fn datacenter_plan(cluster: &Cluster, policy: &policy::Policy) -> DatacenterPlan {
     let p = prefix(&cluster.name);
     let mut ipsets = Vec::new();
     for (role, _) in &policy.tiers {
@@ -331,75 +295,42 @@ pub fn render(plan: &DatacenterPlan) -> String {
     s
 }
 
-/// A container the step configures.
-#[derive(Debug, Clone)]
-pub struct Target<'a> {
-    pub member: &'a Member,
-    /// The container's VMID (a rollout's green container has another one than the member).
-    pub vmid: u32,
-    pub node: &'a str,
-    /// Created in this run, with `firewall=1` on net0: no need to check it.
-    pub fresh: bool,
-    /// Does not exist (dry-run of a create): nothing to read, everything to write.
-    pub absent: bool,
-}
-
 /// What happened on one container.
 #[derive(Debug, Default, Clone, Serialize)]
-pub struct MemberOutcome {
-    pub changes: Vec<String>,
-    pub warnings: Vec<String>,
-    pub error: Option<String>,
+struct GuestOutcome {
+    changes: Vec<String>,
+    warnings: Vec<String>,
+    error: Option<String>,
 }
 
-/// The firewall step of `deploy`: `None` when the target has no Proxmox
-/// firewall or `proxmox.firewall.enforce` is off.
-pub fn step<B: Backend + ?Sized>(
-    backend: &B,
-    cluster: &Cluster,
-    members: &[MemberReport],
-    dry_run: bool,
-) -> Option<FirewallReport> {
-    if !cluster.proxmox.firewall.enforce {
+/// The Proxmox backend's `enforce_policy`: `None` when
+/// `proxmox.firewall.enforce` is off.
+pub fn enforce(api: &dyn PveFirewall, p: &Policy<'_>, dry_run: bool) -> Option<PolicyReport> {
+    if !p.cluster.proxmox.firewall.enforce {
         return None;
     }
-    let api = backend.firewall()?;
-    let targets: Vec<Target<'_>> = members
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.action,
-                Action::Created | Action::Started | Action::Unchanged
-            )
-        })
-        .filter_map(|r| {
-            let member = cluster.member_by_slot(&r.slot)?;
-            let created = r.action == Action::Created;
-            Some(Target {
-                member,
-                vmid: r.vmid,
-                node: &member.node,
-                fresh: created,
-                absent: created && dry_run,
-            })
-        })
-        .collect();
-    Some(converge(api, cluster, &targets, dry_run))
+    if p.target_wide {
+        return Some(converge(api, p.cluster, p.flows, &p.guests, dry_run));
+    }
+    let mut report = PolicyReport::new(ENFORCER, Switch::Unknown);
+    for g in &p.guests {
+        let o = converge_member(api, p.cluster, g, dry_run);
+        report.changes.extend(o.changes);
+        report.warnings.extend(o.warnings);
+        report.errors.extend(o.error);
+    }
+    Some(report)
 }
 
 /// Converge the datacenter objects, then every target container, then the switch.
-pub fn converge(
+fn converge(
     api: &dyn PveFirewall,
     cluster: &Cluster,
-    targets: &[Target<'_>],
+    flows: &policy::Policy,
+    targets: &[Guest<'_>],
     dry_run: bool,
-) -> FirewallReport {
-    let mut report = FirewallReport {
-        datacenter: Datacenter::Unknown,
-        changes: Vec::new(),
-        warnings: Vec::new(),
-        errors: Vec::new(),
-    };
+) -> PolicyReport {
+    let mut report = PolicyReport::new(ENFORCER, Switch::Unknown);
     let switch_on = match api.options(Scope::Datacenter) {
         Ok(o) => o.get("enable").is_some_and(|v| v != "0" && !v.is_empty()),
         Err(e) => {
@@ -407,23 +338,19 @@ pub fn converge(
             return report;
         }
     };
-    let plan = datacenter_plan(cluster, &policy::derive(cluster));
+    let plan = datacenter_plan(cluster, flows);
     if let Err(e) = converge_datacenter(api, cluster, &plan, dry_run, &mut report.changes) {
         report.errors.push(e.to_string());
-        report.datacenter = if switch_on {
-            Datacenter::On
-        } else {
-            Datacenter::Off
-        };
+        report.switch = if switch_on { Switch::On } else { Switch::Off };
         return report;
     }
 
     // Per node in parallel, in spec order within a node.
-    let mut per_node: BTreeMap<&str, Vec<&Target<'_>>> = BTreeMap::new();
+    let mut per_node: BTreeMap<&str, Vec<&Guest<'_>>> = BTreeMap::new();
     for t in targets {
-        per_node.entry(t.node).or_default().push(t);
+        per_node.entry(t.member.node.as_str()).or_default().push(t);
     }
-    let outcomes: BTreeMap<u32, MemberOutcome> = crate::backend::per_node(&per_node, |_, t| {
+    let outcomes: BTreeMap<u32, GuestOutcome> = crate::backend::per_node(&per_node, |_, t| {
         (t.vmid, converge_member(api, cluster, t, dry_run))
     })
     .into_iter()
@@ -436,8 +363,8 @@ pub fn converge(
         }
     }
 
-    report.datacenter = if switch_on {
-        Datacenter::On
+    report.switch = if switch_on {
+        Switch::On
     } else {
         match cluster.proxmox.firewall.datacenter {
             DatacenterFirewall::Check => {
@@ -446,13 +373,13 @@ pub fn converge(
                      turn it on once the hosts' own rules are checked, or set proxmox.firewall.datacenter: enable"
                         .into(),
                 );
-                Datacenter::Off
+                Switch::Off
             }
             DatacenterFirewall::Enable if !report.errors.is_empty() => {
                 report.warnings.push(
                     "the datacenter firewall stays off: not every container's rules are in place (see the errors)".into(),
                 );
-                Datacenter::Off
+                Switch::Off
             }
             DatacenterFirewall::Enable => {
                 let set: Options = [("enable".to_string(), "1".to_string())].into();
@@ -466,14 +393,14 @@ pub fn converge(
                             if dry_run { "would turn on" } else { "turned on" }
                         ));
                         if dry_run {
-                            Datacenter::WouldEnable
+                            Switch::WouldEnable
                         } else {
-                            Datacenter::Enabled
+                            Switch::Enabled
                         }
                     }
                     Err(e) => {
                         report.errors.push(e.to_string());
-                        Datacenter::Off
+                        Switch::Off
                     }
                 }
             }
@@ -691,13 +618,13 @@ fn with_firewall(net0: &str) -> String {
 
 /// Converge one container: net0, ipfilter set, rules, options. Also the entry
 /// point for rollouts, for each green container before it starts.
-pub fn converge_member(
+fn converge_member(
     api: &dyn PveFirewall,
     cluster: &Cluster,
-    t: &Target<'_>,
+    t: &Guest<'_>,
     dry_run: bool,
-) -> MemberOutcome {
-    let mut out = MemberOutcome::default();
+) -> GuestOutcome {
+    let mut out = GuestOutcome::default();
     if let Err(e) = member_steps(api, cluster, t, dry_run, &mut out) {
         out.error = Some(e.to_string());
     }
@@ -707,26 +634,23 @@ pub fn converge_member(
 fn member_steps(
     api: &dyn PveFirewall,
     cluster: &Cluster,
-    t: &Target<'_>,
+    t: &Guest<'_>,
     dry_run: bool,
-    out: &mut MemberOutcome,
+    out: &mut GuestOutcome,
 ) -> Result<(), BackendError> {
     let plan = member_plan(cluster, t.member);
     let label = format!("CT {} ({})", t.vmid, t.member.slot);
-    let at = Scope::Ct {
-        node: t.node,
-        vmid: t.vmid,
-    };
+    let node = t.member.node.as_str();
+    let at = Scope::Ct { node, vmid: t.vmid };
     if !t.fresh {
-        let (net0, digest) = api.ct_net0(t.node, t.vmid)?;
+        let (net0, digest) = api.ct_net0(node, t.vmid)?;
         let net0 = net0.ok_or_else(|| {
             BackendError::Other(anyhow::anyhow!(
-                "{label} on {} has no net0, so no firewall can filter it; it was not created by this haimg",
-                t.node
+                "{label} on {node} has no net0, so no firewall can filter it; it was not created by this haimg"
             ))
         })?;
         if !has_firewall(&net0) {
-            api.set_ct_net0(t.node, t.vmid, &with_firewall(&net0), &digest)?;
+            api.set_ct_net0(node, t.vmid, &with_firewall(&net0), &digest)?;
             out.changes.push(format!(
                 "{label}: net0 firewall=1 (a running container's interface is re-plugged: a short network interruption)"
             ));
@@ -755,10 +679,7 @@ fn member_steps(
             &format!("{label}: ipset {}", set.name),
         )?;
     }
-    let list = RuleList::Ct {
-        node: t.node,
-        vmid: t.vmid,
-    };
+    let list = RuleList::Ct { node, vmid: t.vmid };
     let now = if t.absent {
         Vec::new()
     } else {
