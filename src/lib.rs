@@ -13,6 +13,7 @@ pub mod digest;
 pub mod exec;
 pub mod fleet;
 pub mod golden;
+pub mod orchestrate;
 pub mod probe;
 pub mod rollout;
 pub mod spec_file;

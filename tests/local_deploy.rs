@@ -1,4 +1,4 @@
-//! The deploy orchestration (`haimg::deploy::deploy`, written once against
+//! The deploy orchestration (`haimg::orchestrate`, written once against
 //! the `Backend` trait) converging the seed's nine members on the local
 //! backend: created and started, then unchanged on a rerun, then a stopped
 //! member started again; the network policy on the bridge from the first
@@ -6,11 +6,12 @@
 //! name (the real ones come from `haimg build`), serving on port 80. Needs root.
 
 mod local_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use haimg::backend::{Backend, PowerState};
-use haimg::deploy::{self, Action};
+use haimg::deploy::Action;
 use haimg::fleet::templates;
 use local_support::*;
 
@@ -33,7 +34,7 @@ fn deploy_converges_on_the_local_backend() {
     let b = &tc.backend;
 
     let t0 = Instant::now();
-    let report = deploy::deploy(b, &cluster, &tpls, false).unwrap();
+    let report = support::deploy(b, &cluster, &tpls, false).unwrap();
     figure("haimg deploy, 9 members from scratch", t0.elapsed());
     let actions: Vec<(&str, &Action)> = report
         .members
@@ -88,13 +89,13 @@ fn deploy_converges_on_the_local_backend() {
 
     // a rerun changes nothing
     let t0 = Instant::now();
-    let again = deploy::deploy(b, &cluster, &tpls, false).unwrap();
+    let again = support::deploy(b, &cluster, &tpls, false).unwrap();
     figure("haimg deploy rerun (converged)", t0.elapsed());
     assert!(again.members.iter().all(|m| m.action == Action::Unchanged));
 
     // a stopped member is started again
     b.stop("pve2", 107).unwrap();
-    let third = deploy::deploy(b, &cluster, &tpls, false).unwrap();
+    let third = support::deploy(b, &cluster, &tpls, false).unwrap();
     let webapp2 = third.members.iter().find(|m| m.vmid == 107).unwrap();
     assert_eq!(webapp2.action, Action::Started);
     assert_eq!(

@@ -30,7 +30,7 @@ fn full_deploy_then_nothing_to_do() {
     let tpl = support::find_templates(&out, &cluster);
 
     let b = support::backend(&cluster);
-    let report = deploy::deploy(&b, &cluster, &tpl, false).unwrap();
+    let report = support::deploy(&b, &cluster, &tpl, false).unwrap();
     assert!(report.ok(), "{report:#?}");
     assert_eq!(report.count(|a| *a == Action::Created), 9);
     let counts = fake.counts();
@@ -74,7 +74,7 @@ fn full_deploy_then_nothing_to_do() {
     // Second run: nothing changes, one call.
     fake.clear_requests();
     let b2 = support::backend(&cluster);
-    let again = deploy::deploy(&b2, &cluster, &tpl, false).unwrap();
+    let again = support::deploy(&b2, &cluster, &tpl, false).unwrap();
     assert!(again.ok());
     assert_eq!(again.count(|a| *a == Action::Unchanged), 9, "{again:#?}");
     assert!(again.uploads.is_empty());
@@ -101,7 +101,7 @@ fn node_local_storage_gets_one_upload_per_node() {
     let out = support::write_templates(dir.path(), &cluster, "v1");
     let tpl = support::find_templates(&out, &cluster);
     let b = support::backend(&cluster);
-    let report = deploy::deploy(&b, &cluster, &tpl, false).unwrap();
+    let report = support::deploy(&b, &cluster, &tpl, false).unwrap();
     assert!(report.ok(), "{report:#?}");
     let counts = fake.counts();
     eprintln!(
@@ -125,12 +125,12 @@ fn templates_already_stored_are_not_uploaded_again() {
     let out = support::write_templates(dir.path(), &cluster, "v1");
     let tpl = support::find_templates(&out, &cluster);
     let b = support::backend(&cluster);
-    assert!(deploy::deploy(&b, &cluster, &tpl, false).unwrap().ok());
+    assert!(support::deploy(&b, &cluster, &tpl, false).unwrap().ok());
     // Containers gone (say, destroyed by hand), templates still there.
     fake.state().containers.clear();
     fake.clear_requests();
     let b = support::backend(&cluster);
-    let r = deploy::deploy(&b, &cluster, &tpl, false).unwrap();
+    let r = support::deploy(&b, &cluster, &tpl, false).unwrap();
     assert!(r.ok());
     assert_eq!(r.count(|a| *a == Action::Created), 9);
     let counts = fake.counts();
@@ -148,7 +148,7 @@ fn pve_before_9_1_gets_no_env_entrypoint_or_host_managed() {
     let out = support::write_templates(dir.path(), &cluster, "v1");
     let tpl = support::find_templates(&out, &cluster);
     let b = support::backend(&cluster);
-    let r = deploy::deploy(&b, &cluster, &tpl, false).unwrap();
+    let r = support::deploy(&b, &cluster, &tpl, false).unwrap();
     assert!(r.ok(), "{r:#?}");
     let create = fake
         .requests()
@@ -172,7 +172,7 @@ fn dry_run_changes_nothing_and_lists_every_call() {
     let out = support::write_templates(dir.path(), &cluster, "v1");
     let tpl = support::find_templates(&out, &cluster);
     let b = support::backend(&cluster).into_dry_run();
-    let r = deploy::deploy(&b, &cluster, &tpl, true).unwrap();
+    let r = support::deploy(&b, &cluster, &tpl, true).unwrap();
     assert!(r.ok());
     assert!(fake.requests().iter().all(|r| r.method == "GET"));
     assert!(fake.state().containers.is_empty());
@@ -207,7 +207,7 @@ fn a_new_template_is_not_forced_onto_running_members() {
     let cluster = support::cluster(&fake, "templates");
     let out = support::write_templates(dir.path(), &cluster, "v1");
     let b = support::backend(&cluster);
-    assert!(deploy::deploy(
+    assert!(support::deploy(
         &b,
         &cluster,
         &support::find_templates(&out, &cluster),
@@ -219,13 +219,7 @@ fn a_new_template_is_not_forced_onto_running_members() {
     let out = support::write_templates(dir.path(), &cluster, "v2");
     fake.clear_requests();
     let b = support::backend(&cluster);
-    let r = deploy::deploy(
-        &b,
-        &cluster,
-        &support::find_templates(&out, &cluster),
-        false,
-    )
-    .unwrap();
+    let r = support::converge(&b, &cluster, &support::find_templates(&out, &cluster));
     // The converge leaves them alone: swapping them is the rollout's job (tests/rollout_*.rs).
     assert!(r.ok());
     assert_eq!(r.rollouts(), 9);
@@ -249,11 +243,11 @@ fn foreign_guests_and_misplaced_members_are_left_alone() {
     let out = support::write_templates(dir.path(), &cluster, "v1");
     let tpl = support::find_templates(&out, &cluster);
     let b = support::backend(&cluster);
-    let r = deploy::deploy(&b, &cluster, &tpl, false).unwrap();
+    let r = support::deploy(&b, &cluster, &tpl, false).unwrap();
     assert_eq!(r.count(|a| *a == Action::Created), 8);
     // Someone migrated CT 101 to pve3.
     fake.state().containers.get_mut(&101).unwrap().node = "pve3".into();
-    let r = deploy::deploy(&support::backend(&cluster), &cluster, &tpl, false).unwrap();
+    let r = support::deploy(&support::backend(&cluster), &cluster, &tpl, false).unwrap();
     insta::assert_snapshot!(blocked(&r).join("\n"), @r#"
     nginx2: CT 101 runs on node pve3, the spec places it on pve2; haimg does not migrate containers: move it in Proxmox or change the spec
     mongo3: VMID 105 is held by guest "other105" on pve3 that haimg did not create (no 'haimg' tag); free the VMID or change the member's vmid in the spec

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use haimg::deploy::{self, Action, Report};
+use haimg::deploy::{Action, Report};
 use haimg::model::Cluster;
 use support::pve_fake::{lock_timeout_msg, Config, FakePve, Fault, FaultKind};
 
@@ -36,7 +36,7 @@ impl Bed {
     }
     fn run_with(&self, s: haimg::backend::proxmox::Settings) -> Report {
         let b = support::backend_with(&self.cluster, s);
-        deploy::deploy(&b, &self.cluster, &self.tpl, false).expect("deploy starts")
+        support::deploy(&b, &self.cluster, &self.tpl, false).expect("deploy starts")
     }
     /// A second run must leave every member running.
     fn assert_converges(&self) {
@@ -79,7 +79,7 @@ fn unauthorized_is_a_clear_error_and_a_rerun_converges() {
         FaultKind::Status(401, String::new()),
     ));
     let be = support::backend(&b.cluster);
-    let e = deploy::deploy(&be, &b.cluster, &b.tpl, false).unwrap_err();
+    let e = support::deploy(&be, &b.cluster, &b.tpl, false).unwrap_err();
     insta::assert_snapshot!(e.to_string(), @"failed to read the target's inventory: GET /cluster/resources: 401 authentication failed: the API token in HAIMG_PVE_TOKEN was refused (wrong secret, expired or deleted token?)");
     b.assert_converges();
 }
@@ -145,7 +145,7 @@ fn proxy_errors_596_are_retried() {
         FaultKind::Status(599, String::new()),
     ));
     let be = support::backend(&b.cluster);
-    let r = deploy::deploy(&be, &b.cluster, &b.tpl, false).unwrap();
+    let r = support::deploy(&be, &b.cluster, &b.tpl, false).unwrap();
     assert!(r.ok(), "{r:#?}");
     assert_eq!(b.fake.faults_left(), 0);
     assert_eq!(be.calls().retries, 5);
@@ -209,7 +209,7 @@ fn lock_timeouts_are_retried_whether_immediate_or_in_the_task() {
         FaultKind::TaskFails(lock_timeout_msg(102)),
     ));
     let be = support::backend(&b.cluster);
-    let r = deploy::deploy(&be, &b.cluster, &b.tpl, false).unwrap();
+    let r = support::deploy(&be, &b.cluster, &b.tpl, false).unwrap();
     assert!(r.ok(), "{r:#?}");
     assert_eq!(b.fake.faults_left(), 0);
     assert_eq!(be.calls().retries, 3);
@@ -290,7 +290,7 @@ fn dropped_upload_connection_is_retried() {
         FaultKind::DropMidUpload(50_000),
     ));
     let be = support::backend(&b.cluster);
-    let r = deploy::deploy(&be, &b.cluster, &b.tpl, false).unwrap();
+    let r = support::deploy(&be, &b.cluster, &b.tpl, false).unwrap();
     assert!(r.ok(), "{r:#?}");
     assert_eq!(b.fake.faults_left(), 0);
     assert!(be.calls().retries >= 2);

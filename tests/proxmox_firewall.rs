@@ -141,7 +141,7 @@ fn deploy_once(cluster: &Cluster, salt: &str) -> deploy::Report {
     let dir = tempfile::tempdir().unwrap();
     let out = support::write_templates(dir.path(), cluster, salt);
     let tpl = support::find_templates(&out, cluster);
-    deploy::deploy(&support::backend(cluster), cluster, &tpl, false).unwrap()
+    support::deploy(&support::backend(cluster), cluster, &tpl, false).unwrap()
 }
 
 #[test]
@@ -212,7 +212,7 @@ fn dry_run_shows_every_firewall_call_and_the_switch() {
     let out = support::write_templates(dir.path(), &cluster, "v1");
     let tpl = support::find_templates(&out, &cluster);
     let b = support::backend(&cluster).into_dry_run();
-    let r = deploy::deploy(&b, &cluster, &tpl, true).unwrap();
+    let r = support::deploy(&b, &cluster, &tpl, true).unwrap();
     assert!(r.ok(), "{r:#?}");
     let f = r.firewall.as_ref().unwrap();
     assert_eq!(f.switch, Switch::WouldEnable);

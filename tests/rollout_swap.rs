@@ -103,7 +103,7 @@ fn a_full_rollout_swaps_every_slot_one_at_a_time() {
     let again = rollout_support::deploy_plan(&b, &v2, &tpl, &gate);
     assert!(again.is_empty(), "{}", haimg::cli::show::plan(&again));
     bed.fake.clear_requests();
-    let conv = haimg::deploy::deploy(&bed.backend(&v2), &v2, &tpl, false).unwrap();
+    let conv = support::converge(&bed.backend(&v2), &v2, &tpl);
     assert_eq!(
         conv.count(|a| *a == haimg::deploy::Action::Unchanged),
         9,

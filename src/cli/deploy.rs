@@ -22,10 +22,10 @@ use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
 use crate::backend::{PolicyReport, Switch};
-use crate::deploy::{self, Action, Report};
-use crate::fleet::templates;
-use crate::fleet::templates::LocalTemplate;
-use crate::rollout::{exec, plan, Executor, Plan};
+use crate::deploy::{Action, Report};
+use crate::fleet::templates::{self, LocalTemplate};
+use crate::orchestrate::{self, Intent, Request};
+use crate::rollout::{self, exec, Plan};
 use crate::spec_file;
 use haimg_model::{Cluster, Role};
 
@@ -84,18 +84,19 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         eprintln!("  {role}: no template built; its members are not deployed");
     }
     let gate = target.gate(cluster)?;
-    let inventory = backend
-        .inventory()
-        .context("failed to read the target's inventory")?;
-    let views = crate::fleet::slot::observe_from(backend, cluster, &inventory)
-        .context("failed to read the target")?;
-    let plan = plan::for_deploy(cluster, &views, &templates, &gate);
-    let rolling = !plan.is_empty();
-    if rolling || !plan.blocked.is_empty() {
-        eprint!("{}", show::plan(&plan));
+    let req = Request {
+        cluster,
+        intent: Intent::Deploy { templates },
+        dry_run: args.dry_run,
+        leave_out_absent_roles: false,
+    };
+    let plan = orchestrate::prepare(backend, req, &gate)?;
+    let swaps = plan.swaps();
+    if swaps || !plan.rollout.blocked.is_empty() {
+        eprint!("{}", show::plan(&plan.rollout));
     }
-    if rolling && !args.dry_run {
-        if let Some(r) = &plan.refusal {
+    if swaps && !args.dry_run {
+        if let Some(r) = plan.refusal() {
             bail!("refusing to roll out: {r}");
         }
         match target::confirm(&target, args.yes, "roll out")? {
@@ -104,26 +105,21 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
             Confirmed::NoTerminal => return Ok(Exit::Usage),
         }
     }
-
-    let report =
-        deploy::deploy_with_inventory(backend, cluster, &templates, args.dry_run, inventory)
-            .context("deploy failed")?;
-    let rollout_report = if rolling {
-        let opts = exec::Options::from_cluster(cluster, args.dry_run);
-        let ex = Executor::new(backend, cluster, &gate, Some(&templates), opts);
-        let mut progress = show::progress(plan.slots.len());
-        Some(ex.run(&plan, &mut progress).context("rollout stopped")?)
-    } else {
-        None
-    };
+    let opts = rollout::Options::from_cluster(cluster, args.dry_run);
+    let mut progress = show::progress(plan.rollout.slots.len());
+    let done = orchestrate::execute(backend, &plan, &gate, opts, &mut progress)?;
+    let report = done
+        .converge
+        .as_ref()
+        .context("a deploy plan always converges first")?;
 
     let calls = target.calls();
     let (header, planned) = target.dry_run_calls();
     if args.json {
         output::json(&DeployJson {
-            report: &report,
-            rollout_plan: rolling.then_some(&plan),
-            rollout: rollout_report.as_ref(),
+            report,
+            rollout_plan: swaps.then_some(&plan.rollout),
+            rollout: done.rollout.as_ref(),
             api_calls: calls,
             planned_calls: args.dry_run.then_some(planned.as_slice()),
         })?;
@@ -142,15 +138,14 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         }
         output::stdout(&text)?;
     }
-    print_summary(&report, &target, calls);
-    if let Some(r) = &rollout_report {
+    print_summary(report, &target, calls);
+    if let Some(r) = &done.rollout {
         show::summary(r, cluster);
     }
     if let Target::Local(b) = &target {
         print_local_hint(b, cluster)?;
     }
-    let rolled = rollout_report.as_ref().is_none_or(exec::Report::ok);
-    Ok(if report.ok() && rolled && plan.blocked.is_empty() {
+    Ok(if done.ok(&plan) {
         Exit::Ok
     } else {
         Exit::Error

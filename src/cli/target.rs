@@ -11,12 +11,13 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context, Result};
-use haimg_model::{Cluster, Role};
+use haimg_model::Cluster;
 
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
 use crate::backend::{Backend, ContainerStatus};
+use crate::fleet::slot;
 use crate::probe::Origin;
 use crate::rollout::NetGate;
 use crate::spec_file::Loaded;
@@ -85,11 +86,16 @@ impl Target {
     /// the deploy left it out) is left out rather than reported missing,
     /// unless nothing is deployed at all; on Proxmox every member counts.
     pub fn scope(&self, cluster: &Cluster, inventory: &[ContainerStatus]) -> Cluster {
-        let absent = absent_roles(cluster, inventory);
         match self {
-            Target::Local(_) if absent.len() < Role::ALL.len() => cluster.without_roles(&absent),
-            _ => cluster.clone(),
+            Target::Local(_) => slot::present_part(cluster, inventory),
+            Target::Proxmox(_) => cluster.clone(),
         }
+    }
+
+    /// Whether runs leave out the roles the target has no container of
+    /// (see [`Target::scope`]).
+    pub fn leaves_out_absent_roles(&self) -> bool {
+        matches!(self, Target::Local(_))
     }
 
     /// The API calls made so far (Proxmox only).
@@ -108,21 +114,6 @@ impl Target {
             Target::Local(_) => (String::new(), Vec::new()),
         }
     }
-}
-
-/// Roles none of whose slots has a container at either of its VMIDs.
-pub fn absent_roles(cluster: &Cluster, inventory: &[ContainerStatus]) -> Vec<Role> {
-    let offset = cluster.rollout.green_vmid_offset;
-    Role::ALL
-        .into_iter()
-        .filter(|r| {
-            !cluster.members_of(*r).iter().any(|m| {
-                inventory
-                    .iter()
-                    .any(|c| c.vmid == m.vmid || c.vmid == m.vmid + offset)
-            })
-        })
-        .collect()
 }
 
 /// The Proxmox backend of a spec with `proxmox.endpoint`.

@@ -6,9 +6,11 @@
 //!   tags and power states alone, and what the slot needs;
 //! * [`status`]: the live and standby member of every slot, for `haimg status`;
 //! * [`members`]: the container spec of a member, derived from the cluster;
-//! * [`templates`]: the built templates on this machine and their content hash.
+//! * [`templates`]: the built templates on this machine and their content hash;
+//! * [`upload`]: storing them on the target.
 //!
-//! Invariant: this layer reads the target and derives; it never changes it.
+//! Invariant: this layer reads the target and derives; its one write is
+//! storing templates ([`upload`]), never a container.
 //! `deploy` and `rollout` both build on it and never on each other.
 
 pub mod members;
@@ -16,3 +18,4 @@ pub mod slot;
 pub mod status;
 pub mod tags;
 pub mod templates;
+pub mod upload;

@@ -11,7 +11,7 @@
 //! problem the slot reports, never something haimg touches. A container
 //! without a state tag (made by a plain deploy) counts as live.
 
-use haimg_model::{Cluster, Member};
+use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
 use crate::backend::{Backend, BackendError, ContainerStatus, PowerState};
@@ -290,6 +290,34 @@ pub fn observe_one<B: Backend + ?Sized>(
         v.fill_data(backend)?;
     }
     Ok(v)
+}
+
+/// Roles none of whose slots has a container at either of its VMIDs.
+pub fn absent_roles(cluster: &Cluster, inventory: &[ContainerStatus]) -> Vec<Role> {
+    let offset = cluster.rollout.green_vmid_offset;
+    Role::ALL
+        .into_iter()
+        .filter(|r| {
+            !cluster.members_of(*r).iter().any(|m| {
+                inventory
+                    .iter()
+                    .any(|c| c.vmid == m.vmid || c.vmid == m.vmid + offset)
+            })
+        })
+        .collect()
+}
+
+/// The part of `cluster` the target holds: a role with no container at all
+/// (mongo, when its template cannot be built here and the deploy left it
+/// out) is left out rather than reported missing, unless nothing is
+/// deployed at all.
+pub fn present_part(cluster: &Cluster, inventory: &[ContainerStatus]) -> Cluster {
+    let absent = absent_roles(cluster, inventory);
+    if absent.len() < Role::ALL.len() {
+        cluster.without_roles(&absent)
+    } else {
+        cluster.clone()
+    }
 }
 
 #[cfg(test)]

@@ -175,6 +175,17 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.stopped.is_none() && self.slots.iter().all(SlotReport::ok)
     }
+
+    /// The report of a plan with no slot: nothing was done.
+    pub fn nothing(plan: &Plan) -> Report {
+        Report {
+            kind: plan.kind,
+            dry_run: false,
+            slots: Vec::new(),
+            seconds: 0.0,
+            stopped: None,
+        }
+    }
 }
 
 /// How a mongo member's primary role ends before its shutdown.
@@ -282,7 +293,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
             return None;
         }
         let (stored, _) =
-            crate::deploy::upload_phase(self.backend, self.cluster, templates, &creates);
+            crate::fleet::upload::upload(self.backend, self.cluster, templates, &creates);
         let failed: Vec<String> = stored
             .iter()
             .filter_map(|((node, role), r)| {

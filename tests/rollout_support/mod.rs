@@ -16,9 +16,10 @@ use haimg::fleet::slot;
 use haimg::fleet::tags::{MemberTags, State as Tag};
 use haimg::fleet::templates::LocalTemplate;
 use haimg::model::{Cluster, Member, Role};
+use haimg::orchestrate::{self, ExecuteError, Request};
 use haimg::rollout::exec::{Event, Options, Report};
 use haimg::rollout::gate::{Expect, GateError, HealthGate, Passed};
-use haimg::rollout::{plan, Aborted, Executor, Plan};
+use haimg::rollout::{plan, Aborted, Plan};
 
 use crate::support::{self, pve_fake::FakePve};
 
@@ -52,7 +53,7 @@ impl Bed {
         let v1 = cluster_v(&fake, "1.0.0");
         let tpl = templates(dir.path(), &v1, "1.0.0");
         let b = support::backend(&v1);
-        let r = haimg::deploy::deploy(&b, &v1, &tpl, false).unwrap();
+        let r = support::deploy(&b, &v1, &tpl, false).unwrap();
         assert!(r.ok(), "{r:#?}");
         assert_eq!(r.count(|a| *a == haimg::deploy::Action::Created), 9);
         fake.clear_requests();
@@ -384,7 +385,8 @@ pub fn opts(c: &Cluster) -> Options {
     o
 }
 
-/// Plan and run a deploy rollout.
+/// `haimg deploy --yes` as the CLI runs it ([`haimg::orchestrate`]): the
+/// converge, then the rollout; the rollout's report.
 pub fn roll(
     b: &ProxmoxBackend,
     c: &Cluster,
@@ -392,18 +394,32 @@ pub fn roll(
     gate: &dyn HealthGate,
     obs: &mut dyn haimg::rollout::Observer,
 ) -> Result<Report, Aborted> {
-    let p = deploy_plan(b, c, tpl, gate);
-    Executor::new(b, c, gate, Some(tpl), opts(c)).run(&p, obs)
+    run(b, Request::deploy(c, tpl.clone()), c, gate, obs)
 }
 
+/// `haimg rollback --yes` as the CLI runs it.
 pub fn roll_back(
     b: &ProxmoxBackend,
     c: &Cluster,
     gate: &dyn HealthGate,
     obs: &mut dyn haimg::rollout::Observer,
 ) -> Result<Report, Aborted> {
-    let p = rollback_plan(b, c, gate);
-    Executor::new(b, c, gate, None, opts(c)).run(&p, obs)
+    run(b, Request::rollback(c), c, gate, obs)
+}
+
+fn run(
+    b: &ProxmoxBackend,
+    req: Request<'_>,
+    c: &Cluster,
+    gate: &dyn HealthGate,
+    obs: &mut dyn haimg::rollout::Observer,
+) -> Result<Report, Aborted> {
+    let plan = orchestrate::prepare(b, req, gate).expect("the fake answers");
+    match orchestrate::execute(b, &plan, gate, opts(c), obs) {
+        Ok(r) => Ok(r.rollout.unwrap_or_else(|| Report::nothing(&plan.rollout))),
+        Err(ExecuteError::Aborted(a)) => Err(a),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// Mutating requests in order, with bodies: method, path, form.

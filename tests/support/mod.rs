@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use haimg::backend::proxmox::client::RetryPolicy;
 use haimg::backend::proxmox::{ApiToken, PollPolicy, ProxmoxBackend, Settings, Timeouts};
+use haimg::backend::Backend;
+use haimg::deploy;
 use haimg::fleet::templates::{self, LocalTemplate};
-use haimg::model::{Cluster, Role};
+use haimg::model::{Cluster, Member, Role};
+use haimg::orchestrate::{self, Request, RunError};
+use haimg::rollout::gate::{Expect, GateError, HealthGate, Passed};
 
 use pve_fake::FakePve;
 
@@ -96,4 +100,53 @@ pub fn backend(cluster: &Cluster) -> ProxmoxBackend {
 pub fn backend_with(cluster: &Cluster, s: Settings) -> ProxmoxBackend {
     let token = ApiToken::parse(&pve_fake::token()).unwrap();
     ProxmoxBackend::new(&cluster.proxmox, token, s).unwrap()
+}
+
+/// A health gate for runs that swap nothing: being asked is a test failure.
+pub struct NoGate;
+
+impl HealthGate for NoGate {
+    fn wait_healthy(&self, _: &Cluster, e: &Expect, _: Duration) -> Result<Passed, GateError> {
+        Err(GateError::Mongo(format!(
+            "no health gate in this test, asked for {}",
+            e.slot
+        )))
+    }
+    fn mongo_primary(&self, _: &Cluster) -> Result<Option<String>, GateError> {
+        Err(GateError::Mongo("no health gate in this test".into()))
+    }
+    fn mongo_step_down(&self, _: &Cluster, _: &Member, _: Duration) -> Result<(), GateError> {
+        Err(GateError::Mongo("no health gate in this test".into()))
+    }
+}
+
+/// `haimg deploy --yes` as the CLI runs it ([`haimg::orchestrate`]), on a
+/// target where nothing needs a blue/green swap; the converge's report.
+pub fn deploy<B: Backend + Sync + ?Sized>(
+    b: &B,
+    cluster: &Cluster,
+    tpl: &BTreeMap<Role, LocalTemplate>,
+    dry_run: bool,
+) -> Result<deploy::Report, RunError> {
+    let req = Request {
+        dry_run,
+        ..Request::deploy(cluster, tpl.clone())
+    };
+    let opts = haimg::rollout::Options::from_cluster(cluster, dry_run);
+    let mut quiet = |_: &haimg::rollout::Event<'_>| std::ops::ControlFlow::Continue(());
+    let (plan, report) = orchestrate::run(b, req, &NoGate, opts, &mut quiet)?;
+    assert!(!plan.swaps(), "{}", haimg::cli::show::plan(&plan.rollout));
+    Ok(report.converge.expect("a deploy converges"))
+}
+
+/// The converge alone ([`deploy::plan`], [`deploy::execute`]): members of
+/// other templates are left to the rollout.
+pub fn converge<B: Backend + Sync + ?Sized>(
+    b: &B,
+    cluster: &Cluster,
+    tpl: &BTreeMap<Role, LocalTemplate>,
+) -> deploy::Report {
+    let inventory = b.inventory().unwrap();
+    let plan = deploy::plan(cluster, tpl, &inventory, false);
+    deploy::execute(b, cluster, tpl, &plan).unwrap()
 }
