@@ -169,3 +169,15 @@ fn init_logging(level: LogLevel) {
         .without_time()
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own checks of the definitions (conflicting flags, bad defaults,
+    /// ids used twice), which otherwise fire only when a command is run.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

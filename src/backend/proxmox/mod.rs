@@ -751,7 +751,7 @@ impl Backend for ProxmoxBackend {
         Ok(self
             .inventory()?
             .into_iter()
-            .filter(|c| c.tags.iter().any(|t| t == crate::fleet::tags::OWNER))
+            .filter(|c| c.tags.iter().any(|t| t == crate::backend::OWNER_TAG))
             .collect())
     }
 
