@@ -8,7 +8,7 @@ mod support;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
-use haimg::rollout::exec::{Event, Outcome, Report};
+use haimg::rollout::executor::{Event, Report, SlotOutcome};
 use haimg::rollout::Observer;
 use rollout_support::{Bed, FakeGate, Recorder};
 use support::pve_fake::{Fault, FaultKind};
@@ -18,15 +18,15 @@ fn outcomes(r: &Report) -> String {
         .iter()
         .map(|s| {
             let o = match &s.outcome {
-                Outcome::Done => "done".to_string(),
-                Outcome::GateFailed { error, restored } => {
+                SlotOutcome::Done => "done".to_string(),
+                SlotOutcome::GateFailed { error, restored } => {
                     format!("gate failed (restored: {restored}): {error}")
                 }
-                Outcome::Failed { error, restored } => {
+                SlotOutcome::Failed { error, restored } => {
                     format!("failed (restored: {restored}): {error}")
                 }
-                Outcome::Refused(w) => format!("refused: {w}"),
-                Outcome::NotStarted => "not started".into(),
+                SlotOutcome::Refused(w) => format!("refused: {w}"),
+                SlotOutcome::NotStarted => "not started".into(),
             };
             let steps: Vec<String> = s.steps.iter().map(|x| x.step.to_string()).collect();
             format!(
@@ -76,7 +76,7 @@ fn a_green_that_fails_its_gate_is_stopped_and_blue_serves_again() {
     assert_eq!(again.slots[0].slot, "webapp2");
     assert!(matches!(
         again.slots[0].outcome,
-        Outcome::GateFailed { restored: true, .. }
+        SlotOutcome::GateFailed { restored: true, .. }
     ));
     assert!(
         !again.slots[0]
@@ -122,7 +122,7 @@ fn a_mongo_green_that_fails_gives_the_data_volume_back() {
     assert_eq!(
         r.slots
             .iter()
-            .filter(|s| s.outcome == Outcome::NotStarted)
+            .filter(|s| s.outcome == SlotOutcome::NotStarted)
             .count(),
         8
     );
@@ -144,7 +144,7 @@ fn a_failing_start_restores_the_slot() {
     let mut rec = Recorder::new(&bed, &bed.v1, tl.clone());
     let r = rollout_support::roll(&b, &bed.v1, &tpl, &gate, &mut rec).unwrap();
     assert_eq!(r.slots.len(), 3, "only the webapp tier changes");
-    let Outcome::Failed { error, restored } = &r.slots[0].outcome else {
+    let SlotOutcome::Failed { error, restored } = &r.slots[0].outcome else {
         panic!("{}", outcomes(&r))
     };
     assert!(*restored);

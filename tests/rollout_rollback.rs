@@ -8,7 +8,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use haimg::rollout::exec::Outcome;
+use haimg::rollout::executor::SlotOutcome;
 use rollout_support::{Bed, FakeGate, Recorder};
 
 fn rolled_out() -> (Bed, Arc<Mutex<Vec<String>>>) {
@@ -127,7 +127,7 @@ fn a_standby_that_fails_its_gate_leaves_the_new_version_serving() {
     assert!(!r.ok());
     let w1 = r.slots.iter().find(|s| s.slot == "webapp1").unwrap();
     assert!(
-        matches!(w1.outcome, Outcome::GateFailed { restored: true, .. }),
+        matches!(w1.outcome, SlotOutcome::GateFailed { restored: true, .. }),
         "{w1:#?}"
     );
     assert_eq!(bed.live()["webapp1"], (1106, "1.1.0".to_string()));

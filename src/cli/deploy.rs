@@ -25,7 +25,7 @@ use crate::backend::{PolicyReport, Switch};
 use crate::deploy::{Action, Report};
 use crate::fleet::templates::{self, LocalTemplate};
 use crate::orchestrate::{self, Intent, Request};
-use crate::rollout::{self, exec, Plan};
+use crate::rollout::{self, executor, Plan};
 use crate::spec_file;
 use haimg_model::{Cluster, Role};
 
@@ -58,7 +58,7 @@ struct DeployJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     rollout_plan: Option<&'a Plan>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rollout: Option<&'a exec::Report>,
+    rollout: Option<&'a executor::Report>,
     /// Proxmox only.
     #[serde(skip_serializing_if = "Option::is_none")]
     api_calls: Option<CallCounts>,

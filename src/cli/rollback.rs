@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::target::{self, Confirmed, Target};
 use super::{output, show, Exit};
 use crate::orchestrate::{self, Request};
-use crate::rollout::{self, exec, Plan};
+use crate::rollout::{self, executor, Plan};
 use crate::spec_file;
 
 #[derive(Debug, clap::Args)]
@@ -31,7 +31,7 @@ pub struct RollbackArgs {
 #[derive(Serialize)]
 struct RollbackJson<'a> {
     plan: &'a Plan,
-    report: Option<&'a exec::Report>,
+    report: Option<&'a executor::Report>,
     planned_calls: Option<&'a [crate::backend::proxmox::PlannedCall]>,
 }
 
@@ -81,6 +81,6 @@ pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
     if let Some(r) = &report {
         show::summary(r, cluster);
     }
-    let ok = report.as_ref().is_none_or(exec::Report::ok) && plan.rollout.blocked.is_empty();
+    let ok = report.as_ref().is_none_or(executor::Report::ok) && plan.rollout.blocked.is_empty();
     Ok(if ok { Exit::Ok } else { Exit::Error })
 }

@@ -9,7 +9,7 @@ use haimg_model::Cluster;
 use super::output::table;
 use crate::fleet::status::{MemberLine, Phase, Status};
 use crate::golden;
-use crate::rollout::exec::{Event, Outcome, Report};
+use crate::rollout::executor::{Event, Report, SlotOutcome};
 use crate::rollout::gc::GcPlan;
 use crate::rollout::machine::Step;
 use crate::rollout::plan::{Brief, Kind, Plan};
@@ -227,7 +227,7 @@ pub fn progress(total: usize) -> impl FnMut(&Event<'_>) -> ControlFlow<()> {
                 eprintln!("    HEALTH GATE FAILED: {error}; restoring the previous member")
             }
             Event::SlotFinished { report } => match &report.outcome {
-                Outcome::Done => eprintln!(
+                SlotOutcome::Done => eprintln!(
                     "    done in {:.1}s{}",
                     report.seconds,
                     report
@@ -242,10 +242,10 @@ pub fn progress(total: usize) -> impl FnMut(&Event<'_>) -> ControlFlow<()> {
     }
 }
 
-pub fn outcome_text(o: &Outcome) -> String {
+pub fn outcome_text(o: &SlotOutcome) -> String {
     match o {
-        Outcome::Done => "done".into(),
-        Outcome::GateFailed { error, restored } => format!(
+        SlotOutcome::Done => "done".into(),
+        SlotOutcome::GateFailed { error, restored } => format!(
             "FAILED its health gate: {error}; {}",
             if *restored {
                 "the previous member serves again"
@@ -253,7 +253,7 @@ pub fn outcome_text(o: &Outcome) -> String {
                 "NOT RESTORED: run haimg again"
             }
         ),
-        Outcome::Failed { error, restored } => format!(
+        SlotOutcome::Failed { error, restored } => format!(
             "FAILED: {error}; {}",
             if *restored {
                 "the previous member serves again"
@@ -261,8 +261,8 @@ pub fn outcome_text(o: &Outcome) -> String {
                 "NOT RESTORED: run haimg again"
             }
         ),
-        Outcome::Refused(why) => format!("not touched: {why}"),
-        Outcome::NotStarted => "not started".into(),
+        SlotOutcome::Refused(why) => format!("not touched: {why}"),
+        SlotOutcome::NotStarted => "not started".into(),
     }
 }
 
@@ -302,17 +302,17 @@ pub fn summary(r: &Report, cluster: &Cluster) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::golden::report::{Outcome, Report};
+    use crate::golden::report::{Report, ScenarioReport};
 
     #[test]
     fn table_and_json() {
-        let mut a = Outcome::new("vip-failover");
+        let mut a = ScenarioReport::new("vip-failover");
         a.figure("hard_s", 3.4567).figure("failed", 0usize);
-        let mut b = Outcome::new("rate-limit");
+        let mut b = ScenarioReport::new("rate-limit");
         b.figure("ok", 101usize)
             .expect(false, "expected about 101 x 200");
         let r = Report {
-            scenarios: vec![a, b, Outcome::skip("mongo-rs0", "no mongo template")],
+            scenarios: vec![a, b, ScenarioReport::skip("mongo-rs0", "no mongo template")],
         };
         assert!(!r.passed());
         insta::assert_snapshot!(golden(&r), @r"

@@ -56,16 +56,16 @@ impl std::fmt::Display for Figure {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Outcome {
+pub struct ScenarioReport {
     pub name: String,
     pub status: Status,
     pub reason: Option<String>,
     pub figures: BTreeMap<String, Figure>,
 }
 
-impl Outcome {
-    pub fn new(name: &str) -> Outcome {
-        Outcome {
+impl ScenarioReport {
+    pub fn new(name: &str) -> ScenarioReport {
+        ScenarioReport {
             name: name.to_string(),
             status: Status::Pass,
             reason: None,
@@ -73,13 +73,13 @@ impl Outcome {
         }
     }
 
-    pub fn figure(&mut self, key: &str, v: impl Into<Figure>) -> &mut Outcome {
+    pub fn figure(&mut self, key: &str, v: impl Into<Figure>) -> &mut ScenarioReport {
         self.figures.insert(key.to_string(), v.into());
         self
     }
 
     /// Fail with a reason; the first failure's reason is kept.
-    pub fn fail(&mut self, reason: impl Into<String>) -> &mut Outcome {
+    pub fn fail(&mut self, reason: impl Into<String>) -> &mut ScenarioReport {
         if self.status != Status::Fail {
             self.status = Status::Fail;
             self.reason = Some(reason.into());
@@ -88,25 +88,25 @@ impl Outcome {
     }
 
     /// Check a condition; on false, fail with the reason.
-    pub fn expect(&mut self, ok: bool, reason: impl Into<String>) -> &mut Outcome {
+    pub fn expect(&mut self, ok: bool, reason: impl Into<String>) -> &mut ScenarioReport {
         if !ok {
             self.fail(reason);
         }
         self
     }
 
-    pub fn skip(name: &str, reason: impl Into<String>) -> Outcome {
-        Outcome {
+    pub fn skip(name: &str, reason: impl Into<String>) -> ScenarioReport {
+        ScenarioReport {
             status: Status::Skip,
             reason: Some(reason.into()),
-            ..Outcome::new(name)
+            ..ScenarioReport::new(name)
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub scenarios: Vec<Outcome>,
+    pub scenarios: Vec<ScenarioReport>,
 }
 
 impl Report {

@@ -1,7 +1,7 @@
 //! The golden scenarios: the cluster checked as a user sees it, through the VIP.
 //!
 //! Each scenario drives a [`Testbed`] (a running cluster plus a way to kill,
-//! halt, start and exec into members) and returns an [`Outcome`] with measured
+//! halt, start and exec into members) and returns a [`ScenarioReport`] with measured
 //! figures. Scenarios wait on conditions with deadlines, never on fixed
 //! sleeps, and every loop is bounded in count and time. Scenarios that break
 //! something (a killed container) restore it before returning.
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use haimg_model::{Cluster, Role};
 
 use super::load::{self, LoadSpec};
-use super::report::Outcome;
+use super::report::ScenarioReport;
 use crate::probe::http::{self as http_probe, Response};
 use crate::probe::netns;
 
@@ -108,7 +108,7 @@ pub const ALL: [&str; 12] = [
     "shutdown",
 ];
 
-pub fn run(name: &str, tb: &dyn Testbed) -> Outcome {
+pub fn run(name: &str, tb: &dyn Testbed) -> ScenarioReport {
     let result = match name {
         "http" => http(tb),
         "sticky" => sticky(tb),
@@ -125,7 +125,7 @@ pub fn run(name: &str, tb: &dyn Testbed) -> Outcome {
         other => Err(anyhow::anyhow!("unknown scenario {other:?}")),
     };
     result.unwrap_or_else(|e| {
-        let mut o = Outcome::new(name);
+        let mut o = ScenarioReport::new(name);
         o.fail(format!("{e:#}"));
         o
     })
@@ -188,8 +188,8 @@ fn health_slot(body: &str) -> Option<String> {
     v.get("slot")?.as_str().map(str::to_string)
 }
 
-fn http(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
-    let mut o = Outcome::new("http");
+fn http(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
+    let mut o = ScenarioReport::new("http");
     let t0 = Instant::now();
     let r = probe(
         tb,
@@ -222,8 +222,8 @@ fn http(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     Ok(o)
 }
 
-fn sticky(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
-    let mut o = Outcome::new("sticky");
+fn sticky(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
+    let mut o = ScenarioReport::new("sticky");
     let slot_from = |src: Ipv4Addr| -> anyhow::Result<String> {
         let r = probe(tb, vip(tb), "/api/health", src, Duration::from_secs(5))
             .map_err(|e| anyhow::anyhow!("GET /api/health via the VIP from {src}: {e}"))?;
@@ -258,8 +258,8 @@ fn sticky(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     Ok(o)
 }
 
-fn rate_limit(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
-    let mut o = Outcome::new("rate-limit");
+fn rate_limit(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
+    let mut o = ScenarioReport::new("rate-limit");
     let rl = &tb.cluster().lb.nginx.rate_limit;
     let mut s = spec_from(tb, vip(tb), "/api/health", tb.client_source(3));
     s.total = 300;
@@ -384,8 +384,8 @@ fn wait_vip_on(
     })
 }
 
-fn vip_failover(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
-    let mut o = Outcome::new("vip-failover");
+fn vip_failover(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
+    let mut o = ScenarioReport::new("vip-failover");
     let c = tb.cluster();
     let master = c
         .member_by_slot(&c.lb.keepalived.master)
@@ -461,8 +461,8 @@ fn vip_failover(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     Ok(o)
 }
 
-fn webapp_loss(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
-    let mut o = Outcome::new("webapp-loss");
+fn webapp_loss(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
+    let mut o = ScenarioReport::new("webapp-loss");
     let src = tb.client_source(5);
     let r = probe(tb, vip(tb), "/api/health", src, Duration::from_secs(5))?;
     let victim = health_slot(&r.body).ok_or_else(|| anyhow::anyhow!("/api/health has no slot"))?;
@@ -535,8 +535,8 @@ const FIND_APP_PID: &str = "for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = 
     c=$(tr '\\0' ' ' < $d/cmdline 2>/dev/null); \
     case \"$c\" in next-server*) echo $p; exit 0;; esac; done; exit 1";
 
-fn app_crash(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
-    let mut o = Outcome::new("app-crash");
+fn app_crash(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
+    let mut o = ScenarioReport::new("app-crash");
     let m = tb
         .cluster()
         .webapp
@@ -597,9 +597,9 @@ fn app_crash(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
 /// there it skips and has never run against a real replica set. Its unit
 /// tests drive it with replay servers and check what it asks and reports,
 /// not how MongoDB elects.
-fn mongo_rs0(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+fn mongo_rs0(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
     if !tb.has_role(Role::Mongo) {
-        return Ok(Outcome::skip(
+        return Ok(ScenarioReport::skip(
             "mongo-rs0",
             "no mongo template: mongodb-org-server is not reachable from this machine (see README)",
         ));
@@ -680,10 +680,10 @@ fn mongo_rs0_with(
     tb: &dyn Testbed,
     gate: &crate::rollout::NetGate,
     t: &RsDeadlines,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<ScenarioReport> {
     use crate::rollout::gate::HealthGate;
     let c = tb.cluster();
-    let mut o = Outcome::new("mongo-rs0");
+    let mut o = ScenarioReport::new("mongo-rs0");
     let mut last = Vec::new();
     let t0 = Instant::now();
     let Some(primary) = wait_for(t.settle, t.every, || {
@@ -912,7 +912,7 @@ fn describe_failure(samples: &[Sample], i: usize, settle: Instant, tl: &Timeline
 /// Run `f` (a rollout or rollback) under the steady load; figures for both.
 fn under_load(
     tb: &dyn Testbed,
-    o: &mut Outcome,
+    o: &mut ScenarioReport,
     first_source: u8,
     f: impl FnOnce(&mut dyn crate::rollout::Observer) -> anyhow::Result<crate::rollout::Report>,
 ) -> anyhow::Result<(crate::rollout::Report, Vec<Sample>)> {
@@ -1026,14 +1026,14 @@ fn served_versions(tb: &dyn Testbed) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-fn rollout(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+fn rollout(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
     let Some(dir) = tb.rollout_templates(NextBuild::Good) else {
-        return Ok(Outcome::skip(
+        return Ok(ScenarioReport::skip(
             "rollout",
             "the testbed has no second build to roll out to",
         ));
     };
-    let mut o = Outcome::new("rollout");
+    let mut o = ScenarioReport::new("rollout");
     let (report, _) = under_load(tb, &mut o, 40, |obs| tb.rollout(&dir, obs))?;
     let want: std::collections::BTreeSet<String> = report
         .slots
@@ -1058,7 +1058,11 @@ fn rollout(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
 }
 
 /// The webapp versions seen through the VIP after a rollout or rollback must be `want`.
-fn expect_served(tb: &dyn Testbed, o: &mut Outcome, want: &std::collections::BTreeSet<String>) {
+fn expect_served(
+    tb: &dyn Testbed,
+    o: &mut ScenarioReport,
+    want: &std::collections::BTreeSet<String>,
+) {
     let served = served_versions(tb);
     o.figure(
         "served_versions",
@@ -1070,14 +1074,14 @@ fn expect_served(tb: &dyn Testbed, o: &mut Outcome, want: &std::collections::BTr
     );
 }
 
-fn rollback(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+fn rollback(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
     if tb.rollout_templates(NextBuild::Good).is_none() {
-        return Ok(Outcome::skip(
+        return Ok(ScenarioReport::skip(
             "rollback",
             "no rollout to undo (the testbed has no second build)",
         ));
     }
-    let mut o = Outcome::new("rollback");
+    let mut o = ScenarioReport::new("rollback");
     let (report, _) = under_load(tb, &mut o, 50, |obs| tb.rollback(obs))?;
     o.figure("slots", report.slots.len());
     o.expect(
@@ -1101,26 +1105,26 @@ fn rollback(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     Ok(o)
 }
 
-fn rollout_bad_green(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
+fn rollout_bad_green(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
     let Some(dir) = tb.rollout_templates(NextBuild::BadGreen) else {
-        return Ok(Outcome::skip(
+        return Ok(ScenarioReport::skip(
             "rollout-bad-green",
             "the testbed has no failing build to roll out to",
         ));
     };
-    let mut o = Outcome::new("rollout-bad-green");
+    let mut o = ScenarioReport::new("rollout-bad-green");
     let before = served_versions(tb);
     let (report, _) = under_load(tb, &mut o, 60, |obs| tb.rollout_bad_green(&dir, obs))?;
-    use crate::rollout::exec::Outcome as Slot;
+    use crate::rollout::executor::SlotOutcome;
     let failed_slot = report
         .slots
         .iter()
-        .find(|s| !s.ok() && s.outcome != Slot::NotStarted);
+        .find(|s| !s.ok() && s.outcome != SlotOutcome::NotStarted);
     match failed_slot {
         Some(s) => {
             o.figure("failed_slot", s.slot.as_str());
             o.figure("restore_s", s.seconds);
-            let restored = matches!(s.outcome, Slot::GateFailed { restored: true, .. });
+            let restored = matches!(s.outcome, SlotOutcome::GateFailed { restored: true, .. });
             o.expect(
                 restored,
                 format!(
@@ -1199,8 +1203,8 @@ fn reach_from_client(tb: &dyn Testbed, source: Ipv4Addr, ip: Ipv4Addr, port: u16
 /// Allowed flows get through (open or refused), denied ones are dropped
 /// (no answer). Flows to roles that are not deployed cannot be told apart
 /// from "nobody there" and are reported as `n/a`.
-fn network_policy(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
-    let mut o = Outcome::new("network-policy");
+fn network_policy(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
+    let mut o = ScenarioReport::new("network-policy");
     let c = tb.cluster();
     let lb =
         c.lb.members
@@ -1218,25 +1222,26 @@ fn network_policy(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
     let (app, http, db) = (c.webapp.port, c.lb.nginx.listen_port, c.mongo.port);
     let client = tb.client_source(30);
     let mut matrix = Vec::new();
-    let mut check = |name: &str, allowed: bool, r: anyhow::Result<Reach>, o: &mut Outcome| match r {
-        Ok(r) => {
-            let ok = r.passed() == allowed;
-            matrix.push(format!(
-                "{name}={}",
-                if r.passed() { "pass" } else { "drop" }
-            ));
-            o.expect(
-                ok,
-                format!(
-                    "{name}: expected {}, saw {r:?}",
-                    if allowed { "allowed" } else { "denied" }
-                ),
-            );
-        }
-        Err(e) => {
-            o.fail(format!("{name}: {e:#}"));
-        }
-    };
+    let mut check =
+        |name: &str, allowed: bool, r: anyhow::Result<Reach>, o: &mut ScenarioReport| match r {
+            Ok(r) => {
+                let ok = r.passed() == allowed;
+                matrix.push(format!(
+                    "{name}={}",
+                    if r.passed() { "pass" } else { "drop" }
+                ));
+                o.expect(
+                    ok,
+                    format!(
+                        "{name}: expected {}, saw {r:?}",
+                        if allowed { "allowed" } else { "denied" }
+                    ),
+                );
+            }
+            Err(e) => {
+                o.fail(format!("{name}: {e:#}"));
+            }
+        };
     check(
         "client>vip:80",
         true,
@@ -1303,8 +1308,8 @@ fn network_policy(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
 /// Zombie processes inside a member.
 const COUNT_ZOMBIES: &str = "n=0; for s in /proc/[0-9]*/stat; do case \"$(cut -d' ' -f3 $s 2>/dev/null)\" in Z) n=$((n+1));; esac; done; echo $n";
 
-fn shutdown(tb: &dyn Testbed) -> anyhow::Result<Outcome> {
-    let mut o = Outcome::new("shutdown");
+fn shutdown(tb: &dyn Testbed) -> anyhow::Result<ScenarioReport> {
+    let mut o = ScenarioReport::new("shutdown");
     let c = tb.cluster();
     let mut worst = 0.0f64;
     let mut zombies = 0usize;
@@ -1504,7 +1509,7 @@ mod tests {
             scripts: [Script; 3],
             phase: Phase,
             t: RsDeadlines,
-        ) -> (Outcome, Vec<String>, [Replay; 3]) {
+        ) -> (ScenarioReport, Vec<String>, [Replay; 3]) {
             let cluster = haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
                 .unwrap()
                 .cluster;
@@ -1528,7 +1533,7 @@ mod tests {
             (o, calls, servers)
         }
 
-        fn num(o: &Outcome, k: &str) -> f64 {
+        fn num(o: &ScenarioReport, k: &str) -> f64 {
             match o.figures.get(k) {
                 Some(crate::golden::report::Figure::Num(n)) => *n,
                 other => panic!("{k}: {other:?}"),

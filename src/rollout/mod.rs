@@ -11,19 +11,19 @@
 //!
 //! * [`machine`]: the pure step machine of one slot;
 //! * [`plan`]: which slots change, in which order (deploy and rollback);
-//! * [`exec`]: carrying a plan out, with health gates and automatic restore;
+//! * [`executor`]: carrying a plan out, with health gates and automatic restore;
 //! * [`gate`]: the health gates (HTTP/TCP from the deploy host, mongo over OP_MSG via a probe trait);
 //! * [`gc`]: removing old standbys and templates.
 //!
 //! What the target holds for a slot ([`crate::fleet::slot`]) and the tag
 //! scheme ([`crate::fleet::tags`]) are shared with `deploy`.
 
-pub mod exec;
+pub mod executor;
 pub mod gate;
 pub mod gc;
 pub mod machine;
 pub mod plan;
 
-pub use exec::{Aborted, Event, Executor, Observer, Options, Report};
+pub use executor::{Aborted, Event, Executor, Observer, Options, Report};
 pub use gate::{HealthGate, NetGate, WireMongo};
 pub use plan::{Kind, Plan};

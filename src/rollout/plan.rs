@@ -111,9 +111,9 @@ impl Plan {
     }
 }
 
-/// The target of a deploy: version, template per role, generation.
+/// What a deploy rolls out: version, template per role, generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Target {
+pub struct Release {
     pub version: String,
     pub templates: BTreeMap<Role, String>,
     pub gen: Gen,
@@ -140,14 +140,14 @@ pub fn target_id(version: &str, templates: &BTreeMap<Role, String>) -> String {
         .collect()
 }
 
-impl Target {
+impl Release {
     /// The generation continues a rollout to the same target, else is one past
     /// every generation the cluster has seen.
     pub fn new(
         cluster: &Cluster,
         templates: &BTreeMap<Role, LocalTemplate>,
         views: &[SlotView],
-    ) -> Target {
+    ) -> Release {
         let tpl: BTreeMap<Role, String> = templates
             .iter()
             .map(|(r, t)| (*r, t.short_hash().to_string()))
@@ -159,7 +159,7 @@ impl Target {
             .map(Ct::gen)
             .max()
             .unwrap_or_else(|| cts().map(Ct::gen).max().unwrap_or(0) + 1);
-        Target {
+        Release {
             version: cluster.version.clone(),
             templates: tpl,
             gen: Gen { n, id: Some(id) },
@@ -183,7 +183,7 @@ pub fn for_deploy(
     templates: &BTreeMap<Role, LocalTemplate>,
     gate: &dyn HealthGate,
 ) -> Plan {
-    let target = Target::new(cluster, templates, views);
+    let release = Release::new(cluster, templates, views);
     let mut slots = Vec::new();
     let mut blocked = Vec::new();
     for v in views {
@@ -200,7 +200,7 @@ pub fn for_deploy(
             });
             continue;
         }
-        let goal = Goal::Template(target.want(cluster, m, local));
+        let goal = Goal::Template(release.want(cluster, m, local));
         match simulate(v, &goal) {
             Err(reason) => blocked.push(BlockedSlot {
                 slot: m.slot.clone(),
@@ -208,14 +208,14 @@ pub fn for_deploy(
             }),
             Ok(steps) if steps.is_empty() => {}
             Ok(steps) => {
-                let green = green_brief(v, &steps, &target, &m.role);
+                let green = green_brief(v, &steps, &release, &m.role);
                 let note = deploy_note(v, &steps);
                 slots.push(slot_plan(v, steps, goal, green, note));
             }
         }
     }
     let mut plan = finish(cluster, Kind::Rollout, slots, blocked, gate);
-    plan.gen = Some(target.gen.n);
+    plan.gen = Some(release.gen.n);
     if plan.slots.is_empty() && plan.nothing.is_none() {
         plan.nothing = Some("every member runs the spec's templates".into());
     }
@@ -297,7 +297,7 @@ pub fn for_rollback(cluster: &Cluster, views: &[SlotView], gate: &dyn HealthGate
     plan
 }
 
-fn green_brief(v: &SlotView, steps: &[Step], t: &Target, role: &Role) -> Brief {
+fn green_brief(v: &SlotView, steps: &[Step], t: &Release, role: &Role) -> Brief {
     let tpl = t.templates.get(role).cloned().unwrap_or_default();
     if let Some(Step::Create { vmid }) = steps.iter().find(|s| matches!(s, Step::Create { .. })) {
         return Brief {

@@ -17,7 +17,7 @@ use haimg::fleet::tags::{MemberTags, State as Tag};
 use haimg::fleet::templates::LocalTemplate;
 use haimg::model::{Cluster, Member, Role};
 use haimg::orchestrate::{self, ExecuteError, Request};
-use haimg::rollout::exec::{Event, Options, Report};
+use haimg::rollout::executor::{Event, Options, Report};
 use haimg::rollout::gate::{Expect, GateError, HealthGate, Passed};
 use haimg::rollout::{plan, Aborted, Plan};
 

@@ -118,7 +118,7 @@ pub struct StepRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "outcome", content = "detail")]
-pub enum Outcome {
+pub enum SlotOutcome {
     Done,
     /// The new member failed its gate; `restored`: the old one serves again.
     GateFailed {
@@ -144,7 +144,7 @@ pub struct SlotReport {
     pub from: Brief,
     pub to: Brief,
     #[serde(flatten)]
-    pub outcome: Outcome,
+    pub outcome: SlotOutcome,
     pub steps: Vec<StepRecord>,
     pub seconds: f64,
     /// From the start of the serving member's shutdown until its successor
@@ -157,7 +157,7 @@ pub struct SlotReport {
 
 impl SlotReport {
     pub fn ok(&self) -> bool {
-        self.outcome == Outcome::Done
+        self.outcome == SlotOutcome::Done
     }
 }
 
@@ -245,22 +245,22 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         let mut stopped: Option<String> = self.upload(plan);
         for sp in &plan.slots {
             if stopped.is_some() {
-                slots.push(self.blank(sp, Outcome::NotStarted));
+                slots.push(self.blank(sp, SlotOutcome::NotStarted));
                 continue;
             }
             let r = self.run_slot(sp, obs)?;
             if !r.ok() {
                 stopped = Some(match &r.outcome {
-                    Outcome::GateFailed { error, restored } => format!(
+                    SlotOutcome::GateFailed { error, restored } => format!(
                         "{}: health gate failed ({error}); {}",
                         r.slot,
                         restored_text(*restored)
                     ),
-                    Outcome::Failed { error, restored } => {
+                    SlotOutcome::Failed { error, restored } => {
                         format!("{}: {error}; {}", r.slot, restored_text(*restored))
                     }
-                    Outcome::Refused(why) => format!("{}: {why}", r.slot),
-                    Outcome::Done | Outcome::NotStarted => String::new(),
+                    SlotOutcome::Refused(why) => format!("{}: {why}", r.slot),
+                    SlotOutcome::Done | SlotOutcome::NotStarted => String::new(),
                 });
             }
             if obs.event(&Event::SlotFinished { report: &r }).is_break() {
@@ -313,7 +313,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         })
     }
 
-    fn blank(&self, sp: &SlotPlan, outcome: Outcome) -> SlotReport {
+    fn blank(&self, sp: &SlotPlan, outcome: SlotOutcome) -> SlotReport {
         SlotReport {
             slot: sp.slot.clone(),
             role: sp.role,
@@ -334,7 +334,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
     /// would pass all three around.
     fn run_slot(&self, sp: &SlotPlan, obs: &mut dyn Observer) -> Result<SlotReport, Aborted> {
         let t0 = Instant::now();
-        let mut rep = self.blank(sp, Outcome::Done);
+        let mut rep = self.blank(sp, SlotOutcome::Done);
         let abort = |after: String| Aborted {
             slot: sp.slot.clone(),
             after,
@@ -345,7 +345,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         let mut view = match observe_one(self.backend, self.cluster, &sp.member) {
             Ok(v) => v,
             Err(e) => {
-                rep.outcome = Outcome::Failed {
+                rep.outcome = SlotOutcome::Failed {
                     error: format!("failed to read the slot: {e}"),
                     restored: false,
                 };
@@ -354,7 +354,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         };
         let mut goal = sp.goal.clone();
         // The failure that turned the slot around, if any.
-        let mut failure: Option<Outcome> = None;
+        let mut failure: Option<SlotOutcome> = None;
         let mut down_at: Option<Instant> = None;
         let mut started: Vec<u32> = Vec::new();
         let mut promoted = false;
@@ -364,7 +364,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                 Next::Step(s) => s,
                 Next::Blocked(why) => {
                     rep.outcome = match failure.take() {
-                        None => Outcome::Refused(why),
+                        None => SlotOutcome::Refused(why),
                         Some(f) => unrestored(f, &why),
                     };
                     rep.seconds = t0.elapsed().as_secs_f64();
@@ -413,7 +413,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                     }
                     match f {
                         Fail::Refused(why) => {
-                            rep.outcome = Outcome::Refused(why);
+                            rep.outcome = SlotOutcome::Refused(why);
                             rep.seconds = t0.elapsed().as_secs_f64();
                             return Ok(rep);
                         }
@@ -427,13 +427,13 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                             {
                                 return Err(abort(format!("{step} (gate failed)")));
                             }
-                            failure = Some(Outcome::GateFailed {
+                            failure = Some(SlotOutcome::GateFailed {
                                 error,
                                 restored: false,
                             });
                         }
                         Fail::Backend(error) => {
-                            failure = Some(Outcome::Failed {
+                            failure = Some(SlotOutcome::Failed {
                                 error: format!("{step}: {error}"),
                                 restored: false,
                             });
@@ -445,7 +445,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                                         let why =
                                             format!("could not read the slot to restore it: {e}");
                                         rep.outcome = unrestored(
-                                            failure.take().unwrap_or(Outcome::NotStarted),
+                                            failure.take().unwrap_or(SlotOutcome::NotStarted),
                                             &why,
                                         );
                                         rep.seconds = t0.elapsed().as_secs_f64();
@@ -460,7 +460,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                         Some(l) => goal = Goal::Container { vmid: l.vmid },
                         None => {
                             rep.outcome = unrestored(
-                                failure.take().unwrap_or(Outcome::NotStarted),
+                                failure.take().unwrap_or(SlotOutcome::NotStarted),
                                 "no member left to restore",
                             );
                             return Ok(rep);
@@ -480,7 +480,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                 {
                     Ok(p) => rep.gate = Some(p),
                     Err(e) => {
-                        rep.outcome = Outcome::GateFailed {
+                        rep.outcome = SlotOutcome::GateFailed {
                             error: format!("CT {} was started but is not healthy: {e}", l.vmid),
                             restored: false,
                         };
@@ -491,11 +491,11 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         }
         if let Some(f) = failure {
             rep.outcome = match f {
-                Outcome::GateFailed { error, .. } => Outcome::GateFailed {
+                SlotOutcome::GateFailed { error, .. } => SlotOutcome::GateFailed {
                     error,
                     restored: true,
                 },
-                Outcome::Failed { error, .. } => Outcome::Failed {
+                SlotOutcome::Failed { error, .. } => SlotOutcome::Failed {
                     error,
                     restored: true,
                 },
@@ -801,17 +801,17 @@ fn restored_text(restored: bool) -> &'static str {
 }
 
 /// The first failure, plus why the way back failed.
-fn unrestored(first: Outcome, why: &str) -> Outcome {
+fn unrestored(first: SlotOutcome, why: &str) -> SlotOutcome {
     match first {
-        Outcome::GateFailed { error, .. } => Outcome::GateFailed {
+        SlotOutcome::GateFailed { error, .. } => SlotOutcome::GateFailed {
             error: format!("{error}; {why}"),
             restored: false,
         },
-        Outcome::Failed { error, .. } => Outcome::Failed {
+        SlotOutcome::Failed { error, .. } => SlotOutcome::Failed {
             error: format!("{error}; {why}"),
             restored: false,
         },
-        _ => Outcome::Failed {
+        _ => SlotOutcome::Failed {
             error: why.to_string(),
             restored: false,
         },
