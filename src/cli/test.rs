@@ -45,10 +45,10 @@ pub struct TestArgs {
 
 pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     for s in &args.scenario {
-        if !scenarios::ALL.contains(&s.as_str()) {
+        if scenarios::find(s).is_none() {
             bail!(
                 "unknown scenario {s:?}; known: {}",
-                scenarios::ALL.join(", ")
+                scenarios::names().join(", ")
             );
         }
     }
@@ -96,22 +96,17 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     tb.wait_ready()?;
     eprintln!("test: ready after {:.1}s", t0.elapsed().as_secs_f64());
 
-    let names: Vec<&str> = if args.scenario.is_empty() {
-        scenarios::ALL.to_vec()
-    } else {
-        scenarios::ALL
-            .iter()
-            .copied()
-            .filter(|n| args.scenario.iter().any(|s| s == n))
-            .collect()
-    };
+    let chosen = scenarios::SCENARIOS
+        .iter()
+        .filter(|s| args.scenario.is_empty() || args.scenario.iter().any(|n| n == s.name));
     let mut report = Report {
         scenarios: Vec::new(),
     };
-    for name in names {
+    for scenario in chosen {
+        let name = scenario.name;
         let t = Instant::now();
         eprintln!("test: {name} ...");
-        let outcome = scenarios::run(name, &tb);
+        let outcome = scenarios::run(scenario, &tb);
         eprintln!(
             "test: {name} {:?} in {:.1}s{}",
             outcome.status,

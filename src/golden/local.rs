@@ -2,7 +2,8 @@
 //!
 //! A test run deploys the cluster into its own state directory (so it never
 //! touches a `haimg deploy` demo cluster and two runs never collide), adds
-//! client addresses from `10.99.<n>.0/24` to the cluster's client namespace
+//! client addresses from `10.99.<n>.0/24` (one /24 per scenario client, see
+//! `scenarios::SCENARIOS`) to the cluster's client namespace
 //! (members reply through the gateway there), and removes everything when the
 //! [`LocalTestbed`] is dropped, also after a failure. Deploys, rollouts and
 //! rollbacks go through [`crate::orchestrate`], as `haimg deploy --yes` and
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use haimg_model::{Cluster, Role, TemplateName};
 
-use super::scenarios::{NextBuild, Testbed};
+use super::scenarios::{self, NextBuild, Testbed};
 use crate::backend::local::{LocalBackend, NetworkInfo};
 use crate::backend::Backend;
 use crate::fleet::templates::{self, LocalTemplate};
@@ -26,9 +27,8 @@ use crate::orchestrate::{self, Request};
 use crate::probe::Origin;
 use crate::rollout::{self, Event, NetGate};
 
-/// Client subnets `10.99.1.0/24` .. `10.99.64.0/24`; `.1` and `.2` in each
-/// (scenarios take distinct subnets: rate limits and ip_hash key on them).
-const CLIENT_SUBNETS: u8 = 64;
+/// The first three octets of client subnet `n` are `10.99.n`.
+const CLIENT_NET: [u8; 2] = [10, 99];
 
 pub struct LocalTestbed {
     pub backend: LocalBackend,
@@ -118,10 +118,11 @@ impl LocalTestbed {
             .backend
             .network()?
             .context("the local cluster has no network; was it deployed?")?;
-        for n in 1..=CLIENT_SUBNETS {
+        // `.1` and `.2` in each scenario's /24s (sticky uses a neighbour).
+        for n in 1..=scenarios::client_subnets() {
             for host in [1, 2] {
                 self.backend
-                    .add_client_address(Ipv4Addr::new(10, 99, n, host))
+                    .add_client_address(Ipv4Addr::new(CLIENT_NET[0], CLIENT_NET[1], n, host))
                     .context("failed to add a client address")?;
             }
         }
@@ -177,7 +178,12 @@ impl Testbed for LocalTestbed {
     }
 
     fn client_source(&self, n: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 99, n.clamp(1, CLIENT_SUBNETS), 1)
+        Ipv4Addr::new(
+            CLIENT_NET[0],
+            CLIENT_NET[1],
+            n.clamp(1, scenarios::client_subnets()),
+            1,
+        )
     }
 
     fn admin_source(&self) -> Ipv4Addr {
