@@ -189,3 +189,76 @@ fn edges_are_read_from_code_not_comments() {
     assert!(edges("//! see [`crate::deploy`]").is_empty());
     assert!(edges("use haimg_crate::x;").is_empty());
 }
+
+/// Lines (0-based) of `#[error("…")]` attributes whose variant prints a
+/// cause it also chains.
+fn doubled(lines: &[&str]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(attr) = line.trim().strip_prefix("#[error(\"") else {
+            continue;
+        };
+        // A field named `source` is chained by thiserror whatever its attributes.
+        let shows_source = ["{source}", "{source:", ".source)", ".source,"]
+            .iter()
+            .any(|p| attr.contains(p));
+        // The variant itself: the next line that is not a doc comment.
+        let variant = lines[i + 1..]
+            .iter()
+            .find(|l| !l.trim().starts_with("///"))
+            .unwrap_or(&"");
+        let shows_0 = attr.contains("{0}") || attr.contains("{0:");
+        let chains_0 = variant.contains("(#[source]") || variant.contains("(#[from]");
+        if shows_source || (shows_0 && chains_0) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Each cause is printed once: an error variant either shows its source in
+/// its message or chains it (`#[source]`, `#[from]`, a field named `source`),
+/// never both, since the CLI prints the chain after the message.
+#[test]
+fn no_error_prints_and_chains_its_cause() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "model/src", "mongo/src", "init/src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut bad = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for i in doubled(&lines) {
+            bad.push(format!(
+                "{}:{}: {}",
+                f.strip_prefix(root).unwrap().display(),
+                i + 1,
+                lines[i].trim()
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "causes printed twice:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn doubled_causes_are_recognised() {
+    let src = r#"
+    #[error("failed to read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("mmdebstrap failed: {0}")]
+    /// why
+    Bootstrap(#[source] RunError),
+    #[error("{source_name}: {err}")]
+    Invalid { source_name: Source, err: SpecError },
+    #[error("failed: {0}")]
+    Printed(RunError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("deploy failed")]
+    Chained(#[source] DeployError),
+    "#;
+    let lines: Vec<&str> = src.lines().collect();
+    assert_eq!(doubled(&lines), [1, 3]);
+}

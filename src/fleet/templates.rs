@@ -16,11 +16,10 @@ use crate::digest::sha256_file_size;
 pub enum TemplateError {
     #[error("no {role} template at {path}; run `haimg build` first (or pass --templates DIR)")]
     Missing { role: Role, path: PathBuf },
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} does not match its checksum file: the file hashes to {actual}, {sidecar} says {expected}; rebuild it")]
     Mismatch {
@@ -73,15 +72,15 @@ pub fn find_roles(
         if !path.is_file() {
             return Err(TemplateError::Missing { role, path });
         }
-        let (sha256, size) = sha256_file_size(&path).map_err(|source| TemplateError::Read {
+        let (sha256, size) = sha256_file_size(&path).map_err(|error| TemplateError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
         let sidecar = PathBuf::from(format!("{}.sha256", path.display()));
         if sidecar.is_file() {
-            let text = std::fs::read_to_string(&sidecar).map_err(|source| TemplateError::Read {
+            let text = std::fs::read_to_string(&sidecar).map_err(|error| TemplateError::Read {
                 path: sidecar.clone(),
-                source,
+                error,
             })?;
             let expected = text
                 .split_whitespace()

@@ -208,10 +208,10 @@ pub enum IdentityError {
         b_slot: String,
         expected: Expected,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Interfaces {
         path: PathBuf,
-        source: InterfacesError,
+        error: InterfacesError,
     },
 }
 
@@ -444,10 +444,10 @@ fn addr_clue(
     match &ev.interfaces {
         FileRead::Text(t) => match interfaces::parse(t).and_then(|i| i.static_v4("eth0")) {
             Ok(s) => static_v4 = s,
-            Err(source) if ev.env.contains_key(ENV_IP) => {
-                warnings.push(format!("{}: {source}; using HAIMG_IP", path.display()))
+            Err(error) if ev.env.contains_key(ENV_IP) => {
+                warnings.push(format!("{}: {error}; using HAIMG_IP", path.display()))
             }
-            Err(source) => return Err(IdentityError::Interfaces { path, source }),
+            Err(error) => return Err(IdentityError::Interfaces { path, error }),
         },
         FileRead::Unreadable(r) => ignored.push(format!("{}: {r}", path.display())),
         FileRead::Missing => {}

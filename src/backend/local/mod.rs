@@ -125,12 +125,11 @@ pub enum LocalError {
     },
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
-    #[error("failed to {action} {path}: {source}")]
+    #[error("failed to {action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Command(#[from] RunError),
@@ -150,10 +149,10 @@ fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> LocalError + 'a {
-    move |source| LocalError::Io {
+    move |error| LocalError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

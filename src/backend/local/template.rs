@@ -54,10 +54,10 @@ pub use crate::digest::sha256_file;
 pub fn copy_verified(src: &Path, dst: &Path, expected: &str) -> Result<u64, LocalError> {
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
-        move |source| LocalError::Io {
+        move |error| LocalError::Io {
             action,
             path,
-            source,
+            error,
         }
     };
     let tmp = dst.with_file_name(format!(
@@ -139,11 +139,11 @@ pub fn list(store: &Path) -> Result<Vec<(String, PathBuf, u64)>, LocalError> {
     let rd = match std::fs::read_dir(store) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
+        Err(error) => {
             return Err(LocalError::Io {
                 action: "read",
                 path: store.to_path_buf(),
-                source,
+                error,
             })
         }
     };
