@@ -5,7 +5,7 @@
 //!
 //! Needs root, mmdebstrap, the Debian mirror and the npm registry (or a warm
 //! download cache), and minutes of time, so it only runs with
-//! `HAIMG_BUILD_TESTS=1` (`make test-build`); otherwise it says why it skips.
+//! `HAIMG_BUILD_TESTS=1` (`make unit` sets it); otherwise it says why it skips.
 //! The webapp is skipped (with a message) while `roles/webapp/app` is absent.
 
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ fn root() -> PathBuf {
 fn skip_reason() -> Option<String> {
     if std::env::var("HAIMG_BUILD_TESTS").as_deref() != Ok("1") {
         return Some(
-            "set HAIMG_BUILD_TESTS=1 (or run `make test-build`) to build real templates".into(),
+            "set HAIMG_BUILD_TESTS=1 (as `make unit` does) to build real templates".into(),
         );
     }
     // SAFETY: geteuid has no preconditions.

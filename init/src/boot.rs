@@ -1,4 +1,4 @@
-//! The boot, step by step (DESIGN.md §5), and the other entry points.
+//! The boot, step by step, and the other entry points.
 //!
 //! [`main`] is PID 1: mount what it needs, then [`prepare`] (identity,
 //! network, secrets, render), then the supervisor loop until a halt or reboot

@@ -2,8 +2,8 @@
 //! and the default route, when the host did not configure it.
 //!
 //! LXC creates eth0 inside the container's namespace but leaves it down and
-//! unaddressed unless Proxmox ≥ 9.1 runs with `host-managed=1`
-//! (notes/proxmox.md §B.2). [`ensure`] is idempotent: it adds only what is
+//! unaddressed unless Proxmox ≥ 9.1 runs with `host-managed=1`.
+//! [`ensure`] is idempotent: it adds only what is
 //! missing (an address already on eth0 is kept, a present default route is
 //! not touched) and reports what it did. The messages are built and parsed
 //! with `netlink-packet-route` over a blocking `netlink-sys` socket; the only

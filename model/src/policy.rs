@@ -1,4 +1,4 @@
-//! The network policy, derived from the plan (DESIGN §9, issue 8).
+//! The network policy, derived from the plan.
 //!
 //! The system document keeps internal traffic apart from public traffic by
 //! host-level firewall rules but lists none. haimg knows the topology, so it

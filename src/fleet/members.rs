@@ -16,7 +16,7 @@ use crate::backend::{Capabilities, ContainerSpec, StoredTemplate};
 /// PID 1 of every image.
 pub const ENTRYPOINT: &str = "/sbin/init";
 
-/// `02:xx:xx:xx:xx:xx` from sha256("haimg/<cluster>/<slot>"): locally
+/// `02:xx:xx:xx:xx:xx` from sha256(`haimg/<cluster>/<slot>`): locally
 /// administered (bit 1 set), unicast (bit 0 clear), stable per slot.
 pub fn stable_mac(cluster: &str, slot: &str) -> String {
     let h = Sha256::digest(format!("haimg/{cluster}/{slot}").as_bytes());

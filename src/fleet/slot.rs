@@ -213,7 +213,7 @@ pub enum Need {
 }
 
 /// Compare a slot with the tags of the wanted template (`want` from
-/// `deploy::members::member_tags`).
+/// [`super::members::member_tags`]).
 pub fn need(view: &SlotView, want: &MemberTags) -> Need {
     let Some(live) = view.live() else {
         return Need::Create;

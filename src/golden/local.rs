@@ -34,7 +34,7 @@ pub struct LocalTestbed {
     pub backend: LocalBackend,
     cluster: Cluster,
     roles: Vec<Role>,
-    /// Known once the cluster is deployed ([`LocalTestbed::prepare`]).
+    /// Known once the cluster is deployed ([`LocalTestbed::deploy`]).
     net: Option<NetworkInfo>,
     /// Remove the cluster on drop.
     pub teardown: bool,

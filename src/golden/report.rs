@@ -1,6 +1,6 @@
 //! Golden scenario results: a table for people, JSON for programs.
 //!
-//! JSON shape (issue 5): `{"scenarios":[{"name","status","reason","figures":{…}}]}`.
+//! JSON shape: `{"scenarios":[{"name","status","reason","figures":{…}}]}`.
 //! Figures are measured values (seconds, counts); a scenario without figures
 //! did not measure anything and is suspicious by construction.
 

@@ -4,8 +4,8 @@
 //! root directory (the container's `/`, or a fixture directory in tests) and
 //! the run-time facts that are not files ([`Runtime`]: PID 1's `HAIMG_*`
 //! environment, the kernel hostname, addresses already on eth0). [`resolve`]
-//! is pure: it matches every clue against the plan, in the order of
-//! evidence of issue 4 — `HAIMG_*` variables, the kernel hostname (or
+//! is pure: it matches every clue against the plan, in this order of
+//! evidence — `HAIMG_*` variables, the kernel hostname (or
 //! `/etc/hostname`), `/etc/network/interfaces`, eth0 — and succeeds only when
 //! every clue that names a member names the same one, of this image's role.
 //! Otherwise the error is one line that says what was seen and what was

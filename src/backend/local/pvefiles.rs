@@ -755,7 +755,7 @@ mod tests {
         }
     }
 
-    /// The worked example of notes/proxmox.md §B.2 (Debian template with
+    /// What Proxmox writes for a Debian template (with
     /// `auto lo`/`iface lo inet loopback`, no /etc/hosts, host search lan).
     #[test]
     fn proxmox_example_fresh_template() {

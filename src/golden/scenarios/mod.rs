@@ -58,8 +58,8 @@ pub trait Testbed: Sync {
     }
 
     /// Roll the cluster out to the templates in `dir` as `haimg deploy --yes`
-    /// does: typically [`crate::rollout::deploy_rollout`] with this testbed's
-    /// backend and a [`crate::rollout::NetGate`] in its client netns.
+    /// does: [`crate::orchestrate::run`] with this testbed's backend and a
+    /// [`crate::rollout::NetGate`] in its client netns.
     fn rollout(
         &self,
         dir: &Path,
@@ -80,7 +80,7 @@ pub trait Testbed: Sync {
         self.rollout(dir, obs)
     }
 
-    /// `haimg rollback --yes` ([`crate::rollout::rollback`]).
+    /// `haimg rollback --yes` ([`crate::orchestrate::run`] of a rollback).
     fn rollback(
         &self,
         obs: &mut dyn crate::rollout::Observer,
