@@ -74,15 +74,28 @@ impl Role {
         }
     }
 
-    /// Its place in a rollout, lowest first: the data tier first (a new app
-    /// may rely on a new database image, not the other way round), the entry
-    /// tier last (so the VIP moves as few times as possible).
-    pub fn rollout_rank(self) -> u8 {
+    /// How far behind the entry point the tier sits: the entry (the VIP's
+    /// holders) 0, then each tier the one before it calls.
+    pub fn depth(self) -> u8 {
         match self {
-            Role::Mongo => 0,
+            Role::Lb => 0,
             Role::Webapp => 1,
-            Role::Lb => 2,
+            Role::Mongo => 2,
         }
+    }
+
+    /// Every role, from the entry inwards (the order of policies and tables).
+    pub fn from_entry() -> [Role; 3] {
+        let mut all = Role::ALL;
+        all.sort_by_key(|r| r.depth());
+        all
+    }
+
+    /// Its place in a rollout, lowest first: the deepest tier first (a new
+    /// app may rely on a new database image, not the other way round), the
+    /// entry tier last (so the VIP moves as few times as possible).
+    pub fn rollout_rank(self) -> u8 {
+        u8::MAX - self.depth()
     }
 }
 
@@ -99,21 +112,22 @@ mod tests {
             .into_iter()
             .map(|r| {
                 format!(
-                    "{r}: vip={} data={:?} upstream={} primary={} health={:?} port={} rank={}",
+                    "{r}: vip={} data={:?} upstream={} primary={} health={:?} port={} depth={}",
                     r.holds_vip(),
                     r.data_mount(),
                     r.is_upstream(),
                     r.elects_primary(),
                     r.health_path(),
                     r.port(&c),
-                    r.rollout_rank()
+                    r.depth()
                 )
             })
             .collect();
+        assert_eq!(Role::from_entry(), [Role::Lb, Role::Webapp, Role::Mongo]);
         insta::assert_snapshot!(facts.join("\n"), @r#"
-        lb: vip=true data=None upstream=false primary=false health=Some("/haimg/lb-health") port=80 rank=2
-        mongo: vip=false data=Some("/var/lib/mongodb") upstream=false primary=true health=None port=27017 rank=0
-        webapp: vip=false data=None upstream=true primary=false health=Some("/api/health") port=3000 rank=1
+        lb: vip=true data=None upstream=false primary=false health=Some("/haimg/lb-health") port=80 depth=0
+        mongo: vip=false data=Some("/var/lib/mongodb") upstream=false primary=true health=None port=27017 depth=2
+        webapp: vip=false data=None upstream=true primary=false health=Some("/api/health") port=3000 depth=1
         "#);
     }
 }

@@ -37,12 +37,11 @@ impl From<RoleArg> for Role {
     }
 }
 
-/// The roles in build order when none are named: lb, webapp, then mongo.
-pub const DEFAULT_ORDER: [Role; 3] = [Role::Lb, Role::Webapp, Role::Mongo];
-
+/// Every role when none are named, in build order: from the entry inwards
+/// (lb, webapp, then mongo).
 pub fn roles_or_all(roles: &[RoleArg]) -> Vec<Role> {
     if roles.is_empty() {
-        return DEFAULT_ORDER.to_vec();
+        return Role::from_entry().to_vec();
     }
     let mut out: Vec<Role> = Vec::new();
     for r in roles {

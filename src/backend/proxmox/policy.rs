@@ -147,7 +147,10 @@ fn flow_rule(p: &str, f: &policy::Flow) -> Option<(Role, Rule)> {
     let (role, dest) = match f.to {
         Peer::Tier(r) => (r, None),
         // The VIP is held by one lb member at a time.
-        Peer::Vip => (Role::Lb, set_name(p, Peer::Vip).map(|s| format!("+{s}"))),
+        Peer::Vip => (
+            Role::ALL.into_iter().find(|r| r.holds_vip())?,
+            set_name(p, Peer::Vip).map(|s| format!("+{s}")),
+        ),
         Peer::Client | Peer::Admin => return None,
     };
     let (proto, dport) = match f.service {
