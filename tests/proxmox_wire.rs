@@ -349,3 +349,57 @@ fn insecure_mode_warns_on_every_run() {
         );
     }
 }
+
+#[test]
+fn the_fake_validates_firewall_calls_against_the_official_schema() {
+    let fake = FakePve::start(Config::default());
+    // Unknown parameter, a group name below minLength, a bad enum, a bad port.
+    let (s, v) = post_form(
+        &fake,
+        "/cluster/firewall/groups",
+        "group=g&comment=x&bogus=1",
+    );
+    assert_eq!(s, 400);
+    insta::assert_json_snapshot!(v["errors"], @r#"
+    {
+      "bogus": "property is not defined in schema and the schema does not allow additional properties",
+      "group": "value must be at least 2 characters long"
+    }
+    "#);
+    let r = raw_client()
+        .put(format!(
+            "{}/api2/json/nodes/pve1/lxc/100/firewall/options",
+            fake.endpoint()
+        ))
+        .header("Authorization", auth())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("policy_in=drop&enable=true")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: serde_json::Value = r.json().unwrap();
+    insta::assert_json_snapshot!(v["errors"], @r#"
+    {
+      "enable": "type check ('boolean') failed - got 'true'",
+      "policy_in": "value 'drop' does not have a value in the enumeration 'ACCEPT, REJECT, DROP'"
+    }
+    "#);
+    let (s, v) = post_form(
+        &fake,
+        "/nodes/pve1/lxc/100/firewall/rules",
+        "type=in&action=ACCEPT&proto=tcp&dport=70000&iface=e&enable=1",
+    );
+    assert_eq!(s, 400);
+    insta::assert_json_snapshot!(v["errors"], @r#"
+    {
+      "dport": "invalid port '70000'",
+      "iface": "value must be at least 2 characters long"
+    }
+    "#);
+    // HA: in the schema file, validated, not modelled.
+    let (s, v) = post_form(&fake, "/cluster/ha/resources", "sid=ct:100&bogus=1");
+    assert_eq!(
+        (s, v["errors"]["bogus"].as_str()),
+        (400, Some(NOT_DEFINED_TEXT))
+    );
+}

@@ -384,7 +384,7 @@ fn version_lt(release: &str, maj: u32, min: u32) -> bool {
 impl Shared {
     pub fn new(cfg: Config) -> Shared {
         let mut schema = Schema::load();
-        super::firewall::register(&mut schema);
+        super::firewall::check_keys(&schema);
         if version_lt(&cfg.release, 9, 1) {
             // PVE < 9.1 (pve-container < 6.0.15) has no env/entrypoint/host-managed.
             for e in &mut schema.endpoints {
