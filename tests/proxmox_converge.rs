@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use haimg::backend::proxmox::{ApiToken, ProxmoxBackend, START_TRIES};
-use haimg::backend::{Backend, BackendError, StoredTemplate};
+use haimg::backend::{Backend, BackendError, Capabilities, StoredTemplate};
 use haimg::deploy::{self, Action, Report};
 use haimg::model::{Cluster, Role};
 use rollout_support::{FakeGate, Recorder};
@@ -667,6 +667,25 @@ fn lost_answers_to_stop_and_destroy_are_settled() {
     assert_eq!(b.calls("DELETE", "/nodes/pve1/lxc/106"), 1);
     // Destroying what is gone is done, not an error.
     be.destroy("pve1", 106).unwrap();
+    b.assert_no_violation();
+}
+
+#[test]
+fn older_proxmox_says_once_what_it_means_for_the_members() {
+    let b = bed_with(Config {
+        release: "8.4".into(),
+        ..Config::default()
+    });
+    let caps = b.backend().capabilities().unwrap();
+    insta::assert_snapshot!(caps.warning().unwrap(), @"this Proxmox VE is older than 9.1 and has no container env, entrypoint, host-managed: the members get no HAIMG_* variables; haimg-init finds its role and address in the files Proxmox writes (/etc/hostname, /etc/hosts, /etc/network/interfaces) and brings eth0 up itself; upgrade to 9.1 or later to pass them directly");
+    let all = Capabilities {
+        env: true,
+        entrypoint: true,
+        host_managed: true,
+    };
+    assert_eq!(all.warning(), None);
+    let r = b.deploy();
+    assert!(r.ok(), "{r:#?}");
     b.assert_no_violation();
 }
 

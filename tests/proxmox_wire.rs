@@ -280,6 +280,7 @@ fn haimg_deploy_end_to_end_through_the_binary() {
     assert_eq!(code, 0, "{err}");
     let summary = err.lines().last().unwrap();
     eprintln!("first run: {summary}");
+    assert!(!err.contains("older than 9.1"), "{err}");
     assert!(
         summary.starts_with("9 created, 0 started, 0 unchanged, 0 blocked, 0 failed"),
         "{err}"
@@ -348,6 +349,50 @@ fn insecure_mode_warns_on_every_run() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn an_older_proxmox_is_named_once_per_run() {
+    let fake = FakePve::start(Config {
+        release: "8.4".into(),
+        ..Config::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("haimg.yaml");
+    std::fs::write(
+        &spec,
+        support::spec_text(&fake.endpoint(), "templates", &support::ca_tls()),
+    )
+    .unwrap();
+    let cluster = support::cluster(&fake, "templates");
+    let out = support::write_templates(dir.path(), &cluster, "v1");
+    let (code, _, err) = haimg(
+        &[
+            "deploy",
+            "--no-progress",
+            "--templates",
+            out.to_str().unwrap(),
+        ],
+        &spec,
+        Some(&pve_fake::token()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("older than 9.1"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with("warning: this Proxmox VE is older than 9.1 and has no container env, entrypoint, host-managed: the members get no HAIMG_* variables"),
+        "{err}"
+    );
+    // And nothing of 9.1 was sent: the fake, as PVE 8.4, would refuse it (400).
+    let st = fake.state();
+    assert_eq!(st.containers.len(), 9);
+    assert!(st
+        .containers
+        .values()
+        .all(|c| !c.config.contains_key("env") && !c.config.contains_key("entrypoint")));
 }
 
 #[test]

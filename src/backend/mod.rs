@@ -178,6 +178,32 @@ pub struct Capabilities {
     pub host_managed: bool,
 }
 
+impl Capabilities {
+    /// What the members go without on a target that lacks any of these, for
+    /// the CLI to say once per run; `None` when nothing is missing. Only
+    /// Proxmox before 9.1 lacks them (pve-container 6.0.15 added all three).
+    pub fn warning(&self) -> Option<String> {
+        let missing: Vec<&str> = [
+            (self.env, "env"),
+            (self.entrypoint, "entrypoint"),
+            (self.host_managed, "host-managed"),
+        ]
+        .into_iter()
+        .filter(|(have, _)| !have)
+        .map(|(_, name)| name)
+        .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "this Proxmox VE is older than 9.1 and has no container {}: the members get no HAIMG_* variables; \
+             haimg-init finds its role and address in the files Proxmox writes (/etc/hostname, /etc/hosts, \
+             /etc/network/interfaces) and brings eth0 up itself; upgrade to 9.1 or later to pass them directly",
+            missing.join(", ")
+        ))
+    }
+}
+
 /// The name a template is stored under: the build's file name with the first
 /// 12 hex digits of its sha256 appended to the version, e.g.
 /// `haimg-lb_1.0.0_amd64.tar.zst` → `haimg-lb_1.0.0-0123456789ab_amd64.tar.zst`.

@@ -81,6 +81,10 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     for role in &missing {
         eprintln!("  {role}: no template built; its members are not deployed");
     }
+    // Once per run. An error here shows again, with context, at the inventory below.
+    if let Some(w) = backend.capabilities().ok().and_then(|c| c.warning()) {
+        eprintln!("warning: {w}");
+    }
     let gate = target.gate(cluster)?;
     let inventory = backend
         .inventory()
