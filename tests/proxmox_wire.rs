@@ -387,12 +387,29 @@ fn an_older_proxmox_is_named_once_per_run() {
         "{err}"
     );
     // And nothing of 9.1 was sent: the fake, as PVE 8.4, would refuse it (400).
-    let st = fake.state();
-    assert_eq!(st.containers.len(), 9);
-    assert!(st
-        .containers
-        .values()
-        .all(|c| !c.config.contains_key("env") && !c.config.contains_key("entrypoint")));
+    {
+        let st = fake.state();
+        assert_eq!(st.containers.len(), 9);
+        assert!(st
+            .containers
+            .values()
+            .all(|c| !c.config.contains_key("env") && !c.config.contains_key("entrypoint")));
+    }
+    // A run that creates nothing neither asks for the version nor warns.
+    fake.clear_requests();
+    let (code, _, err) = haimg(
+        &[
+            "deploy",
+            "--no-progress",
+            "--templates",
+            out.to_str().unwrap(),
+        ],
+        &spec,
+        Some(&pve_fake::token()),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("older than 9.1"), "{err}");
+    assert!(fake.requests().iter().all(|r| r.path != "/version"));
 }
 
 #[test]

@@ -81,10 +81,6 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     for role in &missing {
         eprintln!("  {role}: no template built; its members are not deployed");
     }
-    // Once per run. An error here shows again, with context, at the inventory below.
-    if let Some(w) = backend.capabilities().ok().and_then(|c| c.warning()) {
-        eprintln!("warning: {w}");
-    }
     let gate = target.gate(cluster)?;
     let inventory = backend
         .inventory()
@@ -143,6 +139,13 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
             text.push_str(&format!("{c}\n"));
         }
         output::stdout(&text)?;
+    }
+    // Once per run, when members were (or would be) created: what an older
+    // Proxmox means for them. The deploy already asked, so this costs no call.
+    if report.count(|a| *a == Action::Created) > 0 || rolling {
+        if let Some(w) = backend.capabilities().ok().and_then(|c| c.warning()) {
+            eprintln!("warning: {w}");
+        }
     }
     print_summary(&report, calls);
     if let Some(r) = &rollout_report {
