@@ -140,6 +140,13 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         }
         output::stdout(&text)?;
     }
+    // Once per run, when members were (or would be) created: what an older
+    // Proxmox means for them. The deploy already asked, so this costs no call.
+    if report.count(|a| *a == Action::Created) > 0 || rolling {
+        if let Some(w) = backend.capabilities().ok().and_then(|c| c.warning()) {
+            eprintln!("warning: {w}");
+        }
+    }
     print_summary(&report, calls);
     if let Some(r) = &rollout_report {
         target::summary(r, cluster);

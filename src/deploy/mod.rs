@@ -208,7 +208,7 @@ pub fn deploy_with_inventory<B: Backend + Sync + ?Sized>(
                 if matches!(a, Action::Blocked(_)) {
                     vmid = m.vmid;
                 }
-                a
+                leftover_or(backend, m, &inventory, a)
             }
         };
         let mut r = report(m, action);
@@ -289,6 +289,31 @@ pub fn deploy_with_inventory<B: Backend + Sync + ?Sized>(
         firewall,
         elapsed_ms: started.elapsed().as_millis(),
     })
+}
+
+/// A VMID held by an untagged guest may be what a failed create left behind
+/// (a config locked by the create, with no tags yet): say so, with the
+/// commands that remove it, instead of calling it somebody else's guest.
+fn leftover_or<B: Backend + ?Sized>(
+    backend: &B,
+    m: &Member,
+    inventory: &[ContainerStatus],
+    action: Action,
+) -> Action {
+    let Action::Blocked(why) = &action else {
+        return action;
+    };
+    let Some(holder) = inventory.iter().find(|c| c.vmid == m.vmid) else {
+        return action;
+    };
+    if MemberTags::parse(&holder.tags).is_some() {
+        return action;
+    }
+    match backend.create_leftover(&holder.node, m.vmid) {
+        Ok(Some(l)) => Action::Blocked(l.to_string()),
+        Ok(None) => action,
+        Err(e) => Action::Blocked(format!("{why} (could not check for a failed create: {e})")),
+    }
 }
 
 fn report(m: &Member, action: Action) -> MemberReport {
