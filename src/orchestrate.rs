@@ -169,7 +169,13 @@ pub fn prepare<B: Backend + Sync + ?Sized>(
     Ok(match req.intent {
         Intent::Deploy { templates } => Plan {
             dry_run: req.dry_run,
-            converge: Some(deploy::plan(&cluster, &templates, &inventory, req.dry_run)),
+            converge: Some(deploy::plan(
+                backend,
+                &cluster,
+                &templates,
+                &inventory,
+                req.dry_run,
+            )),
             rollout: rollout::plan::for_deploy(&cluster, &views, &templates, gate),
             templates: Some(templates),
             cluster,

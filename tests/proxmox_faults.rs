@@ -202,9 +202,11 @@ fn lock_timeouts_are_retried_whether_immediate_or_in_the_task() {
         2,
         FaultKind::Status(500, lock_timeout_msg(101)),
     ));
+    // (A create task that times out on its config lock leaves `lock: create`
+    // behind instead: `proxmox_converge.rs`.)
     b.fake.inject(Fault::new(
         "POST",
-        "/nodes/pve3/lxc$",
+        "/lxc/102/status/start",
         1,
         FaultKind::TaskFails(lock_timeout_msg(102)),
     ));

@@ -282,6 +282,7 @@ fn haimg_deploy_end_to_end_through_the_binary() {
     assert_eq!(code, 0, "{err}");
     let summary = err.lines().last().unwrap();
     eprintln!("first run: {summary}");
+    assert!(!err.contains("older than 9.1"), "{err}");
     assert!(
         summary.starts_with("9 created, 0 started, 0 unchanged, 0 blocked, 0 failed"),
         "{err}"
@@ -350,4 +351,119 @@ fn insecure_mode_warns_on_every_run() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn an_older_proxmox_is_named_once_per_run() {
+    let fake = FakePve::start(Config {
+        release: "8.4".into(),
+        ..Config::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("haimg.yaml");
+    std::fs::write(
+        &spec,
+        support::spec_text(&fake.endpoint(), "templates", &support::ca_tls()),
+    )
+    .unwrap();
+    let cluster = support::cluster(&fake, "templates");
+    let out = support::write_templates(dir.path(), &cluster, "v1");
+    let (code, _, err) = haimg(
+        &[
+            "deploy",
+            "--no-progress",
+            "--templates",
+            out.to_str().unwrap(),
+        ],
+        &spec,
+        Some(&pve_fake::token()),
+    );
+    assert_eq!(code, 0, "{err}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("older than 9.1"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with("warning: this Proxmox VE is older than 9.1 and has no container env, entrypoint, host-managed: the members get no HAIMG_* variables"),
+        "{err}"
+    );
+    // And nothing of 9.1 was sent: the fake, as PVE 8.4, would refuse it (400).
+    {
+        let st = fake.state();
+        assert_eq!(st.containers.len(), 9);
+        assert!(st
+            .containers
+            .values()
+            .all(|c| !c.config.contains_key("env") && !c.config.contains_key("entrypoint")));
+    }
+    // A run that creates nothing neither asks for the version nor warns.
+    fake.clear_requests();
+    let (code, _, err) = haimg(
+        &[
+            "deploy",
+            "--no-progress",
+            "--templates",
+            out.to_str().unwrap(),
+        ],
+        &spec,
+        Some(&pve_fake::token()),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("older than 9.1"), "{err}");
+    assert!(fake.requests().iter().all(|r| r.path != "/version"));
+}
+
+#[test]
+fn the_fake_validates_firewall_calls_against_the_official_schema() {
+    let fake = FakePve::start(Config::default());
+    // Unknown parameter, a group name below minLength, a bad enum, a bad port.
+    let (s, v) = post_form(
+        &fake,
+        "/cluster/firewall/groups",
+        "group=g&comment=x&bogus=1",
+    );
+    assert_eq!(s, 400);
+    insta::assert_json_snapshot!(v["errors"], @r#"
+    {
+      "bogus": "property is not defined in schema and the schema does not allow additional properties",
+      "group": "value must be at least 2 characters long"
+    }
+    "#);
+    let r = raw_client()
+        .put(format!(
+            "{}/api2/json/nodes/pve1/lxc/100/firewall/options",
+            fake.endpoint()
+        ))
+        .header("Authorization", auth())
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("policy_in=drop&enable=true")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: serde_json::Value = r.json().unwrap();
+    insta::assert_json_snapshot!(v["errors"], @r#"
+    {
+      "enable": "type check ('boolean') failed - got 'true'",
+      "policy_in": "value 'drop' does not have a value in the enumeration 'ACCEPT, REJECT, DROP'"
+    }
+    "#);
+    let (s, v) = post_form(
+        &fake,
+        "/nodes/pve1/lxc/100/firewall/rules",
+        "type=in&action=ACCEPT&proto=tcp&dport=70000&iface=e&enable=1",
+    );
+    assert_eq!(s, 400);
+    insta::assert_json_snapshot!(v["errors"], @r#"
+    {
+      "dport": "invalid port '70000'",
+      "iface": "value must be at least 2 characters long"
+    }
+    "#);
+    // HA: in the schema file, validated, not modelled.
+    let (s, v) = post_form(&fake, "/cluster/ha/resources", "sid=ct:100&bogus=1");
+    assert_eq!(
+        (s, v["errors"]["bogus"].as_str()),
+        (400, Some(NOT_DEFINED_TEXT))
+    );
 }

@@ -135,10 +135,11 @@ fn a_failing_start_restores_the_slot() {
     let gate = FakeGate::new(&bed, tl.clone());
     let tpl = bed.webapp_only("w2");
     let b = bed.backend(&bed.v1);
+    // A failed start of a stopped container is tried again: fail every try.
     bed.fake.inject(Fault::new(
         "POST",
         "/lxc/1106/status/start",
-        1,
+        haimg::backend::proxmox::START_TRIES,
         FaultKind::TaskFails("startup for container '1106' failed".into()),
     ));
     let mut rec = Recorder::new(&bed, &bed.v1, tl.clone());

@@ -96,6 +96,9 @@ pub enum BackendError {
     },
     #[error("{call}: timed out after {}s", .after.as_secs())]
     Timeout { call: String, after: Duration },
+    /// A create that failed inside the target left a locked guest behind.
+    #[error("{0}")]
+    CreateLeftover(Box<CreateLeftover>),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
     /// An implementation's own error, with the object it concerns; printed,
@@ -198,6 +201,66 @@ impl PolicyReport {
     }
 }
 
+/// What a failed create left behind: a guest config that still holds the
+/// target's create lock, which the target's API cannot remove (on Proxmox only
+/// `pct unlock` on the node can). haimg never removes it itself; it says
+/// whether the leftover is provably its own and what the operator runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreateLeftover {
+    pub node: String,
+    pub vmid: u32,
+    /// The failed create is haimg's own: the last create task for this VMID
+    /// was started by haimg's credentials and failed, and the config holds
+    /// nothing but the lock or what haimg sent.
+    pub owned: bool,
+    /// Why (not) owned, for the message.
+    pub evidence: String,
+    /// The failed create task (Proxmox UPID) and how it ended, when known.
+    pub task: Option<String>,
+    pub exitstatus: Option<String>,
+    /// Last lines of that task's log.
+    pub log_tail: Vec<String>,
+    /// The commands an operator runs on the node to remove it, in order.
+    pub commands: Vec<String>,
+}
+
+impl std::fmt::Display for CreateLeftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (node, vmid) = (&self.node, self.vmid);
+        if self.owned {
+            write!(
+                f,
+                "CT {vmid} on node {node} is what haimg's failed create left behind: its config keeps the 'create' lock, which no API call can remove"
+            )?;
+            write!(f, "\n  proof: {}", self.evidence)?;
+            write!(
+                f,
+                "\n  to clean it up, run as root on {node}, then deploy again:"
+            )?;
+        } else {
+            write!(
+                f,
+                "CT {vmid} on node {node} is locked by a create (lock: create) that haimg cannot prove its own: {}",
+                self.evidence
+            )?;
+            write!(
+                f,
+                "\n  if it is a failed create nobody needs (check with `pct config {vmid}` on {node}), run as root on {node}, then deploy again:"
+            )?;
+        }
+        for c in &self.commands {
+            write!(f, "\n    {c}")?;
+        }
+        if !self.log_tail.is_empty() {
+            write!(f, "\n  last lines of the task log:")?;
+            for l in &self.log_tail {
+                write!(f, "\n  | {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What the target supports; decides which [`ContainerSpec`] fields are filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
@@ -234,6 +297,32 @@ where
             .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
+}
+
+impl Capabilities {
+    /// What the members go without on a target that lacks any of these, for
+    /// the CLI to say once per run; `None` when nothing is missing. Only
+    /// Proxmox before 9.1 lacks them (pve-container 6.0.15 added all three).
+    pub fn warning(&self) -> Option<String> {
+        let missing: Vec<&str> = [
+            (self.env, "env"),
+            (self.entrypoint, "entrypoint"),
+            (self.host_managed, "host-managed"),
+        ]
+        .into_iter()
+        .filter(|(have, _)| !have)
+        .map(|(_, name)| name)
+        .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "this Proxmox VE is older than 9.1 and has no container {}: the members get no HAIMG_* variables; \
+             haimg-init finds its role and address in the files Proxmox writes (/etc/hostname, /etc/hosts, \
+             /etc/network/interfaces) and brings eth0 up itself; upgrade to 9.1 or later to pass them directly",
+            missing.join(", ")
+        ))
+    }
 }
 
 /// One deploy target.
@@ -309,5 +398,14 @@ pub trait Backend {
     /// something haimg did not create is noticed. Defaults to [`Backend::list`].
     fn inventory(&self) -> Result<Vec<ContainerStatus>> {
         self.list()
+    }
+
+    /// The remains of a failed create holding `vmid` on `node` (a config still
+    /// locked by the create), with whether it is provably haimg's and what the
+    /// operator runs; `None` when the guest is not such a leftover. Targets
+    /// whose creates leave nothing locked behind answer `None`.
+    fn create_leftover(&self, node: &str, vmid: u32) -> Result<Option<CreateLeftover>> {
+        let _ = (node, vmid);
+        Ok(None)
     }
 }

@@ -138,6 +138,13 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         }
         output::stdout(&text)?;
     }
+    // Once per run, when members were (or would be) created: what an older
+    // Proxmox means for them. The deploy already asked, so this costs no call.
+    if report.count(|a| *a == Action::Created) > 0 || swaps {
+        if let Some(w) = backend.capabilities().ok().and_then(|c| c.warning()) {
+            eprintln!("warning: {w}");
+        }
+    }
     print_summary(report, &target, calls);
     if let Some(r) = &done.rollout {
         show::summary(r, cluster);

@@ -196,8 +196,10 @@ fn slot_need(m: &Member, view: &SlotView, want: &MemberTags) -> Result<Option<To
 }
 
 /// What converging the target to `cluster` with the built `templates` takes,
-/// from `inventory` (one read of the target).
-pub fn plan(
+/// from `inventory` (one read of the target; a VMID held by an untagged
+/// guest is asked whether it is a failed create's leftover).
+pub fn plan<B: Backend + ?Sized>(
+    backend: &B,
     cluster: &Cluster,
     templates: &BTreeMap<Role, LocalTemplate>,
     inventory: &[ContainerStatus],
@@ -214,7 +216,9 @@ pub fn plan(
                 Ok(Some(Todo::Create)) => (m.vmid, Change::Create),
                 Ok(Some(Todo::Start(vmid))) => (vmid, Change::Start),
                 Ok(None) => (live, Change::Leave(Action::Unchanged)),
-                Err(a @ Action::Blocked(_)) => (m.vmid, Change::Leave(a)),
+                Err(a @ Action::Blocked(_)) => {
+                    (m.vmid, Change::Leave(leftover_or(backend, m, inventory, a)))
+                }
                 Err(a) => (live, Change::Leave(a)),
             };
             MemberPlan {
@@ -345,6 +349,31 @@ fn enforce_policy<B: Backend + ?Sized>(
         target_wide: true,
         guests,
     })
+}
+
+/// A VMID held by an untagged guest may be what a failed create left behind
+/// (a config locked by the create, with no tags yet): say so, with the
+/// commands that remove it, instead of calling it somebody else's guest.
+fn leftover_or<B: Backend + ?Sized>(
+    backend: &B,
+    m: &Member,
+    inventory: &[ContainerStatus],
+    action: Action,
+) -> Action {
+    let Action::Blocked(why) = &action else {
+        return action;
+    };
+    let Some(holder) = inventory.iter().find(|c| c.vmid == m.vmid) else {
+        return action;
+    };
+    if MemberTags::parse(&holder.tags).is_some() {
+        return action;
+    }
+    match backend.create_leftover(&holder.node, m.vmid) {
+        Ok(Some(l)) => Action::Blocked(l.to_string()),
+        Ok(None) => action,
+        Err(e) => Action::Blocked(format!("{why} (could not check for a failed create: {e})")),
+    }
 }
 
 fn report(p: &MemberPlan, action: Action) -> MemberReport {

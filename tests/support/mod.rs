@@ -147,6 +147,6 @@ pub fn converge<B: Backend + Sync + ?Sized>(
     tpl: &BTreeMap<Role, LocalTemplate>,
 ) -> deploy::Report {
     let inventory = b.inventory().unwrap();
-    let plan = deploy::plan(cluster, tpl, &inventory, false);
+    let plan = deploy::plan(b, cluster, tpl, &inventory, false);
     deploy::execute(b, cluster, tpl, &plan).unwrap()
 }

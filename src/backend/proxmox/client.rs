@@ -8,9 +8,19 @@
 //! * Success is `{"data": ...}`; errors are 400 with `errors` per parameter,
 //!   401 with an empty body, 403/500 with `message`, 501 for unknown paths,
 //!   595-599 when pveproxy could not reach the other node.
-//! * 595-599 and `can't lock file ... got timeout` are transient: retried with
-//!   exponential backoff and jitter, up to [`RetryPolicy::attempts`] tries.
-//!   Transport failures are retried only for calls marked idempotent.
+//! * 595-599, `can't lock file ... got timeout` and `cluster not ready - no
+//!   quorum?` are transient. A GET is retried on them and on transport failures,
+//!   with exponential backoff and jitter, up to [`RetryPolicy::attempts`] tries.
+//! * A call that changes something is retried here only when it provably did
+//!   not run: 595 (pveproxy could not connect to the node it forwards to), a
+//!   lock timeout or lost quorum (the handler died before doing anything), or a
+//!   connection that was never made. A 596-599, a dropped connection or a
+//!   timeout after the request went out may come after the node did the work
+//!   ([`ApiError::may_have_run`]); the backend settles those by reading the
+//!   state again, never by sending blindly.
+//! * pve-http-server before 5.2.1 ends the TLS session without close_notify
+//!   after an answer without content (a 401, a 59x): the status line was
+//!   complete, so that answer counts, not the unclean close (see [`Client::finish`]).
 //!
 //! Invariant: the token is only ever in the `Authorization` header; no error,
 //! log line or dry-run output built here contains it.
@@ -109,8 +119,11 @@ pub enum ApiError {
         /// Per-parameter errors of a 400.
         errors: BTreeMap<String, String>,
     },
-    /// No usable answer: connection, TLS, timeout.
-    Transport(String),
+    /// No usable answer: connection, TLS, timeout. `sent`: the request may
+    /// have reached the server (anything after the connection was made).
+    Transport { message: String, sent: bool },
+    /// The request could not be built here (e.g. the upload's file cannot be read).
+    Input(String),
     /// A 200 whose body did not have the expected shape.
     Decode(String),
 }
@@ -126,17 +139,56 @@ impl ApiError {
     pub fn message(&self) -> &str {
         match self {
             ApiError::Status { message, .. } => message.as_deref().unwrap_or(""),
-            ApiError::Transport(m) | ApiError::Decode(m) => m,
+            ApiError::Transport { message, .. } => message,
+            ApiError::Input(m) | ApiError::Decode(m) => m,
         }
     }
 
-    /// pveproxy could not reach the target node, or the config lock was busy.
+    /// pveproxy could not reach the target node, the config lock was busy, or
+    /// the node has no quorum (pmxcfs refuses every write until it is back).
     pub fn is_transient(&self) -> bool {
         match self {
             ApiError::Status {
                 status, message, ..
-            } => (595..=599).contains(status) || message.as_deref().is_some_and(is_lock_timeout),
+            } => {
+                (595..=599).contains(status)
+                    || message
+                        .as_deref()
+                        .is_some_and(|m| is_lock_timeout(m) || is_no_quorum(m))
+            }
             _ => false,
+        }
+    }
+
+    /// Whether the call may have done its work although no answer says so.
+    ///
+    /// pveproxy answers 595-599 when forwarding to the node in the path failed,
+    /// with AnyEvent::HTTP's pseudo codes: 595 is a failed connection (the
+    /// request never left), 596 a failure "during TLS negotiation, request
+    /// sending and header processing", 597 while receiving the body, 598/599
+    /// aborted or other: from 596 on, the node may have run the call. Locally,
+    /// anything after the connection was made (a reset, a timeout, a body that
+    /// did not arrive) is the same. Every other status is the handler's own
+    /// answer: it ran and refused, or did what it answered.
+    pub fn may_have_run(&self) -> bool {
+        match self {
+            ApiError::Status { status, .. } => (596..=599).contains(status),
+            ApiError::Transport { sent, .. } => *sent,
+            ApiError::Decode(_) => true,
+            ApiError::Input(_) => false,
+        }
+    }
+
+    /// Whether sending again is safe and may help: for a GET any transient
+    /// failure; for anything else only a transient one that provably did not run.
+    fn retryable(&self, idempotent: bool) -> bool {
+        let transport = matches!(self, ApiError::Transport { message, .. }
+            // A certificate that fails verification will fail again.
+            if !message.contains("certificate"));
+        if idempotent {
+            self.is_transient() || transport
+        } else {
+            (self.is_transient() || transport) && !self.may_have_run()
         }
     }
 
@@ -151,6 +203,12 @@ impl ApiError {
 /// `can't lock file '/run/lock/lxc/pve-config-100.lock' - got timeout`.
 pub fn is_lock_timeout(msg: &str) -> bool {
     msg.contains("can't lock file") && msg.contains("got timeout")
+}
+
+/// `cluster not ready - no quorum?` (`pve-cluster:src/PVE/Cluster.pm`,
+/// `check_cfs_quorum`), or `cfs-lock ... no quorum!`.
+pub fn is_no_quorum(msg: &str) -> bool {
+    msg.contains("no quorum")
 }
 
 /// `Permission check failed (/vms/100, VM.Allocate)` → `VM.Allocate on /vms/100`.
@@ -191,7 +249,12 @@ impl fmt::Display for ApiError {
             ),
             ApiError::Status { status, message, .. } if (595..=599).contains(status) => write!(
                 f,
-                "{status} pveproxy could not reach the target node{}",
+                "{status} {}{}",
+                if *status == 595 {
+                    "pveproxy could not reach the target node"
+                } else {
+                    "pveproxy got no complete answer from the target node"
+                },
                 message
                     .as_deref()
                     .map(|m| if m.starts_with('(') { format!(" {m}") } else { format!(": {m}") })
@@ -200,7 +263,8 @@ impl fmt::Display for ApiError {
             ApiError::Status { status, message, .. } => {
                 write!(f, "{status} {}", message.as_deref().unwrap_or("no message"))
             }
-            ApiError::Transport(m) => write!(f, "no answer: {m}"),
+            ApiError::Transport { message, .. } => write!(f, "no answer: {message}"),
+            ApiError::Input(m) => f.write_str(m),
             ApiError::Decode(m) => write!(f, "unexpected answer: {m}"),
         }
     }
@@ -333,17 +397,17 @@ impl Client {
         })
     }
 
-    /// A multipart POST (upload). Idempotent: the destination file is simply
-    /// overwritten, so transport failures are retried too.
+    /// A multipart POST (upload). Retried here only when it provably did not
+    /// run; a lost answer is for the caller to settle (is the file on storage?).
     pub fn upload(
         &self,
         path: &str,
         form: MultipartFactory<'_>,
         timeout: Duration,
     ) -> Result<Value, ApiError> {
-        self.with_retries(Method::Post, true, || {
-            let form = form()
-                .map_err(|e| ApiError::Transport(format!("failed to open the upload: {e}")))?;
+        self.with_retries(Method::Post, false, || {
+            let form =
+                form().map_err(|e| ApiError::Input(format!("failed to open the upload: {e}")))?;
             let req = self
                 .http
                 .post(format!("{}{}", self.base, path))
@@ -357,20 +421,14 @@ impl Client {
     fn with_retries(
         &self,
         method: Method,
-        retry_transport: bool,
+        idempotent: bool,
         f: impl Fn() -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
         let mut n = 1;
         loop {
             self.stats.bump(method);
             match f() {
-                Err(e)
-                    if n < self.retry.attempts
-                        && (e.is_transient()
-                            // A certificate that fails verification will fail again.
-                            || (retry_transport
-                                && matches!(&e, ApiError::Transport(m) if !m.contains("certificate")))) =>
-                {
+                Err(e) if n < self.retry.attempts && e.retryable(idempotent) => {
                     let d = self.retry.delay(n);
                     tracing::debug!(
                         "transient failure ({e}); try {} in {}ms",
@@ -393,10 +451,11 @@ impl Client {
                         errors,
                     });
                 }
-                Err(ApiError::Transport(m)) if n > 1 => {
-                    return Err(ApiError::Transport(format!(
-                        "{m} (gave up after {n} tries)"
-                    )))
+                Err(ApiError::Transport { message, sent }) if n > 1 => {
+                    return Err(ApiError::Transport {
+                        message: format!("{message} (gave up after {n} tries)"),
+                        sent,
+                    })
                 }
                 other => return other,
             }
@@ -433,13 +492,43 @@ impl Client {
         Self::finish(req.header(AUTHORIZATION, self.token.header_value()).send())
     }
 
+    /// Status and body of one answer.
+    ///
+    /// An error answer with no content has no `Content-Length`; its end is the
+    /// end of the connection (`AnyEvent.pm response()`, `Connection: close` for
+    /// every status >= 400). pve-http-server before 5.2.1 closes that
+    /// connection without a TLS close_notify (fixed by commit 07e56cc, "fix
+    /// unexpected EOF for client when closing TLS session"), which rustls
+    /// reports as an unexpected EOF while the body is read. The status line was
+    /// complete, so a 4xx/5xx stands as what it says; a success whose body did
+    /// not arrive whole is still a failed call.
     fn finish(res: reqwest::Result<Response>) -> Result<Value, ApiError> {
-        let res = res.map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        let mut res = res.map_err(|e| transport(&e))?;
         let status = res.status();
-        let body = res
-            .bytes()
-            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
-        decode(status, &body)
+        let mut body = Vec::new();
+        match std::io::Read::read_to_end(&mut res, &mut body) {
+            Ok(_) => decode(status, &body),
+            Err(e) if status.is_client_error() || status.is_server_error() => {
+                tracing::debug!("HTTP {status}: the body ended uncleanly ({e}); taking the status");
+                if serde_json::from_slice::<Value>(&body).is_err() {
+                    body.clear();
+                }
+                decode(status, &body)
+            }
+            Err(e) => Err(ApiError::Transport {
+                message: error_chain(&e),
+                sent: true,
+            }),
+        }
+    }
+}
+
+/// A reqwest failure: only a connection that was never made proves the
+/// request did not reach the server.
+fn transport(e: &reqwest::Error) -> ApiError {
+    ApiError::Transport {
+        message: error_chain(e),
+        sent: !e.is_connect(),
     }
 }
 
@@ -565,7 +654,7 @@ mod tests {
         403 permission denied: the token lacks VM.Allocate on /vms/100 (grant it to the token, or turn off privilege separation)
         500 CT 100 already exists on node 'pve1'
         501 not implemented by this Proxmox: Method 'GET /nodes/pve1/qemu2' not implemented
-        596 pveproxy could not reach the target node
+        596 pveproxy got no complete answer from the target node
         ");
     }
 
@@ -585,6 +674,64 @@ mod tests {
             r#"{"message":"Configuration file 'nodes/pve1/lxc/100.conf' does not exist\n"}"#
         )
         .is_missing_guest());
+    }
+
+    #[test]
+    fn what_may_have_run_and_what_is_sent_again() {
+        let t = |sent| ApiError::Transport {
+            message: "connection reset".into(),
+            sent,
+        };
+        // (error, may have run, GET retried, POST retried)
+        let cases = [
+            (err(595, ""), false, true, true),
+            (err(596, ""), true, true, false),
+            (err(597, ""), true, true, false),
+            (err(599, ""), true, true, false),
+            (
+                err(
+                    500,
+                    r#"{"message":"can't lock file '/run/lock/lxc/pve-config-1.lock' - got timeout"}"#,
+                ),
+                false,
+                true,
+                true,
+            ),
+            (
+                err(500, r#"{"message":"cluster not ready - no quorum?"}"#),
+                false,
+                true,
+                true,
+            ),
+            (
+                err(500, r#"{"message":"CT 100 already exists on node 'pve1'"}"#),
+                false,
+                false,
+                false,
+            ),
+            (err(401, ""), false, false, false),
+            (t(false), false, true, true),
+            (t(true), true, true, false),
+            (
+                ApiError::Input("failed to open the upload: gone".into()),
+                false,
+                false,
+                false,
+            ),
+            (ApiError::Decode("x".into()), true, false, false),
+        ];
+        for (e, ran, get, post) in cases {
+            assert_eq!(
+                (e.may_have_run(), e.retryable(true), e.retryable(false)),
+                (ran, get, post),
+                "{e}"
+            );
+        }
+        let cert = ApiError::Transport {
+            message: "invalid peer certificate: UnknownIssuer".into(),
+            sent: false,
+        };
+        assert!(!cert.retryable(true), "a bad certificate stays bad");
     }
 
     #[test]

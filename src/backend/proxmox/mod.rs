@@ -2,10 +2,12 @@
 //!
 //! Every mutating call that answers with a task id (UPID) is waited on here,
 //! with backoff and a per-operation timeout; a failed task is reported with the
-//! last lines of its log. Transient failures (595-599, config lock timeouts,
-//! whether answered at once or as a failed task) are retried with jitter.
-//! Mutating calls are serialized per node (one lock per node), so callers may
-//! drive different nodes from different threads.
+//! last lines of its log. A mutating call is sent again only when it provably
+//! did not run; a lost answer (596-599, a dropped connection, a timeout) or a
+//! failed task is settled by reading the state again ([`settle`]), and the
+//! leftover of a failed create is recognised and reported with the commands
+//! that remove it. Mutating calls are serialized per node (one lock per
+//! node), so callers may drive different nodes from different threads.
 //!
 //! Every error names the call (`POST /nodes/pve1/lxc`), the node and the VMID.
 //! In dry-run mode GETs are made for real (to know what would change) and every
@@ -16,6 +18,7 @@ pub mod client;
 pub mod firewall;
 pub mod params;
 pub mod policy;
+mod settle;
 pub mod tls;
 pub mod token;
 pub mod upid;
@@ -33,13 +36,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 use self::client::{is_lock_timeout, seg, CallCounts, Client, Method, Params, RetryPolicy};
+pub use self::settle::START_TRIES;
+use self::settle::{Observed, Op, TaskRef};
 use self::upid::Upid;
 use self::wire::{
     ContentItem, CtStatus, LogLine, Resource, StorageStatus, TaskStatus, VersionInfo,
 };
 use crate::backend::{
-    Backend, BackendError, Capabilities, ContainerSpec, ContainerStatus, PowerState, Result,
-    StoredTemplate,
+    Backend, BackendError, Capabilities, ContainerSpec, ContainerStatus, CreateLeftover,
+    PowerState, Result, StoredTemplate,
 };
 pub use token::{ApiToken, TokenError, TOKEN_ENV};
 
@@ -295,76 +300,20 @@ impl ProxmoxBackend {
         }
     }
 
-    /// A mutating call that starts a task, waited on until done. A task that
-    /// failed on a config lock timeout is started again (with backoff).
-    /// `tolerate` turns an immediate 500 whose message contains the text into success.
-    fn task_call(
+    /// A mutating call, recorded in dry-run, else sent and settled by
+    /// `observe` when its answer is lost or its task fails ([`settle`]).
+    fn task_op(
         &self,
         method: Method,
         path: &str,
         params: &Params,
-        ctx: Ctx<'_>,
-        timeout: Duration,
-        tolerate: &[&str],
+        op: Op<'_>,
+        observe: &dyn Fn() -> Result<Observed>,
     ) -> Result<()> {
         if self.plan(method, path, params) {
             return Ok(());
         }
-        let call = format!("{method} {path}");
-        let _guard = self.node_lock(ctx.node);
-        let _held = _guard.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut attempt = 1;
-        loop {
-            let data = match self.client.call(method, path, params) {
-                Ok(d) => d,
-                Err(e)
-                    if e.status() == Some(500)
-                        && tolerate.iter().any(|t| e.message().contains(t)) =>
-                {
-                    tracing::debug!("{call}: {} (nothing to do)", e.message());
-                    return Ok(());
-                }
-                Err(e) => return Err(Self::err(&call, ctx, e)),
-            };
-            match self.wait_value(&data, &call, ctx, timeout) {
-                Err(TaskFailure::LockTimeout(msg)) if attempt < self.settings.retry.attempts => {
-                    tracing::debug!("{call}: task hit a lock timeout ({msg}); retrying");
-                    self.client
-                        .stats
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    std::thread::sleep(self.settings.retry.delay(attempt));
-                    attempt += 1;
-                }
-                Err(TaskFailure::LockTimeout(msg)) => {
-                    return Err(Self::err(
-                        &call,
-                        ctx,
-                        format!("{msg} (gave up after {attempt} tries)"),
-                    ))
-                }
-                Err(TaskFailure::Other(e)) => return Err(e),
-                Ok(()) => return Ok(()),
-            }
-        }
-    }
-
-    fn wait_value(
-        &self,
-        data: &Value,
-        call: &str,
-        ctx: Ctx<'_>,
-        timeout: Duration,
-    ) -> Result<(), TaskFailure> {
-        let s = data.as_str().ok_or_else(|| {
-            TaskFailure::Other(Self::err(
-                call,
-                ctx,
-                format!("expected a task id, got {data}"),
-            ))
-        })?;
-        let upid = Upid::parse(s).map_err(|e| TaskFailure::Other(Self::err(call, ctx, e)))?;
-        self.wait_task(&upid, call, ctx, timeout)
+        self.converge(&op, &|| self.client.call(method, path, params), observe)
     }
 
     /// Poll a task until it stops; its failure carries the log tail.
@@ -395,7 +344,7 @@ impl ProxmoxBackend {
                     return Err(TaskFailure::LockTimeout(exit));
                 }
                 let tail = self.log_tail(upid, ctx);
-                return Err(TaskFailure::Other(Self::err(
+                return Err(TaskFailure::Failed(Self::err(
                     call,
                     ctx,
                     format!("task {} failed: {exit}{tail}", upid.kind),
@@ -418,24 +367,31 @@ impl ProxmoxBackend {
         }
     }
 
-    /// `\n  | line` for the last lines of a task log, or nothing if it cannot be read.
-    fn log_tail(&self, upid: &Upid, ctx: Ctx<'_>) -> String {
+    /// The last [`Settings::log_tail`] lines of a task's log.
+    fn log_lines(&self, upid: &Upid, ctx: Ctx<'_>) -> Result<Vec<String>> {
         let path = format!(
             "/nodes/{}/tasks/{}/log",
             seg(&upid.node),
             seg(upid.as_str())
         );
         let lines: Vec<LogLine> =
-            match self.get_as(&path, &Params::new().add("start", 0).add("limit", 0), ctx) {
-                Ok(l) => l,
-                Err(e) => return format!("\n  (task log unavailable: {e})"),
-            };
+            self.get_as(&path, &Params::new().add("start", 0).add("limit", 0), ctx)?;
         let skip = lines.len().saturating_sub(self.settings.log_tail);
-        let mut out = String::from("\n  last lines of the task log:");
-        for l in &lines[skip..] {
-            out.push_str(&format!("\n  | {}", l.t));
+        Ok(lines.into_iter().skip(skip).map(|l| l.t).collect())
+    }
+
+    /// `\n  | line` for the last lines of a task log, or why it cannot be read.
+    fn log_tail(&self, upid: &Upid, ctx: Ctx<'_>) -> String {
+        match self.log_lines(upid, ctx) {
+            Ok(lines) => {
+                let mut out = String::from("\n  last lines of the task log:");
+                for l in lines {
+                    out.push_str(&format!("\n  | {l}"));
+                }
+                out
+            }
+            Err(e) => format!("\n  (task log unavailable: {e})"),
         }
-        out
     }
 
     fn version(&self, ctx: Ctx<'_>) -> Result<VersionInfo> {
@@ -477,7 +433,6 @@ impl ProxmoxBackend {
     ) -> Result<()> {
         let ctx = Ctx { node, vmid: None };
         let call_path = format!("{}/upload", self.storage_path(node));
-        let call = format!("POST {call_path}");
         let bar = if self.settings.progress {
             let b = indicatif::ProgressBar::with_draw_target(
                 Some(size),
@@ -512,22 +467,53 @@ impl ProxmoxBackend {
                 .text("checksum", sha256.to_string())
                 .part("filename", part))
         };
-        let data = self
-            .client
-            .upload(&call_path, &form, self.settings.timeouts.upload_body)
-            .map_err(|e| Self::err(&call, ctx, e));
+        let volid = format!("{}:vztmpl/{name}", self.template_storage);
+        // `imgcopy` tasks have an empty id: any running one of this token's on
+        // the node may be the lost upload's.
+        let task = TaskRef::other("imgcopy", "");
+        let op = Op::task(
+            Method::Post,
+            &call_path,
+            ctx,
+            task,
+            self.settings.timeouts.upload_task,
+        );
+        let done = self.converge(
+            &op,
+            &|| {
+                self.client
+                    .upload(&call_path, &form, self.settings.timeouts.upload_body)
+            },
+            &|| self.observe_stored(node, &volid, size),
+        );
         bar.finish_and_clear();
-        let data = data?;
-        match self.wait_value(&data, &call, ctx, self.settings.timeouts.upload_task) {
-            Ok(()) => Ok(()),
-            Err(TaskFailure::LockTimeout(m)) => Err(Self::err(&call, ctx, m)),
-            Err(TaskFailure::Other(e)) => Err(e),
-        }
+        done
+    }
+
+    /// After an upload: is the file on storage? Its name carries the content
+    /// hash and the `imgcopy` task stores it only after the checksum matched,
+    /// so the name and the size are the proof.
+    fn observe_stored(&self, node: &str, volid: &str, size: u64) -> Result<Observed> {
+        Ok(
+            if self
+                .list_templates(node)?
+                .iter()
+                .any(|t| t.volid == volid && t.size == size)
+            {
+                Observed::Done
+            } else {
+                Observed::NotDone
+            },
+        )
     }
 }
 
 enum TaskFailure {
+    /// The task stopped on a config lock timeout: it did nothing.
     LockTimeout(String),
+    /// The task stopped with an error; the message carries the log tail.
+    Failed(BackendError),
+    /// The task could not be followed (still running at the timeout, or polling failed).
     Other(BackendError),
 }
 
@@ -602,8 +588,6 @@ impl Backend for ProxmoxBackend {
         if self.plan(Method::Post, &call_path, &shown) {
             return Ok(stored);
         }
-        let lock = self.node_lock(node);
-        let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.upload_now(node, path, &name, sha256, size)?;
         Ok(stored)
     }
@@ -632,91 +616,123 @@ impl Backend for ProxmoxBackend {
             self.storage_path(node),
             seg(&template.volid)
         );
-        self.task_call(
+        let ctx = Ctx { node, vmid: None };
+        let task = TaskRef::other("imgdel", self.template_storage.clone());
+        let op = Op::task(
             Method::Delete,
             &path,
-            &Params::new(),
-            Ctx { node, vmid: None },
+            ctx,
+            task,
             self.settings.timeouts.destroy,
-            &[],
-        )
+        );
+        self.task_op(Method::Delete, &path, &Params::new(), op, &|| {
+            let there = self
+                .list_templates(node)?
+                .iter()
+                .any(|t| t.volid == template.volid);
+            Ok(if there {
+                Observed::NotDone
+            } else {
+                Observed::Done
+            })
+        })
     }
 
+    /// A create whose answer is lost, or that meets "already exists", is
+    /// decided by the container found: the one asked for is success, a config
+    /// still locked by a failed create is a [`CreateLeftover`], anything else
+    /// an error. A create task that failed on its config lock is sent again
+    /// only when it left nothing behind.
     fn create(&self, spec: &ContainerSpec) -> Result<()> {
         let path = format!("/nodes/{}/lxc", seg(&spec.node));
-        self.task_call(
+        let ctx = Ctx {
+            node: &spec.node,
+            vmid: Some(spec.vmid),
+        };
+        let task = TaskRef::ct("vzcreate", spec.vmid);
+        let op = Op::task(
             Method::Post,
             &path,
-            &params::create(spec, &self.rootfs_storage, self.net_firewall),
-            Ctx {
-                node: &spec.node,
-                vmid: Some(spec.vmid),
-            },
+            ctx,
+            task,
             self.settings.timeouts.create,
-            &[],
         )
+        // `check_vmid_unused`: "CT 101 already exists on node 'pve1'".
+        .settle_on(&["already exists"]);
+        let params = params::create(spec, &self.rootfs_storage, self.net_firewall);
+        self.task_op(Method::Post, &path, &params, op, &|| {
+            self.observe_create(spec)
+        })
     }
 
+    /// A `vzstart` task that fails while the container stays stopped and
+    /// unlocked is tried again, up to [`START_TRIES`] times.
     fn start(&self, node: &str, vmid: u32) -> Result<()> {
         let path = format!("/nodes/{}/lxc/{vmid}/status/start", seg(node));
-        self.task_call(
-            Method::Post,
-            &path,
-            &Params::new(),
-            Ctx {
-                node,
-                vmid: Some(vmid),
-            },
-            self.settings.timeouts.start,
-            &["already running"],
-        )
+        let ctx = Ctx {
+            node,
+            vmid: Some(vmid),
+        };
+        let task = TaskRef::ct("vzstart", vmid);
+        let op = Op::task(Method::Post, &path, ctx, task, self.settings.timeouts.start)
+            .settle_on(&["already running"])
+            .task_tries(START_TRIES);
+        self.task_op(Method::Post, &path, &Params::new(), op, &|| {
+            self.observe_power(node, vmid, PowerState::Running)
+        })
     }
 
     fn shutdown(&self, node: &str, vmid: u32, timeout: Duration) -> Result<()> {
         let path = format!("/nodes/{}/lxc/{vmid}/status/shutdown", seg(node));
-        self.task_call(
-            Method::Post,
-            &path,
-            &Params::new().add("timeout", timeout.as_secs()),
-            Ctx {
-                node,
-                vmid: Some(vmid),
-            },
-            timeout + self.settings.timeouts.stop,
-            &["not running"],
-        )
+        let ctx = Ctx {
+            node,
+            vmid: Some(vmid),
+        };
+        let task = TaskRef::ct("vzshutdown", vmid);
+        let wait = timeout + self.settings.timeouts.stop;
+        let op = Op::task(Method::Post, &path, ctx, task, wait).settle_on(&["not running"]);
+        let params = Params::new().add("timeout", timeout.as_secs());
+        self.task_op(Method::Post, &path, &params, op, &|| {
+            self.observe_power(node, vmid, PowerState::Stopped)
+        })
     }
 
     fn stop(&self, node: &str, vmid: u32) -> Result<()> {
         let path = format!("/nodes/{}/lxc/{vmid}/status/stop", seg(node));
-        self.task_call(
-            Method::Post,
-            &path,
-            &Params::new(),
-            Ctx {
-                node,
-                vmid: Some(vmid),
-            },
-            self.settings.timeouts.stop,
-            &["not running"],
-        )
+        let ctx = Ctx {
+            node,
+            vmid: Some(vmid),
+        };
+        let task = TaskRef::ct("vzstop", vmid);
+        let op = Op::task(Method::Post, &path, ctx, task, self.settings.timeouts.stop)
+            .settle_on(&["not running"]);
+        self.task_op(Method::Post, &path, &Params::new(), op, &|| {
+            self.observe_power(node, vmid, PowerState::Stopped)
+        })
     }
 
+    /// Destroying a container that is already gone is done.
     fn destroy(&self, node: &str, vmid: u32) -> Result<()> {
         let path = format!("/nodes/{}/lxc/{vmid}", seg(node));
-        self.task_call(
+        let ctx = Ctx {
+            node,
+            vmid: Some(vmid),
+        };
+        let task = TaskRef::ct("vzdestroy", vmid);
+        let op = Op::task(
             Method::Delete,
             &path,
-            &Params::new()
-                .flag("purge", true)
-                .flag("destroy-unreferenced-disks", true),
-            Ctx {
-                node,
-                vmid: Some(vmid),
-            },
+            ctx,
+            task,
             self.settings.timeouts.destroy,
-            &[],
         )
+        .settle_on(&["does not exist"]);
+        let params = Params::new()
+            .flag("purge", true)
+            .flag("destroy-unreferenced-disks", true);
+        self.task_op(Method::Delete, &path, &params, op, &|| {
+            self.observe_gone(node, vmid)
+        })
     }
 
     fn status(&self, node: &str, vmid: u32) -> Result<Option<ContainerStatus>> {
@@ -774,41 +790,90 @@ impl Backend for ProxmoxBackend {
 
     fn move_data_volume(&self, node: &str, from_vmid: u32, to_vmid: u32) -> Result<()> {
         let path = format!("/nodes/{}/lxc/{from_vmid}/move_volume", seg(node));
-        self.task_call(
+        let ctx = Ctx {
+            node,
+            vmid: Some(from_vmid),
+        };
+        // The reassign task's id is `<vmid>-<key>><target>-<key>`.
+        let task = TaskRef::other("move_volume", format!("{from_vmid}-mp0>{to_vmid}-mp0"));
+        let op = Op::task(
             Method::Post,
             &path,
-            &Params::new()
-                .add("volume", "mp0")
-                .add("target-vmid", to_vmid)
-                .add("target-volume", "mp0"),
-            Ctx {
-                node,
-                vmid: Some(from_vmid),
-            },
+            ctx,
+            task,
             self.settings.timeouts.move_volume,
-            &[],
-        )
+        );
+        let params = Params::new()
+            .add("volume", "mp0")
+            .add("target-vmid", to_vmid)
+            .add("target-volume", "mp0");
+        self.task_op(Method::Post, &path, &params, op, &|| {
+            let src = self.has_data_volume(node, from_vmid)?;
+            let dst = self.has_data_volume(node, to_vmid)?;
+            Ok(match (src, dst) {
+                (false, true) => Observed::Done,
+                (true, false) => Observed::NotDone,
+                (s, d) => Observed::Failed(Self::err(
+                    &format!("POST {path}"),
+                    ctx,
+                    format!(
+                        "after the move CT {from_vmid} {} mp0 and CT {to_vmid} {} it; check both in Proxmox",
+                        if s { "has" } else { "lacks" },
+                        if d { "has" } else { "lacks" }
+                    ),
+                )),
+            })
+        })
     }
 
+    /// Tags are set with a synchronous `PUT .../config`; a lost answer is
+    /// settled by reading the tags back.
     fn set_tags(&self, node: &str, vmid: u32, tags: &[String]) -> Result<()> {
         let path = format!("/nodes/{}/lxc/{vmid}/config", seg(node));
         let p = params::tags(tags);
         if self.plan(Method::Put, &path, &p) {
             return Ok(());
         }
-        self.client
-            .call(Method::Put, &path, &p)
-            .map(|_| ())
-            .map_err(|e| {
-                Self::err(
-                    &format!("PUT {path}"),
-                    Ctx {
-                        node,
-                        vmid: Some(vmid),
-                    },
-                    e,
-                )
+        let ctx = Ctx {
+            node,
+            vmid: Some(vmid),
+        };
+        let op = Op::sync(Method::Put, &path, ctx);
+        let want: std::collections::BTreeSet<String> =
+            tags.iter().map(|t| t.to_ascii_lowercase()).collect();
+        self.converge(&op, &|| self.client.call(Method::Put, &path, &p), &|| {
+            let have: std::collections::BTreeSet<String> = self
+                .ct_status(node, vmid)?
+                .and_then(|st| st.tags)
+                .as_deref()
+                .map(wire::split_tags)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect();
+            Ok(if have == want {
+                Observed::Done
+            } else {
+                Observed::NotDone
             })
+        })
+    }
+
+    fn create_leftover(&self, node: &str, vmid: u32) -> Result<Option<CreateLeftover>> {
+        match self.ct_status(node, vmid)? {
+            Some(st) if st.lock.as_deref() == Some("create") => {}
+            _ => return Ok(None),
+        }
+        let path = format!("/nodes/{}/lxc/{vmid}/config", seg(node));
+        let conf: serde_json::Map<String, Value> = self.get_as(
+            &path,
+            &Params::new(),
+            Ctx {
+                node,
+                vmid: Some(vmid),
+            },
+        )?;
+        self.leftover(node, vmid, None, &conf).map(Some)
     }
 
     fn enforce_policy(

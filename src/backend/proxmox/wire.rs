@@ -154,6 +154,56 @@ impl TaskStatus {
     }
 }
 
+/// A string field that Perl may send as a number.
+fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
+    })
+}
+
+/// One entry of `GET /nodes/{node}/tasks` (`pve-manager:PVE/API2/Tasks.pm`
+/// `node_tasks`). A token's task has `user` and `tokenid` split
+/// (`$convert_token_task`); an active task's `status` is `RUNNING`, a finished
+/// one's is its exit status (`OK`, `WARNINGS: n`, the error text).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskEntry {
+    pub upid: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub tokenid: Option<String>,
+    #[serde(default, deserialize_with = "opt_num")]
+    pub starttime: Option<u64>,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub status: Option<String>,
+}
+
+impl TaskEntry {
+    /// Still running (listed from the active tasks without an end status).
+    pub fn running(&self) -> bool {
+        self.status.as_deref().is_none_or(|s| s == "RUNNING")
+    }
+
+    /// Started by this token (`user@realm!tokenid`).
+    pub fn by_token(&self, token_id: &str) -> bool {
+        match (token_id.split_once('!'), &self.tokenid) {
+            (Some((user, id)), Some(t)) => self.user == user && t == id,
+            _ => false,
+        }
+    }
+
+    /// `OK` or `WARNINGS: n`.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.status.as_deref(), Some(s) if s == "OK" || s.starts_with("WARNINGS: "))
+    }
+}
+
 /// One line of `GET /nodes/{node}/tasks/{upid}/log`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogLine {
@@ -245,6 +295,24 @@ mod tests {
         assert!(!t("stopped", Some("command 'lxc-start' failed")).succeeded());
         assert!(!t("stopped", Some("unexpected status")).succeeded());
         assert!(t("running", None).running());
+    }
+
+    #[test]
+    fn task_entries_tell_whose_and_whether_done() {
+        let e: TaskEntry = serde_json::from_value(serde_json::json!({
+            "upid": "UPID:pve1:0000002A:00000007:68000000:vzcreate:101:root@pam!haimg:",
+            "type": "vzcreate", "id": 101, "user": "root@pam", "tokenid": "haimg",
+            "starttime": "1744000000", "status": "RUNNING"
+        }))
+        .unwrap();
+        assert!(e.running() && e.by_token("root@pam!haimg"));
+        assert_eq!(e.id.as_deref(), Some("101"));
+        assert!(!e.by_token("root@pam!other") && !e.by_token("root@pam"));
+        let admin: TaskEntry = serde_json::from_value(serde_json::json!({
+            "upid": "x", "type": "vzcreate", "user": "root@pam", "status": "OK"
+        }))
+        .unwrap();
+        assert!(!admin.running() && admin.succeeded() && !admin.by_token("root@pam!haimg"));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The fake's firewall: the `/cluster/firewall` and `/nodes/{node}/lxc/{vmid}/firewall`
-//! subtrees of pve-firewall, encoded by hand.
+//! subtrees of pve-firewall.
 //!
-//! The official schema subset (`tests/fixtures/pve/pve-api-subset.json`) has no
-//! firewall endpoint, so the parameter rules below were written from Proxmox's
-//! own source, `proxmox/pve-firewall` at 6f1311f (6.0.4), and are checked like
-//! the others by `schema.rs` (unknown parameter → 400, types, enums, patterns,
-//! lengths). What the JSON schema cannot say is checked in the handlers below,
-//! each citing where Proxmox does it. Messages are Proxmox's own texts.
+//! Every call is validated by `schema.rs` against the official schema of these
+//! methods (`tests/fixtures/pve/pve-api-firewall-ha.json`, PVE 9.1): unknown
+//! parameter → 400, types, enums, patterns, min/max lengths and pve-firewall's
+//! formats ([`check_format`]). What the JSON schema cannot say is checked in the
+//! handlers below, each citing where Proxmox does it, from `proxmox/pve-firewall`
+//! at 6f1311f (6.0.4). Messages are Proxmox's own texts. The HA methods of the
+//! same file are validated but not modelled (501).
 //!
 //! Modelled behaviour, by source file:
 //! * `API2/Firewall/IPSet.pm`: names unique (`IPSet '…' already exists`, a 400);
@@ -35,7 +36,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::schema::{Endpoint, Schema};
+use super::schema::Schema;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entry {
@@ -90,316 +91,137 @@ impl FwState {
     }
 }
 
-fn p_str(extra: Value) -> Value {
-    let mut v = json!({"type": "string"});
-    if let (Value::Object(o), Value::Object(e)) = (&mut v, extra) {
-        o.extend(e);
-    }
-    v
-}
+/// `Firewall.pm $rule_properties` minus `pos` and `digest`: what
+/// `copy_rule_data` copies into a new rule. `tests` checks it against the schema.
+pub const RULE_KEYS: [&str; 13] = [
+    "type",
+    "action",
+    "macro",
+    "iface",
+    "source",
+    "dest",
+    "proto",
+    "enable",
+    "log",
+    "sport",
+    "dport",
+    "comment",
+    "icmp-type",
+];
 
-fn optional(mut v: Value) -> Value {
-    v["optional"] = json!(1);
-    v
-}
+/// `Firewall.pm $cluster_option_properties` (`PUT /cluster/firewall/options`).
+pub const CLUSTER_OPTION_KEYS: [&str; 6] = [
+    "ebtables",
+    "enable",
+    "log_ratelimit",
+    "policy_forward",
+    "policy_in",
+    "policy_out",
+];
 
-/// `pve-node` and `pve-vmid` (`pve-common:src/PVE/JSONSchema.pm` standard options).
-fn ct_params() -> Vec<(&'static str, Value)> {
-    vec![
-        ("node", p_str(json!({"format": "pve-node"}))),
-        (
-            "vmid",
-            json!({"type": "integer", "minimum": 100, "maximum": 999_999_999}),
-        ),
-    ]
-}
+/// `Firewall.pm $vm_option_properties` (`PUT .../lxc/{vmid}/firewall/options`).
+pub const VM_OPTION_KEYS: [&str; 10] = [
+    "dhcp",
+    "enable",
+    "ipfilter",
+    "log_level_in",
+    "log_level_out",
+    "macfilter",
+    "ndp",
+    "policy_in",
+    "policy_out",
+    "radv",
+];
 
-/// `Firewall.pm`: `$ipset_name_pattern`, `$security_group_name_pattern` (the
-/// same), `$max_ipset_name_length` 64, `$max_group_name_length` 18.
-const NAME_PATTERN: &str = r"[A-Za-z][A-Za-z0-9\-\_]+";
-
-fn ipset_name() -> Value {
-    p_str(json!({"pattern": NAME_PATTERN, "maxLength": 64}))
-}
-
-fn group_name() -> Value {
-    p_str(json!({"pattern": NAME_PATTERN, "maxLength": 18}))
-}
-
-fn digest() -> Value {
-    optional(p_str(json!({"maxLength": 64})))
-}
-
-/// `Firewall.pm $rule_properties` (used by `add_rule_properties` for create and update).
-fn rule_properties() -> Vec<(&'static str, Value)> {
-    let loglevel = json!({"type": "string", "optional": 1,
-        "enum": ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug", "nolog"]});
-    vec![
-        (
-            "pos",
-            json!({"type": "integer", "minimum": 0, "optional": 1}),
-        ),
-        ("digest", digest()),
-        (
-            "type",
-            json!({"type": "string", "optional": 1, "enum": ["in", "out", "forward", "group"]}),
-        ),
-        (
-            "action",
-            optional(p_str(json!({"pattern": NAME_PATTERN, "maxLength": 20}))),
-        ),
-        ("macro", optional(p_str(json!({"maxLength": 128})))),
-        ("iface", optional(p_str(json!({"maxLength": 20})))),
-        (
-            "source",
-            optional(p_str(
-                json!({"format": "pve-fw-addr-spec", "maxLength": 512}),
-            )),
-        ),
-        (
-            "dest",
-            optional(p_str(
-                json!({"format": "pve-fw-addr-spec", "maxLength": 512}),
-            )),
-        ),
-        (
-            "proto",
-            optional(p_str(json!({"format": "pve-fw-protocol-spec"}))),
-        ),
-        (
-            "enable",
-            json!({"type": "integer", "minimum": 0, "optional": 1}),
-        ),
-        ("log", loglevel),
-        (
-            "sport",
-            optional(p_str(json!({"format": "pve-fw-sport-spec"}))),
-        ),
-        (
-            "dport",
-            optional(p_str(json!({"format": "pve-fw-dport-spec"}))),
-        ),
-        ("comment", optional(p_str(json!({})))),
-        (
-            "icmp-type",
-            optional(p_str(json!({"format": "pve-fw-icmp-type-spec"}))),
-        ),
-    ]
-}
-
-/// `Firewall.pm $cluster_option_properties` (the keys haimg could touch, and the rest by name).
-fn cluster_options() -> Vec<(&'static str, Value)> {
-    vec![
-        (
-            "enable",
-            json!({"type": "integer", "minimum": 0, "optional": 1}),
-        ),
-        ("ebtables", json!({"type": "boolean", "optional": 1})),
-        (
-            "policy_in",
-            json!({"type": "string", "optional": 1, "enum": ["ACCEPT", "REJECT", "DROP"]}),
-        ),
-        (
-            "policy_out",
-            json!({"type": "string", "optional": 1, "enum": ["ACCEPT", "REJECT", "DROP"]}),
-        ),
-        (
-            "policy_forward",
-            json!({"type": "string", "optional": 1, "enum": ["ACCEPT", "DROP"]}),
-        ),
-        ("log_ratelimit", optional(p_str(json!({})))),
-    ]
-}
-
-/// `Firewall.pm $vm_option_properties`.
-fn vm_options() -> Vec<(&'static str, Value)> {
-    let b = || json!({"type": "boolean", "optional": 1});
-    let loglevel = json!({"type": "string", "optional": 1,
-        "enum": ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug", "nolog"]});
-    vec![
-        ("enable", b()),
-        ("macfilter", b()),
-        ("dhcp", b()),
-        ("ndp", b()),
-        ("radv", b()),
-        ("ipfilter", b()),
-        (
-            "policy_in",
-            json!({"type": "string", "optional": 1, "enum": ["ACCEPT", "REJECT", "DROP"]}),
-        ),
-        (
-            "policy_out",
-            json!({"type": "string", "optional": 1, "enum": ["ACCEPT", "REJECT", "DROP"]}),
-        ),
-        ("log_level_in", loglevel.clone()),
-        ("log_level_out", loglevel),
-    ]
-}
-
-fn endpoint(method: &str, path: &str, props: Vec<(&'static str, Value)>) -> Endpoint {
-    let props: serde_json::Map<String, Value> =
-        props.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    Endpoint {
-        method: method.into(),
-        path: path.into(),
-        schema: json!({"parameters": {"additionalProperties": 0, "properties": props}}),
-    }
-}
-
-/// Add the firewall endpoints haimg uses (and their siblings) to the schema.
-pub fn register(schema: &mut Schema) {
-    let with = |base: &[(&'static str, Value)], more: Vec<(&'static str, Value)>| {
-        let mut v = base.to_vec();
-        v.extend(more);
+/// The key lists above must be the official schema's, or the fake would
+/// store what Proxmox refuses (or drop what it keeps).
+pub fn check_keys(schema: &Schema) {
+    let names = |m: &str, p: &str| -> Vec<String> {
+        let mut v = schema.param_names(m, p);
+        v.retain(|k| {
+            !matches!(
+                k.as_str(),
+                "node" | "vmid" | "digest" | "delete" | "pos" | "group"
+            )
+        });
+        v.sort();
         v
     };
-    let ct = ct_params();
-    let none: Vec<(&'static str, Value)> = Vec::new();
-    for (prefix, scope) in [
-        ("/cluster/firewall", none.clone()),
-        ("/nodes/{node}/lxc/{vmid}/firewall", ct.clone()),
-    ] {
-        let is_ct = !scope.is_empty();
-        // Cluster.pm get_options/set_options; VM.pm get_options/set_options.
-        let opts = if is_ct {
-            vm_options()
-        } else {
-            cluster_options()
-        };
-        schema
-            .endpoints
-            .push(endpoint("GET", &format!("{prefix}/options"), scope.clone()));
-        schema.endpoints.push(endpoint(
-            "PUT",
-            &format!("{prefix}/options"),
-            with(
-                &scope,
-                opts.into_iter()
-                    .chain([
-                        (
-                            "delete",
-                            optional(p_str(json!({"format": "pve-configid-list"}))),
-                        ),
-                        ("digest", digest()),
-                    ])
-                    .collect(),
-            ),
-        ));
-        // IPSet.pm: BaseIPSetList (index, create) and IPSetBase (per set, per entry).
-        schema
-            .endpoints
-            .push(endpoint("GET", &format!("{prefix}/ipset"), scope.clone()));
-        schema.endpoints.push(endpoint(
-            "POST",
-            &format!("{prefix}/ipset"),
-            with(
-                &scope,
-                vec![
-                    ("name", ipset_name()),
-                    ("comment", optional(p_str(json!({})))),
-                    ("digest", digest()),
-                    ("rename", optional(ipset_name())),
-                ],
-            ),
-        ));
-        schema.endpoints.push(endpoint(
-            "GET",
-            &format!("{prefix}/ipset/{{name}}"),
-            with(&scope, vec![("name", ipset_name())]),
-        ));
-        schema.endpoints.push(endpoint(
-            "DELETE",
-            &format!("{prefix}/ipset/{{name}}"),
-            with(
-                &scope,
-                vec![
-                    ("name", ipset_name()),
-                    ("force", json!({"type": "boolean", "optional": 1})),
-                ],
-            ),
-        ));
-        schema.endpoints.push(endpoint(
-            "POST",
-            &format!("{prefix}/ipset/{{name}}"),
-            with(
-                &scope,
-                vec![
-                    ("name", ipset_name()),
-                    ("cidr", p_str(json!({"format": "IPorCIDRorAlias"}))),
-                    ("nomatch", json!({"type": "boolean", "optional": 1})),
-                    ("comment", optional(p_str(json!({})))),
-                ],
-            ),
-        ));
-        schema.endpoints.push(endpoint(
-            "DELETE",
-            &format!("{prefix}/ipset/{{name}}/{{cidr}}"),
-            with(
-                &scope,
-                vec![
-                    ("name", ipset_name()),
-                    ("cidr", p_str(json!({"format": "IPorCIDRorAlias"}))),
-                    ("digest", digest()),
-                ],
-            ),
-        ));
-        // Rules.pm: GroupRules (per group) or CTRules.
-        let (rules, extra) = if is_ct {
-            (format!("{prefix}/rules"), Vec::new())
-        } else {
-            (
-                "/cluster/firewall/groups/{group}".to_string(),
-                vec![("group", group_name())],
-            )
-        };
-        let base = with(&scope, extra);
-        schema.endpoints.push(endpoint("GET", &rules, base.clone()));
-        let mut create = with(&base, rule_properties());
-        for (k, v) in &mut create {
-            if *k == "type" || *k == "action" {
-                v["optional"] = json!(0);
+    let sorted = |k: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = k.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names("POST", "/nodes/{node}/lxc/{vmid}/firewall/rules"),
+        sorted(&RULE_KEYS)
+    );
+    assert_eq!(
+        names("POST", "/cluster/firewall/groups/{group}"),
+        sorted(&RULE_KEYS)
+    );
+    assert_eq!(
+        names("PUT", "/cluster/firewall/options"),
+        sorted(&CLUSTER_OPTION_KEYS)
+    );
+    assert_eq!(
+        names("PUT", "/nodes/{node}/lxc/{vmid}/firewall/options"),
+        sorted(&VM_OPTION_KEYS)
+    );
+}
+
+/// pve-firewall's registered formats (`Firewall.pm`, `register_format`), as
+/// `JSONSchema.pm check_format` runs them: the verifier's `die` text is the
+/// parameter's error. `None` for formats that are not pve-firewall's.
+pub fn check_format(f: &str, v: &str) -> Option<Result<(), String>> {
+    Some(match f {
+        // `pve_verify_ip_or_cidr_or_alias`: an alias name (`dc/` or `guest/`
+        // prefixed or not), else an IP or CIDR.
+        "IPorCIDRorAlias" if alias_name(v) => Ok(()),
+        "IPorCIDRorAlias" | "IPorCIDR" => normalize_cidr(v).map(|_| ()),
+        // `parse_address_list`: `+ipset`, an alias, or IPs/CIDRs/ranges.
+        "pve-fw-addr-spec" => {
+            if let Some(set) = v.strip_prefix('+') {
+                if set.is_empty() || set.contains(char::is_whitespace) {
+                    Err(format!("invalid IP address: {v}"))
+                } else if v.len() > 64 + 1 {
+                    Err("ipset name too long".into())
+                } else {
+                    Ok(())
+                }
+            } else if alias_name(v) {
+                Ok(())
+            } else if v.split(',').collect::<Vec<_>>().join(",") != v
+                || v.split(',').any(str::is_empty)
+            {
+                Err("extraneous commas in list".into())
+            } else {
+                v.split(',')
+                    .try_for_each(|e| {
+                        let first = e.split('-').next().unwrap_or(e);
+                        normalize_cidr(first).map(|_| ())
+                    })
+                    .map_err(|_| format!("invalid IP address: {v}"))
             }
         }
-        schema.endpoints.push(endpoint("POST", &rules, create));
-        schema.endpoints.push(endpoint(
-            "DELETE",
-            &format!("{rules}/{{pos}}"),
-            with(
-                &base,
-                vec![
-                    ("pos", json!({"type": "integer", "minimum": 0})),
-                    ("digest", digest()),
-                ],
-            ),
-        ));
-        schema.endpoints.push(endpoint(
-            "GET",
-            &format!("{rules}/{{pos}}"),
-            with(
-                &base,
-                vec![("pos", json!({"type": "integer", "minimum": 0}))],
-            ),
-        ));
-    }
-    // Groups.pm: list, create; Rules.pm GroupRules: delete_security_group.
-    schema
-        .endpoints
-        .push(endpoint("GET", "/cluster/firewall/groups", Vec::new()));
-    schema.endpoints.push(endpoint(
-        "POST",
-        "/cluster/firewall/groups",
-        vec![
-            ("group", group_name()),
-            ("comment", optional(p_str(json!({})))),
-            ("rename", optional(group_name())),
-            ("digest", digest()),
-        ],
-    ));
-    schema.endpoints.push(endpoint(
-        "DELETE",
-        "/cluster/firewall/groups/{group}",
-        vec![("group", group_name())],
-    ));
+        "pve-fw-dport-spec" | "pve-fw-sport-spec" => check_ports(v),
+        "pve-fw-protocol-spec" => {
+            if v.is_empty() || known_proto(v) {
+                Ok(())
+            } else {
+                Err(format!("unknown protocol '{v}'"))
+            }
+        }
+        "pve-fw-icmp-type-spec" => Ok(()),
+        _ => return None,
+    })
+}
+
+/// `Firewall.pm $ip_alias_pattern` = `[A-Za-z][A-Za-z0-9\-\_]+`, optionally scoped.
+fn alias_name(v: &str) -> bool {
+    regex::Regex::new(r"^(dc/|guest/)?[A-Za-z][A-Za-z0-9\-_]+$")
+        .unwrap()
+        .is_match(v)
 }
 
 type R = Result<Value, (u16, String)>;
@@ -754,8 +576,8 @@ pub fn dispatch(
                 return Some(Err(e));
             }
             let keys: Vec<&str> = match at {
-                Place::Cluster => cluster_options().iter().map(|(k, _)| *k).collect(),
-                Place::Ct(_) => vm_options().iter().map(|(k, _)| *k).collect(),
+                Place::Cluster => CLUSTER_OPTION_KEYS.to_vec(),
+                Place::Ct(_) => VM_OPTION_KEYS.to_vec(),
             };
             let opts = match at {
                 Place::Cluster => &mut fw.options,
@@ -989,10 +811,9 @@ pub fn dispatch(
                 return Some(Err(e));
             }
             // copy_rule_data: every rule property given, '' or '-' deletes.
-            let mut rule: RuleMap = rule_properties()
+            let mut rule: RuleMap = RULE_KEYS
                 .iter()
-                .filter(|(k, _)| !matches!(*k, "pos" | "digest"))
-                .filter_map(|(k, _)| p.get(*k).map(|v| (k.to_string(), v.clone())))
+                .filter_map(|k| p.get(*k).map(|v| (k.to_string(), v.clone())))
                 .filter(|(_, v)| !v.is_empty() && v != "-")
                 .collect();
             if let Err(e) = verify_rule(fw, &at, &rule) {

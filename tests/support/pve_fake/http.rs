@@ -3,6 +3,13 @@
 //! Keep-alive connections, one thread each. Enforced as pveproxy does
 //! (`pve-http-server:src/PVE/APIServer/AnyEvent.pm`): chunked bodies → 501,
 //! a body on GET/DELETE → 501, a body without Content-Length is not read.
+//!
+//! Framing as `AnyEvent.pm response()` writes it: every status >= 400 ends the
+//! connection (`Connection: close`), and an answer without content carries no
+//! `Content-Length` at all, so the client reads its (empty) body up to the
+//! close. Before pve-http-server 5.2.1 (commit 07e56cc, "fix unexpected EOF for
+//! client when closing TLS session", 2025) that close came without a TLS
+//! close_notify; [`TlsClose::Unclean`] models those servers.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -66,7 +73,20 @@ pub enum Early {
     DropAfter(usize),
 }
 
+/// How the server ends a TLS session it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsClose {
+    /// close_notify, then FIN (pve-http-server >= 5.2.1).
+    Clean,
+    /// FIN without close_notify (pve-http-server < 5.2.1).
+    Unclean,
+}
+
 pub trait Handler: Send + Sync + 'static {
+    /// How this server closes TLS sessions.
+    fn tls_close(&self) -> TlsClose {
+        TlsClose::Clean
+    }
     fn early(&self, method: &str, target: &str, headers: &[(String, String)]) -> Early;
     fn handle(&self, req: Request) -> Outcome;
 }
@@ -84,17 +104,26 @@ pub fn serve_connection(tcp: TcpStream, cfg: Arc<rustls::ServerConfig>, handler:
     let mut r = BufReader::new(rustls::StreamOwned::new(conn, tcp));
     while let Ok(true) = one_request(&mut r, &*handler) {}
     let s = r.get_mut();
-    s.conn.send_close_notify();
-    let _ = s.flush();
+    if handler.tls_close() == TlsClose::Clean {
+        s.conn.send_close_notify();
+        let _ = s.flush();
+    }
+    let _ = s.sock.shutdown(std::net::Shutdown::Write);
 }
 
 fn write_response(r: &mut BufReader<Tls>, resp: &Response, close: bool) -> std::io::Result<()> {
+    // `$reqstate->{keep_alive} = 0 if ($code >= 400)`; no content, no Content-Length.
+    let close = close || resp.status >= 400;
+    let length = if resp.body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", resp.body.len())
+    };
     let head = format!(
-        "HTTP/1.1 {} {}\r\nServer: pve-api-daemon/3.0\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nServer: pve-api-daemon/3.0\r\nContent-Type: {}\r\n{length}Connection: {}\r\n\r\n",
         resp.status,
         resp.reason,
         resp.content_type,
-        resp.body.len(),
         if close { "close" } else { "Keep-Alive" }
     );
     let mut all = head.into_bytes();
@@ -176,6 +205,7 @@ fn one_request(r: &mut BufReader<Tls>, h: &dyn Handler) -> std::io::Result<bool>
         body,
     }) {
         Outcome::Respond(resp) => {
+            let close = close || resp.status >= 400;
             write_response(r, &resp, close)?;
             Ok(!close)
         }

@@ -55,10 +55,24 @@ pub struct Fault {
 
 #[derive(Debug, Clone)]
 pub enum FaultKind {
-    /// Answer with this status (401: empty body; 595-599: empty body) and message.
+    /// Before the call runs: answer with this status (401 and 595-599 with an
+    /// empty body, the message as the reason phrase) and do nothing.
     Status(u16, String),
+    /// The call runs (a task is started, a config written), then the answer is
+    /// lost: this status with an empty body instead, as pveproxy sends 596-599
+    /// when the node it forwarded to did the work but the reply did not come back.
+    After(u16),
+    /// The call runs, then the connection closes without an answer (a dropped
+    /// connection or a client timeout after the node did the work).
+    DropAfter,
     /// The call is accepted, but its task fails with this exit status and log.
+    /// A `vzcreate` that fails on its config lock leaves `lock: create` behind,
+    /// as Proxmox does (see `state.rs`, `leaves_create_lock`).
     TaskFails(String),
+    /// A `vzcreate` task fails with this error after the create lock was taken
+    /// and its cleanup fails too (e.g. pmxcfs lost quorum and refuses to
+    /// remove the config): the config stays, holding only `lock: create`.
+    CreateLeavesLock(String),
     /// The task stays running for this long.
     SlowTask(Duration),
     /// Read this many body bytes, then close the connection without an answer.
@@ -80,6 +94,9 @@ impl Fault {
 pub fn lock_timeout_msg(vmid: u32) -> String {
     format!("can't lock file '/run/lock/lxc/pve-config-{vmid}.lock' - got timeout")
 }
+
+/// What `PVE::Cluster::check_cfs_quorum` dies with when the node has lost quorum.
+pub const NO_QUORUM: &str = "cluster not ready - no quorum?";
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -117,6 +134,8 @@ pub struct Config {
     pub release: String,
     /// Status polls answered "running" before a task stops.
     pub task_polls: u32,
+    /// How the server closes TLS sessions (pve-http-server < 5.2.1: unclean).
+    pub tls_close: http::TlsClose,
 }
 
 impl Default for Config {
@@ -130,6 +149,7 @@ impl Default for Config {
             ],
             release: "9.1".into(),
             task_polls: 1,
+            tls_close: http::TlsClose::Clean,
         }
     }
 }
@@ -273,6 +293,8 @@ pub fn kind_of(path: &str) -> &'static str {
         "ct-status"
     } else if p.ends_with("/move_volume") {
         "move-volume"
+    } else if p.ends_with("/tasks") {
+        "task-list"
     } else if p.ends_with("/lxc") {
         "create-or-list"
     } else if p.contains("/storage/") && p.ends_with("/status") {

@@ -1,10 +1,16 @@
-//! Request validation against the official schema file
-//! (`tests/fixtures/pve/pve-api-subset.json`, copied unmodified from pve-docs).
+//! Request validation against the official schema files, copied unmodified
+//! from pve-docs (`api-viewer/apidata.js`, PVE 9.1 series):
+//! `tests/fixtures/pve/pve-api-subset.json` (storage, containers, tasks) and
+//! `tests/fixtures/pve/pve-api-firewall-ha.json` (the 77 methods under
+//! `/cluster/firewall`, `/nodes/{node}/lxc/{vmid}/firewall` and `/cluster/ha`).
 //!
 //! Mirrors `pve-common:src/PVE/JSONSchema.pm` where haimg can trip over it:
 //! unknown parameter (`additionalProperties: 0`), missing required parameter,
-//! boolean only `0`/`1` in forms, integer ranges, enums, max lengths, Perl
-//! patterns (anchored), and the keys of property strings (`net0`, `rootfs`, `mp0`).
+//! boolean only `0`/`1` in forms, integer ranges, enums, min and max lengths,
+//! Perl patterns (anchored), the keys of property strings (`net0`, `rootfs`,
+//! `mp0`, `log_ratelimit`) and the registered formats haimg's values go
+//! through (`pve-common:src/PVE/JSONSchema.pm`, and pve-firewall's own in
+//! `src/PVE/Firewall.pm`, checked by `super::firewall::check_format`).
 //! Messages are Proxmox's own texts.
 
 use std::collections::BTreeMap;
@@ -30,26 +36,37 @@ pub const NOT_DEFINED: &str =
 
 impl Schema {
     pub fn load() -> Schema {
-        let p = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/pve/pve-api-subset.json"
-        );
-        let v: Value = serde_json::from_slice(&std::fs::read(p).expect("schema fixture"))
-            .expect("schema json");
-        let endpoints = v["endpoints"]
-            .as_array()
-            .expect("endpoints")
-            .iter()
-            .map(|e| Endpoint {
-                method: e["method"].as_str().unwrap().to_string(),
-                path: e["path"].as_str().unwrap().to_string(),
-                schema: e["schema"].clone(),
-            })
-            .collect();
+        let mut endpoints = Vec::new();
+        for file in ["pve-api-subset.json", "pve-api-firewall-ha.json"] {
+            let p = format!("{}/tests/fixtures/pve/{file}", env!("CARGO_MANIFEST_DIR"));
+            let v: Value = serde_json::from_slice(&std::fs::read(&p).expect("schema fixture"))
+                .expect("schema json");
+            endpoints.extend(
+                v["endpoints"]
+                    .as_array()
+                    .expect("endpoints")
+                    .iter()
+                    .map(|e| Endpoint {
+                        method: e["method"].as_str().unwrap().to_string(),
+                        path: e["path"].as_str().unwrap().to_string(),
+                        schema: e["schema"].clone(),
+                    }),
+            );
+        }
         Schema {
             endpoints,
             hidden: Vec::new(),
         }
+    }
+
+    /// The parameter names of one endpoint.
+    pub fn param_names(&self, method: &str, path: &str) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .find(|e| e.method == method && e.path == path)
+            .and_then(|e| e.schema["parameters"]["properties"].as_object())
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Find the endpoint and the path parameters. `{volume}` takes the rest of
@@ -170,6 +187,11 @@ fn check_value(p: &Value, v: &str) -> Result<(), String> {
                 .map_err(|_| format!("type check ('number') failed - got '{v}'"))?;
         }
         _ => {
+            if let Some(min) = p.get("minLength").and_then(Value::as_u64) {
+                if (v.chars().count() as u64) < min {
+                    return Err(format!("value must be at least {min} characters long"));
+                }
+            }
             if let Some(max) = p.get("maxLength").and_then(Value::as_u64) {
                 if v.len() as u64 > max {
                     return Err(format!("value may only be {max} characters long"));
@@ -253,15 +275,27 @@ fn check_property_string(keys: &serde_json::Map<String, Value>, v: &str) -> Resu
 }
 
 fn check_format(f: &str, v: &str) -> Result<(), String> {
+    // `-list` formats: `split_list`, then each element (empty lists are allowed).
+    if let Some(base) = f.strip_suffix("-list") {
+        let sep = if v.contains('\0') {
+            &['\0'][..]
+        } else {
+            &[',', ';', ' ', '\t', '\n'][..]
+        };
+        for item in v.split(sep).filter(|x| !x.is_empty()) {
+            check_format(base, item)?;
+        }
+        return Ok(());
+    }
+    if let Some(r) = super::firewall::check_format(f, v) {
+        return r;
+    }
     let ok = match f {
         "pve-node" | "dns-name" => Regex::new(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)*$")
             .unwrap()
             .is_match(v),
         "pve-storage-id" => Regex::new(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$").unwrap().is_match(v),
-        "pve-tag-list" => v
-            .split([';', ',', ' '])
-            .filter(|t| !t.is_empty())
-            .all(|t| Regex::new(r"(?i)^[a-z0-9_][a-z0-9_\-+.]*$").unwrap().is_match(t)),
+        "pve-tag" => Regex::new(r"(?i)^[a-z0-9_][a-z0-9_\-+.]*$").unwrap().is_match(v),
         "mac-addr" => {
             Regex::new(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$").unwrap().is_match(v)
                 && u8::from_str_radix(&v[..2], 16).is_ok_and(|b| b & 1 == 0)
@@ -274,7 +308,22 @@ fn check_format(f: &str, v: &str) -> Result<(), String> {
                     a.parse::<std::net::Ipv4Addr>().is_ok() && p.parse::<u8>().is_ok_and(|p| p <= 32)
                 })
         }
-        "lxc-ip-with-ll-iface-list" => v.split([' ', ',', ';']).filter(|x| !x.is_empty()).all(|x| x.parse::<std::net::IpAddr>().is_ok()),
+        "lxc-ip-with-ll-iface" => v.parse::<std::net::IpAddr>().is_ok(),
+        // `pve_verify_configid`, `pve_verify_iface` (JSONSchema.pm).
+        "pve-configid" => {
+            return Regex::new(r"(?i)^[a-z][a-z0-9_-]+$")
+                .unwrap()
+                .is_match(v)
+                .then_some(())
+                .ok_or(format!("invalid configuration ID '{v}'"))
+        }
+        "pve-iface" => {
+            return Regex::new(r"(?i)^[a-z][a-z0-9_]{1,20}([:.]\d+)?$")
+                .unwrap()
+                .is_match(v)
+                .then_some(())
+                .ok_or(format!("invalid network interface name '{v}'"))
+        }
         _ => true,
     };
     if ok {

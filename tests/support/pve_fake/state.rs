@@ -62,6 +62,13 @@ impl Container {
     pub fn tags(&self) -> String {
         self.config.get("tags").cloned().unwrap_or_default()
     }
+    /// `PVE::LXC::vmstatus`: the hostname, or `CT<vmid>` when the config has none.
+    pub fn name(&self) -> String {
+        self.config
+            .get("hostname")
+            .cloned()
+            .unwrap_or_else(|| format!("CT{}", self.vmid))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +82,9 @@ enum Effect {
         sha: String,
         want: String,
     },
-    Create(u32),
+    /// The config the create writes when its worker is done (`create_vm`
+    /// writes only `lock: create` before forking, the rest at the end).
+    Create(u32, BTreeMap<String, String>),
     Start(u32),
     Stop(u32),
     Destroy(u32),
@@ -93,8 +102,26 @@ pub struct Task {
     /// Set when stopped: "OK" or the error.
     pub exitstatus: Option<String>,
     pub fail_with: Option<String>,
+    /// A failed `vzcreate` leaves the config with `lock: create` (see [`leaves_create_lock`]).
+    pub leave_lock: bool,
+    /// Who started it: `user@realm` or `user@realm!tokenid`.
+    pub user: String,
     pub log: Vec<String>,
     effect: Effect,
+}
+
+/// Whether a failed `vzcreate` leaves its config behind with `lock: create`.
+///
+/// `pve-container:src/PVE/API2/LXC.pm` (`create_vm`): the handler writes the
+/// config holding only `lock: create` (`create_and_lock_config`), forks the
+/// worker, and the worker takes the config lock (`lock_config`, 10 s). For a
+/// new VMID `$destroy_config_on_error` starts true, so when that lock times
+/// out the worker neither removes the lock ("if we aborted before changing the
+/// container, we must remove the create lock" only runs when it is false) nor
+/// destroys the config: `lock: create` stays. Failures inside the worker's
+/// code destroy the config instead (`destroy_config`), unless that fails too.
+fn leaves_create_lock(vmid: u32, msg: &str) -> bool {
+    msg.contains(&format!("/run/lock/lxc/pve-config-{vmid}.lock")) && msg.contains("got timeout")
 }
 
 #[derive(Clone)]
@@ -189,13 +216,26 @@ impl State {
         effect: Effect,
         fault: Option<&FaultKind>,
     ) -> String {
+        self.new_task_by(node, kind, id, effect, fault, TOKEN_ID)
+    }
+
+    fn new_task_by(
+        &mut self,
+        node: &str,
+        kind: &str,
+        id: &str,
+        effect: Effect,
+        fault: Option<&FaultKind>,
+        user: &str,
+    ) -> String {
         self.next_pid += 1;
         let upid = format!(
-            "UPID:{node}:{:08X}:{:08X}:{:08X}:{kind}:{id}:{TOKEN_ID}:",
+            "UPID:{node}:{:08X}:{:08X}:{:08X}:{kind}:{id}:{user}:",
             self.next_pid,
             0x1000 + self.next_pid,
             0x6800_0000u32 + self.next_pid
         );
+        let vmid: u32 = id.parse().unwrap_or(0);
         let mut t = Task {
             upid: upid.clone(),
             node: node.into(),
@@ -204,16 +244,111 @@ impl State {
             ready_at: None,
             exitstatus: None,
             fail_with: None,
+            leave_lock: false,
+            user: user.into(),
             log: vec![format!("starting {kind} {id}")],
             effect,
         };
         match fault {
-            Some(FaultKind::TaskFails(msg)) => t.fail_with = Some(msg.clone()),
+            Some(FaultKind::TaskFails(msg)) => {
+                t.leave_lock = kind == "vzcreate" && leaves_create_lock(vmid, msg);
+                t.fail_with = Some(msg.clone());
+            }
+            Some(FaultKind::CreateLeavesLock(msg)) => {
+                t.leave_lock = kind == "vzcreate";
+                t.fail_with = Some(msg.clone());
+            }
             Some(FaultKind::SlowTask(d)) => t.ready_at = Some(Instant::now() + *d),
             _ => {}
         }
         self.tasks.insert(upid.clone(), t);
         upid
+    }
+
+    /// A finished task started by someone else (e.g. an admin's `pct create`),
+    /// for ownership checks: it shows in the task list but never in haimg's polls.
+    pub fn add_finished_task(&mut self, node: &str, kind: &str, vmid: u32, user: &str, exit: &str) {
+        let upid = self.new_task_by(node, kind, &vmid.to_string(), Effect::None, None, user);
+        if let Some(t) = self.tasks.get_mut(&upid) {
+            t.log.push(format!("TASK ERROR: {exit}"));
+            t.exitstatus = Some(exit.into());
+        }
+    }
+
+    /// What the operator's `pct unlock <vmid>` does (`PVE::LXC::Config->remove_lock`).
+    pub fn pct_unlock(&mut self, vmid: u32) -> Result<(), String> {
+        let c = self.containers.get_mut(&vmid).ok_or(format!(
+            "Configuration file 'nodes/?/lxc/{vmid}.conf' does not exist"
+        ))?;
+        if c.lock.take().is_none() {
+            return Err("no lock found trying to remove any lock".into());
+        }
+        Ok(())
+    }
+
+    /// What `pct destroy <vmid> --purge --destroy-unreferenced-disks` does on an unlocked CT.
+    pub fn pct_destroy(&mut self, vmid: u32) -> Result<(), String> {
+        match self.containers.get(&vmid) {
+            None => Err(format!(
+                "Configuration file 'nodes/?/lxc/{vmid}.conf' does not exist"
+            )),
+            Some(c) if c.lock.is_some() => Err(format!(
+                "CT is locked ({})",
+                c.lock.as_deref().unwrap_or("")
+            )),
+            Some(c) if c.running => Err(format!(
+                "unable to destroy CT {vmid} - container is running"
+            )),
+            Some(_) => self.apply(&Effect::Destroy(vmid)),
+        }
+    }
+
+    /// Tasks of a node, newest first, as `GET /nodes/{node}/tasks` lists them.
+    fn task_list(&self, node: &str, p: &BTreeMap<String, String>) -> Value {
+        let vmid = p.get("vmid");
+        let ty = p.get("typefilter");
+        let source = p.get("source").map(String::as_str).unwrap_or("archive");
+        let limit: usize = p.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
+        let mut list: Vec<&Task> = self
+            .tasks
+            .values()
+            .filter(|t| t.node == node)
+            .filter(|t| ty.is_none_or(|x| *x == t.kind))
+            .filter(|t| vmid.is_none_or(|v| t.upid.split(':').nth(6) == Some(v.as_str())))
+            .filter(|t| match source {
+                "active" => t.exitstatus.is_none(),
+                "all" => true,
+                _ => t.exitstatus.is_some(),
+            })
+            .collect();
+        list.sort_by(|a, b| b.upid.split(':').nth(4).cmp(&a.upid.split(':').nth(4)));
+        let items: Vec<Value> = list
+            .into_iter()
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .map(|t| {
+                let f: Vec<&str> = t.upid.split(':').collect();
+                // Tasks.pm `$convert_token_task`: `user!token` → user + tokenid.
+                let (user, token) = match t.user.split_once('!') {
+                    Some((u, tok)) => (u, Some(tok)),
+                    None => (t.user.as_str(), None),
+                };
+                let mut v = json!({
+                    "upid": t.upid, "node": t.node, "pid": u32::from_str_radix(f[2], 16).unwrap_or(0),
+                    "pstart": u64::from_str_radix(f[3], 16).unwrap_or(0),
+                    "starttime": u64::from_str_radix(f[4], 16).unwrap_or(0),
+                    "type": t.kind, "id": f[6], "user": user,
+                    "status": t.exitstatus.clone().unwrap_or_else(|| "RUNNING".into()),
+                });
+                if let Some(tok) = token {
+                    v["tokenid"] = json!(tok);
+                }
+                if t.exitstatus.is_some() {
+                    v["endtime"] = v["starttime"].clone();
+                }
+                v
+            })
+            .collect();
+        Value::Array(items)
     }
 
     /// Advance a task on a status poll; finish it when its time has come.
@@ -243,15 +378,25 @@ impl State {
                 }
                 let failed = t.exitstatus.as_deref() != Some("OK");
                 let eff = t.effect.clone();
-                if failed {
+                let leave_lock = t.leave_lock;
+                if failed && leave_lock {
+                    // The config stays as `create_and_lock_config` wrote it.
+                    if let Effect::Create(v, _) = &eff {
+                        if let Some(c) = self.containers.get_mut(v) {
+                            c.config.clear();
+                            c.lock = Some("create".into());
+                        }
+                    }
+                } else if failed {
                     self.undo(&eff);
                 }
             }
         }
         let t = self.tasks.get(upid)?;
+        let (user, token) = t.user.split_once('!').unwrap_or((t.user.as_str(), ""));
         let mut v = json!({
             "upid": t.upid, "node": t.node, "pid": 1234, "pstart": "4096", "starttime": 1750000000,
-            "type": t.kind, "id": "", "user": "root@pam", "tokenid": "haimg",
+            "type": t.kind, "id": "", "user": user, "tokenid": token,
             "status": if t.exitstatus.is_some() { "stopped" } else { "running" },
         });
         if let Some(e) = &t.exitstatus {
@@ -282,10 +427,18 @@ impl State {
                     .insert(name.clone(), (*size, sha.clone()));
                 Ok(())
             }
-            Effect::Create(v) => {
-                if let Some(c) = self.containers.get_mut(v) {
-                    c.lock = None;
+            Effect::Create(v, params) => {
+                // `create_disks`, then the config written after OS detection.
+                let mut config = params.clone();
+                for key in ["rootfs", "mp0"] {
+                    if let Some(val) = config.get(key).cloned() {
+                        let a = self.allocate(*v, &val);
+                        config.insert(key.into(), a);
+                    }
                 }
+                let c = self.containers.get_mut(v).ok_or("container vanished")?;
+                c.config = config;
+                c.lock = None;
                 Ok(())
             }
             Effect::Start(v) => {
@@ -361,7 +514,7 @@ impl State {
 
     /// A failed create leaves no container behind (the worker destroys it).
     fn undo(&mut self, e: &Effect) {
-        if let Effect::Create(v) = e {
+        if let Effect::Create(v, _) = e {
             self.containers.remove(v);
             let mine = format!(":vm-{v}-disk-");
             self.volumes.retain(|k, _| !k.contains(&mine));
@@ -374,6 +527,7 @@ pub struct Shared {
     pub faults: Mutex<Vec<Fault>>,
     pub log: Mutex<Vec<Recorded>>,
     schema: Schema,
+    tls_close: super::http::TlsClose,
 }
 
 fn version_lt(release: &str, maj: u32, min: u32) -> bool {
@@ -384,7 +538,7 @@ fn version_lt(release: &str, maj: u32, min: u32) -> bool {
 impl Shared {
     pub fn new(cfg: Config) -> Shared {
         let mut schema = Schema::load();
-        super::firewall::register(&mut schema);
+        super::firewall::check_keys(&schema);
         if version_lt(&cfg.release, 9, 1) {
             // PVE < 9.1 (pve-container < 6.0.15) has no env/entrypoint/host-managed.
             for e in &mut schema.endpoints {
@@ -418,6 +572,7 @@ impl Shared {
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             schema,
+            tls_close: cfg.tls_close,
         }
     }
 
@@ -488,6 +643,10 @@ fn ok(data: Value) -> Response {
 }
 
 impl Handler for Shared {
+    fn tls_close(&self) -> super::http::TlsClose {
+        self.tls_close
+    }
+
     fn early(&self, method: &str, target: &str, headers: &[(String, String)]) -> Early {
         let (path, query) = split_target(target);
         let path = path.strip_prefix("/api2/json").unwrap_or(&path).to_string();
@@ -623,6 +782,17 @@ impl Handler for Shared {
                 fault.as_ref(),
             )
         };
+        match fault {
+            Some(FaultKind::After(code)) => {
+                self.record(&req.method, &path, query, body, code);
+                return Outcome::Respond(Response::text(code, "Connection timed out", ""));
+            }
+            Some(FaultKind::DropAfter) => {
+                self.record(&req.method, &path, query, body, 0);
+                return Outcome::Drop;
+            }
+            _ => {}
+        }
         let resp = match resp {
             Ok(v) => ok(v),
             // `raise_param_exc`: a 400 whose errors are per parameter (JSON-encoded by the handler).
@@ -778,7 +948,7 @@ fn dispatch(
                     let vmid = if c.vmid % 2 == 0 { json!(c.vmid.to_string()) } else { json!(c.vmid) };
                     let mut v = json!({
                         "id": format!("{}/{}", c.kind, c.vmid), "type": c.kind, "vmid": vmid, "node": c.node,
-                        "name": c.config.get("hostname").cloned().unwrap_or_default(),
+                        "name": c.name(),
                         "status": if c.running { "running" } else { "stopped" }, "template": 0,
                         "maxmem": 1073741824u64, "uptime": if c.running { 10 } else { 0 },
                     });
@@ -910,12 +1080,8 @@ fn dispatch(
             if let Some(t) = config.get_mut("tags") {
                 *t = unique_tags(t);
             }
-            for key in ["rootfs", "mp0"] {
-                if let Some(val) = config.get(key).cloned() {
-                    let a = st.allocate(v, &val);
-                    config.insert(key.into(), a);
-                }
-            }
+            // `create_and_lock_config`: the config holds only the lock until the
+            // worker writes the rest (volumes are allocated in the worker too).
             st.containers.insert(
                 v,
                 Container {
@@ -924,14 +1090,14 @@ fn dispatch(
                     kind: "lxc".into(),
                     running: false,
                     lock: Some("create".into()),
-                    config,
+                    config: BTreeMap::new(),
                 },
             );
             Ok(json!(st.new_task(
                 &node,
                 "vzcreate",
                 &vmid,
-                Effect::Create(v),
+                Effect::Create(v, config),
                 fault
             )))
         }
@@ -974,6 +1140,10 @@ fn dispatch(
         }
         ("DELETE", "/nodes/{node}/lxc/{vmid}") => {
             let c = ct(st, &node, &vmid)?;
+            // `$early_checks`: check_protection, then `check_lock`.
+            if let Some(l) = &c.lock {
+                return Err((500, format!("CT is locked ({l})")));
+            }
             if c.running {
                 return Err((
                     500,
@@ -992,7 +1162,7 @@ fn dispatch(
         ("GET", "/nodes/{node}/lxc/{vmid}/status/current") => {
             let c = ct(st, &node, &vmid)?;
             let mut v = json!({"vmid": c.vmid.to_string(), "status": if c.running { "running" } else { "stopped" },
-                               "name": c.config.get("hostname").cloned().unwrap_or_default(), "ha": {"managed": 0}});
+                               "name": c.name(), "ha": {"managed": 0}});
             if !c.tags().is_empty() {
                 v["tags"] = json!(c.tags());
             }
@@ -1004,7 +1174,16 @@ fn dispatch(
         ("GET", "/nodes/{node}/lxc/{vmid}/config") => {
             let c = ct(st, &node, &vmid)?;
             let mut v = json!(c.config);
-            v["digest"] = json!("0123456789abcdef0123456789abcdef01234567");
+            // The lock is a line of the config file like any other option.
+            if let Some(l) = &c.lock {
+                v["lock"] = json!(l);
+            }
+            let d = Sha256::digest(v.to_string().as_bytes());
+            v["digest"] = json!(d
+                .iter()
+                .take(20)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>());
             Ok(v)
         }
         ("PUT", "/nodes/{node}/lxc/{vmid}/config") => {
@@ -1048,6 +1227,7 @@ fn dispatch(
             Ok(Value::Null)
         }
         ("POST", "/nodes/{node}/lxc/{vmid}/move_volume") => move_volume(st, &node, &vmid, p, fault),
+        ("GET", "/nodes/{node}/tasks") => Ok(st.task_list(&node, p)),
         ("GET", "/nodes/{node}/tasks/{upid}/status") => {
             st.poll(&p["upid"]).ok_or((400, "no such task".to_string()))
         }
@@ -1058,8 +1238,11 @@ fn dispatch(
                 .ok_or((400, "no such task".to_string()))?;
             let mut lines = vec![json!({"n": 1, "t": t.log[0]})];
             if let Some(m) = &t.fail_with {
-                lines.push(json!({"n": 2, "t": "extracting archive '/mnt/pve/templates/template/cache/x.tar.zst'"}));
-                lines.push(json!({"n": 3, "t": format!("TASK ERROR: {m}")}));
+                if t.kind == "vzcreate" {
+                    lines.push(json!({"n": 2, "t": "extracting archive '/mnt/pve/templates/template/cache/x.tar.zst'"}));
+                }
+                let n = lines.len() + 1;
+                lines.push(json!({"n": n, "t": format!("TASK ERROR: {m}")}));
             } else {
                 for (i, l) in t.log.iter().enumerate().skip(1) {
                     lines.push(json!({"n": i + 1, "t": l}));
