@@ -1,7 +1,7 @@
 //! The local backend against a simulated host: a [`FakeRunner`] that keeps
 //! the links, namespaces and container states `ip`, `tar` and `lxc-*` would,
 //! so every command sequence and every error a user sees is pinned by a
-//! snapshot without root or LXC. The real thing runs in `tests/local_lxc.rs`.
+//! snapshot without root or LXC. The real thing runs in `tests/it/local_lxc.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
