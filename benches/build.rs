@@ -1,5 +1,5 @@
 //! `cargo bench --bench build` (root; the Debian mirror or a warm download
-//! cache): the three `make bench` measurements of issue 3, side by side in
+//! cache): the three `make bench` measurements, side by side in
 //! one run, printed as a table with ratios.
 //!
 //! (a) a cold `haimg build --role lb --no-cache` (downloads cached, template

@@ -215,12 +215,11 @@ pub enum RunError {
         argv: String,
         hint: Option<String>,
     },
-    #[error("failed to run `{argv}`: {source}")]
+    #[error("failed to run `{argv}`: {error}")]
     Spawn {
         program: String,
         argv: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("`{argv}` timed out after {}s and was killed{}", .after.as_secs_f32(), tail_suffix(.stderr_tail))]
     Timeout {
@@ -357,10 +356,10 @@ pub struct SystemRunner;
 impl CommandRunner for SystemRunner {
     fn output(&self, cmd: &Cmd) -> Result<Output, RunError> {
         let argv = cmd.argv();
-        let spawn_err = |source| RunError::Spawn {
+        let spawn_err = |error| RunError::Spawn {
             program: cmd.program.clone(),
             argv: argv.clone(),
-            source,
+            error,
         };
         let out_file = tempfile::tempfile().map_err(spawn_err)?;
         let err_file = tempfile::tempfile().map_err(spawn_err)?;

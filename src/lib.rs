@@ -9,9 +9,12 @@ pub mod backend;
 pub mod build;
 pub mod cli;
 pub mod deploy;
+pub mod digest;
 pub mod exec;
+pub mod fleet;
 pub mod golden;
-pub mod netpolicy;
+pub mod orchestrate;
+pub mod probe;
 pub mod rollout;
 pub mod spec_file;
 

@@ -27,11 +27,10 @@ impl std::fmt::Display for Source {
 /// A spec that failed to load: unreadable, or invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{source_name}: {err}")]
     Invalid { source_name: Source, err: SpecError },
@@ -70,9 +69,9 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, LoadError> {
 }
 
 fn read(p: &Path) -> Result<String, LoadError> {
-    let bytes = std::fs::read(p).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(p).map_err(|error| LoadError::Read {
         path: p.to_path_buf(),
-        source,
+        error,
     })?;
     String::from_utf8(bytes).map_err(|e| LoadError::Invalid {
         source_name: Source::File(p.to_path_buf()),

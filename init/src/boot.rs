@@ -1,4 +1,4 @@
-//! The boot, step by step (DESIGN.md §5), and the other entry points.
+//! The boot, step by step, and the other entry points.
 //!
 //! [`main`] is PID 1: mount what it needs, then [`prepare`] (identity,
 //! network, secrets, render), then the supervisor loop until a halt or reboot
@@ -218,11 +218,11 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
         let text = render::render(t.name, &source, &cluster, &id.member, &extras)
             .map_err(|e| format!("render: {e}"))?;
         // The ecosystem file carries the database password when one is delivered.
-        let mode = if t.role == Role::Webapp && secrets.db.is_some() {
-            0o600
-        } else {
-            0o644
+        let holds_secret = match t.role {
+            Role::Webapp => secrets.db.is_some(),
+            Role::Lb | Role::Mongo => false,
         };
+        let mode = if holds_secret { 0o600 } else { 0o644 };
         write_file(&boot.path(t.target), text.as_bytes(), mode)
             .map_err(|e| format!("render: {e}"))?;
         n += 1;
@@ -256,24 +256,24 @@ pub struct Secrets {
 
 pub fn secrets(env: &BTreeMap<String, String>, role: Role) -> Result<Secrets, String> {
     let mut s = Secrets::default();
-    if role == Role::Mongo {
-        if let Some(k) = env.get(ENV_MONGO_KEY) {
-            let compact: String = k.chars().filter(|c| !c.is_whitespace()).collect();
-            let ok = (6..=1024).contains(&compact.len())
-                && compact
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
-            if !ok {
-                return Err(format!(
-                    "{ENV_MONGO_KEY}: a keyfile is 6 to 1024 base64 characters (got {} characters)",
-                    compact.len()
-                ));
+    match role {
+        Role::Mongo => {
+            if let Some(k) = env.get(ENV_MONGO_KEY) {
+                let compact: String = k.chars().filter(|c| !c.is_whitespace()).collect();
+                let ok = (6..=1024).contains(&compact.len())
+                    && compact
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+                if !ok {
+                    return Err(format!(
+                        "{ENV_MONGO_KEY}: a keyfile is 6 to 1024 base64 characters (got {} characters)",
+                        compact.len()
+                    ));
+                }
+                s.mongo_key = Some(compact);
             }
-            s.mongo_key = Some(compact);
         }
-    }
-    if role == Role::Webapp {
-        match (env.get(ENV_DB_USER), env.get(ENV_DB_PASSWORD)) {
+        Role::Webapp => match (env.get(ENV_DB_USER), env.get(ENV_DB_PASSWORD)) {
             (Some(u), Some(p)) if !u.is_empty() => s.db = Some((u.clone(), p.clone())),
             (None, None) => {}
             _ => {
@@ -281,10 +281,8 @@ pub fn secrets(env: &BTreeMap<String, String>, role: Role) -> Result<Secrets, St
                     "{ENV_DB_USER} and {ENV_DB_PASSWORD} must be set together"
                 ))
             }
-        }
-    }
-    if role == Role::Lb {
-        s.vrrp_pass = env.get(ENV_VRRP_PASS).cloned();
+        },
+        Role::Lb => s.vrrp_pass = env.get(ENV_VRRP_PASS).cloned(),
     }
     Ok(s)
 }
@@ -430,7 +428,7 @@ fn run_boot(boot: Boot, status_path: PathBuf, start: Instant, pid1: bool) -> Exi
     let services = match prepare(&boot, &mut sf.status, start) {
         Ok(p) => {
             // Tests run the boot against a directory: no traffic to the plan's addresses.
-            if p.identity.role == Role::Mongo && boot.system {
+            if p.identity.role.elects_primary() && boot.system {
                 sf.join = Some(crate::join::spawn(&p.cluster, &p.identity));
             }
             p.services

@@ -43,7 +43,7 @@ pub const USAGE: &str = "usage: haimg-init                      (as PID 1: boot 
        haimg-init boot --root DIR [--status PATH]   (tests: boot steps against DIR)
        haimg-init --version";
 
-/// Parse arguments (without argv[0]).
+/// Parse arguments (without `argv[0]`).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Error> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);

@@ -1,8 +1,8 @@
 //! haimg-init: PID 1 of every haimg image, as a library so each part is
 //! tested on its own; `main.rs` only wires them to the real system.
 //!
-//! Boot order (DESIGN.md §5): mount what PID 1 needs, [`identity`] (who am
-//! I), [`net`] (bring eth0 up when the host did not), [`config`] (render the
+//! Boot order: mount what PID 1 needs, [`identity`] (who am
+//! I), [`net`] (bring eth0 up when the host did not), [`boot`] (render the
 //! role's configs), [`supervise`] (start, watch, restart and stop the role's
 //! services), [`join`] (rs0 on mongo), [`status`] (`/run/haimg/status.json`).
 //! The pure parts (identity, rendering, the supervisor's state machine, the

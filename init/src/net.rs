@@ -2,8 +2,8 @@
 //! and the default route, when the host did not configure it.
 //!
 //! LXC creates eth0 inside the container's namespace but leaves it down and
-//! unaddressed unless Proxmox ≥ 9.1 runs with `host-managed=1`
-//! (notes/proxmox.md §B.2). [`ensure`] is idempotent: it adds only what is
+//! unaddressed unless Proxmox ≥ 9.1 runs with `host-managed=1`.
+//! [`ensure`] is idempotent: it adds only what is
 //! missing (an address already on eth0 is kept, a present default route is
 //! not touched) and reports what it did. The messages are built and parsed
 //! with `netlink-packet-route` over a blocking `netlink-sys` socket; the only
@@ -95,10 +95,10 @@ impl NetlinkDeserializable for Rt {
 pub enum NetError {
     #[error("failed to open a netlink socket: {0}")]
     Socket(std::io::Error),
-    #[error("netlink {what}: {source}")]
+    #[error("netlink {what}: {error}")]
     Io {
         what: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("netlink {what}: could not decode the kernel's reply: {detail}")]
     Decode { what: &'static str, detail: String },
@@ -166,7 +166,7 @@ impl Netlink {
         packet.finalize();
         let mut buf = vec![0; packet.buffer_len()];
         packet.serialize(&mut buf);
-        let io = |source| NetError::Io { what, source };
+        let io = |error| NetError::Io { what, error };
         self.sock.send(&buf, 0).map_err(io)?;
         let dump = flags & NLM_F_DUMP != 0;
         let mut out = Vec::new();

@@ -264,6 +264,20 @@ impl Cluster {
             .flat_map(|r| self.members_of(r).iter())
     }
 
+    /// The cluster as far as it is deployed: the members of `roles` left out
+    /// (a role whose template could not be built here).
+    pub fn without_roles(&self, roles: &[Role]) -> Cluster {
+        let mut c = self.clone();
+        for role in roles {
+            match role {
+                Role::Lb => c.lb.members.clear(),
+                Role::Mongo => c.mongo.members.clear(),
+                Role::Webapp => c.webapp.members.clear(),
+            }
+        }
+        c
+    }
+
     pub fn member_by_slot(&self, slot: &str) -> Option<&Member> {
         self.members().find(|m| m.slot == slot)
     }
@@ -276,14 +290,16 @@ impl Cluster {
         }
     }
 
-    /// `haimg-<role>_<version>_amd64.tar.zst`, the name Proxmox stores it under.
-    pub fn template_filename(&self, role: Role) -> String {
-        format!("haimg-{}_{}_amd64.tar.zst", role, self.version)
+    /// The built template of `role` at this cluster's version.
+    pub fn template_name(&self, role: Role) -> crate::TemplateName {
+        crate::TemplateName::new(role, &self.version)
     }
 
     /// The keepalived priority of an lb member.
     pub fn lb_priority(&self, member: &Member) -> Option<u8> {
-        (member.role == Role::Lb)
+        member
+            .role
+            .holds_vip()
             .then(|| self.lb.keepalived.priorities.get(member.index).copied())
             .flatten()
     }

@@ -10,11 +10,14 @@ mod cluster;
 pub mod image;
 pub mod policy;
 pub mod render;
+mod role;
 pub mod spec;
+mod template;
 pub mod tolerance;
 
 pub use cluster::*;
 pub use spec::{Checked, Problem, Severity, SpecError};
+pub use template::TemplateName;
 
 /// The default cluster spec: the seed's plan, embedded so `haimg` works
 /// without a file and `haimg spec` can print it.

@@ -1,4 +1,4 @@
-//! The network policy, derived from the plan (DESIGN §9, issue 8).
+//! The network policy, derived from the plan.
 //!
 //! The system document keeps internal traffic apart from public traffic by
 //! host-level firewall rules but lists none. haimg knows the topology, so it
@@ -74,12 +74,7 @@ pub struct Policy {
 }
 
 pub fn derive(c: &Cluster) -> Policy {
-    let lb = Peer::Tier(Role::Lb);
-    let web = Peer::Tier(Role::Webapp);
-    let mongo = Peer::Tier(Role::Mongo);
     let http = Service::Tcp(c.lb.nginx.listen_port);
-    let app = Service::Tcp(c.webapp.port);
-    let db = Service::Tcp(c.mongo.port);
     let mut flows = vec![Flow {
         from: Peer::Client,
         to: Peer::Vip,
@@ -94,50 +89,15 @@ pub fn derive(c: &Cluster) -> Policy {
             why: "the entry point (TLS)",
         });
     }
-    flows.extend([
-        Flow {
-            from: lb,
-            to: lb,
-            service: Service::Vrrp,
-            why: "keepalived elects the VIP holder",
-        },
-        Flow {
-            from: lb,
-            to: web,
-            service: app,
-            why: "nginx proxies to the app",
-        },
-        Flow {
-            from: web,
-            to: mongo,
-            service: db,
-            why: "the app uses the replica set",
-        },
-        Flow {
-            from: mongo,
-            to: mongo,
-            service: db,
-            why: "replication and elections",
-        },
-        Flow {
-            from: Peer::Admin,
-            to: lb,
-            service: http,
-            why: "health gate",
-        },
-        Flow {
-            from: Peer::Admin,
-            to: web,
-            service: app,
-            why: "health gate",
-        },
-        Flow {
-            from: Peer::Admin,
-            to: mongo,
-            service: db,
-            why: "health gate",
-        },
-    ]);
+    let tiers = Role::from_entry();
+    flows.extend(tiers.iter().flat_map(|r| callers(*r, c)));
+    // The deploy host reaches every tier's service port, for the health gates.
+    flows.extend(tiers.iter().map(|r| Flow {
+        from: Peer::Admin,
+        to: Peer::Tier(*r),
+        service: Service::Tcp(r.port(c)),
+        why: "health gate",
+    }));
     Policy {
         flows,
         vip: c.network.vip,
@@ -146,6 +106,40 @@ pub fn derive(c: &Cluster) -> Policy {
             .into_iter()
             .map(|r| (r, c.members_of(r).iter().map(|m| m.ip).collect()))
             .collect(),
+    }
+}
+
+/// The members of the cluster that may reach `role`'s members, and on what.
+fn callers(role: Role, c: &Cluster) -> Vec<Flow> {
+    let to = Peer::Tier(role);
+    let service = Service::Tcp(role.port(c));
+    match role {
+        Role::Lb => vec![Flow {
+            from: to,
+            to,
+            service: Service::Vrrp,
+            why: "keepalived elects the VIP holder",
+        }],
+        Role::Webapp => vec![Flow {
+            from: Peer::Tier(Role::Lb),
+            to,
+            service,
+            why: "nginx proxies to the app",
+        }],
+        Role::Mongo => vec![
+            Flow {
+                from: Peer::Tier(Role::Webapp),
+                to,
+                service,
+                why: "the app uses the replica set",
+            },
+            Flow {
+                from: to,
+                to,
+                service,
+                why: "replication and elections",
+            },
+        ],
     }
 }
 
@@ -169,13 +163,10 @@ impl Policy {
         let cols = self.columns();
         let mut header = vec!["FROM \\ TO".to_string()];
         header.extend(cols.iter().map(|(p, s)| format!("{p} {s}")));
-        let sources = [
-            Peer::Client,
-            Peer::Admin,
-            Peer::Tier(Role::Lb),
-            Peer::Tier(Role::Webapp),
-            Peer::Tier(Role::Mongo),
-        ];
+        let sources: Vec<Peer> = [Peer::Client, Peer::Admin]
+            .into_iter()
+            .chain(Role::from_entry().into_iter().map(Peer::Tier))
+            .collect();
         let rows = sources
             .iter()
             .map(|from| {

@@ -229,6 +229,16 @@ fn context(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<Ctx, R
     let memory_mb = extras
         .memory_mb
         .unwrap_or(cluster.resources_of(member.role).memory_mb);
+    // Each role sees its own section only.
+    let (lb, mongo, webapp) = match member.role {
+        Role::Lb => (Some(lb_ctx(cluster, member, extras)?), None, None),
+        Role::Mongo => (
+            None,
+            Some(mongo_ctx(cluster, member, extras, memory_mb)),
+            None,
+        ),
+        Role::Webapp => (None, None, Some(webapp_ctx(cluster, member, extras))),
+    };
     Ok(Ctx {
         cluster: ClusterCtx {
             name: cluster.name.clone(),
@@ -251,11 +261,9 @@ fn context(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<Ctx, R
             gateway: net.gateway,
             vip: net.vip,
         },
-        lb: (member.role == Role::Lb)
-            .then(|| lb_ctx(cluster, member, extras))
-            .transpose()?,
-        mongo: (member.role == Role::Mongo).then(|| mongo_ctx(cluster, member, extras, memory_mb)),
-        webapp: (member.role == Role::Webapp).then(|| webapp_ctx(cluster, member, extras)),
+        lb,
+        mongo,
+        webapp,
     })
 }
 

@@ -30,10 +30,10 @@ const MORE_TO_COME: u32 = 1 << 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("{addr}: {source}")]
+    #[error("{addr}: {error}")]
     Io {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{addr}: malformed reply: {detail}")]
     Malformed { addr: SocketAddr, detail: String },
@@ -49,8 +49,8 @@ impl WireError {
     /// timing out or the connect failing). After a request was sent this
     /// means the server dropped the connection while handling it.
     pub fn closed_by_peer(&self) -> bool {
-        matches!(self, WireError::Io { source, .. } if matches!(
-            source.kind(),
+        matches!(self, WireError::Io { error, .. } if matches!(
+            error.kind(),
             ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
         ))
     }
@@ -172,7 +172,7 @@ pub struct Conn {
 impl Conn {
     pub fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, WireError> {
         let stream = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|source| WireError::Io { addr, source })?;
+            .map_err(|error| WireError::Io { addr, error })?;
         Conn::from_stream(addr, stream, timeout)
     }
 
@@ -183,7 +183,7 @@ impl Conn {
         stream: TcpStream,
         timeout: Duration,
     ) -> Result<Conn, WireError> {
-        let io = |source| WireError::Io { addr, source };
+        let io = |error| WireError::Io { addr, error };
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
@@ -222,7 +222,7 @@ impl Conn {
         let bytes = encode(id, cmd, "admin").map_err(|detail| WireError::Bson { addr, detail })?;
         self.stream
             .write_all(&bytes)
-            .map_err(|source| WireError::Io { addr, source })?;
+            .map_err(|error| WireError::Io { addr, error })?;
         Ok(id)
     }
 
@@ -230,9 +230,9 @@ impl Conn {
     pub fn receive(&mut self, id: i32) -> Result<Document, WireError> {
         let (addr, after) = (self.addr, self.read_timeout);
         // A read timeout shows as WouldBlock (or TimedOut): say what it means.
-        let io = |source: std::io::Error| match source.kind() {
+        let io = |error: std::io::Error| match error.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => WireError::Timeout { addr, after },
-            _ => WireError::Io { addr, source },
+            _ => WireError::Io { addr, error },
         };
         let mut head = [0u8; 4];
         self.stream.read_exact(&mut head).map_err(io)?;

@@ -1,9 +1,10 @@
 //! Deploy targets behind one narrow trait.
 //!
-//! Orchestration (deploy, status, rollout, rollback, gc, down) is written once
-//! against [`Backend`]. Two implementations: `proxmox` (the Proxmox VE API over
-//! HTTPS) and `local` (LXC on this host, the golden-image test bed). The
-//! backend is chosen where the program starts, from the spec: a
+//! Orchestration (deploy, status, rollout, rollback, gc) is written once
+//! against [`Backend`], which knows none of its implementations: `proxmox`
+//! (the Proxmox VE API over HTTPS, the network policy on its firewall) and
+//! `local` (LXC on this host, the policy in nftables; the golden-image test
+//! bed). The backend is chosen where the program starts, from the spec: a
 //! `proxmox.endpoint` means Proxmox, none means local.
 //!
 //! Every operation is synchronous and returns when the work is done (Proxmox
@@ -17,13 +18,13 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use haimg_model::Role;
+use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
 /// A template stored on the target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredTemplate {
-    /// Proxmox volid (`local:vztmpl/haimg-lb_1.0.0_amd64.tar.zst`) or the local path.
+    /// Proxmox volid (`local:vztmpl/haimg-lb_1.0.0-0123456789ab_amd64.tar.zst`) or the local path.
     pub volid: String,
     pub filename: String,
     pub size: u64,
@@ -100,12 +101,105 @@ pub enum BackendError {
     CreateLeftover(Box<CreateLeftover>),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
-    /// From the local (LXC) backend, with the object it concerns.
-    #[error(transparent)]
-    Local(#[from] local::LocalError),
+    /// An implementation's own error, with the object it concerns; printed,
+    /// not chained, so each cause appears once.
+    #[error("{0}")]
+    Target(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl BackendError {
+    /// The implementation's own error, when it is one of type `E`.
+    pub fn into_target<E: std::error::Error + 'static>(self) -> std::result::Result<E, Self> {
+        match self {
+            BackendError::Target(b) => b.downcast::<E>().map(|e| *e).map_err(BackendError::Target),
+            other => Err(other),
+        }
+    }
 }
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// The network policy to enforce, and on which containers.
+#[derive(Debug, Clone)]
+pub struct Policy<'a> {
+    pub cluster: &'a Cluster,
+    /// The allowed flows (`haimg_model::policy::derive` of the cluster).
+    pub flows: &'a haimg_model::policy::Policy,
+    /// Also the part shared by every container: locally the bridge's
+    /// nftables table (which filters every member by its interface, from its
+    /// first packet); on Proxmox the IP sets, security groups and the
+    /// datacenter switch. Off for a container joining a cluster whose policy
+    /// is in place (a rollout's green).
+    pub target_wide: bool,
+    /// The containers to filter. Empty before any exists.
+    pub guests: Vec<Guest<'a>>,
+}
+
+/// A container the policy filters.
+#[derive(Debug, Clone)]
+pub struct Guest<'a> {
+    pub member: &'a Member,
+    /// Its VMID (a rollout's green container has another one than the member).
+    pub vmid: u32,
+    /// Created in this run, its interface already filtered: nothing to check there.
+    pub fresh: bool,
+    /// Does not exist (a dry run's create): nothing to read, everything to write.
+    pub absent: bool,
+}
+
+/// Whether the target applies the rules: the switch shared by every guest
+/// and host (Proxmox's datacenter firewall; locally always on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Switch {
+    /// It was on: the policy is enforced.
+    On,
+    /// It is off and stays off: the rules are written but not enforced.
+    Off,
+    /// haimg turned it on in this run.
+    Enabled,
+    /// Dry-run: haimg would turn it on.
+    WouldEnable,
+    /// Not known (reading it failed, or not asked).
+    Unknown,
+}
+
+/// What enforcing the policy did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    /// What enforces it, for people: `Proxmox's firewall`, `nftables`.
+    pub enforcer: &'static str,
+    #[serde(rename = "datacenter")]
+    pub switch: Switch,
+    /// One line per write, e.g. `ipset haimg-lb: created`.
+    pub changes: Vec<String>,
+    pub warnings: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl PolicyReport {
+    pub fn new(enforcer: &'static str, switch: Switch) -> PolicyReport {
+        PolicyReport {
+            enforcer,
+            switch,
+            changes: Vec::new(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// Whether the target applies the rules (or will, after this dry run is run for real).
+    pub fn enforced(&self) -> bool {
+        matches!(
+            self.switch,
+            Switch::On | Switch::Enabled | Switch::WouldEnable
+        )
+    }
+}
 
 /// What a failed create left behind: a guest config that still holds the
 /// target's create lock, which the target's API cannot remove (on Proxmox only
@@ -178,6 +272,33 @@ pub struct Capabilities {
     pub host_managed: bool,
 }
 
+/// The tag on every container haimg creates: [`Backend::list`] returns
+/// exactly the containers that carry it.
+pub const OWNER_TAG: &str = "haimg";
+
+/// `f` over every item of every group, one thread per group (a Proxmox node:
+/// its calls in order, the nodes side by side); the results group by group,
+/// each in item order. A panic in `f` is resumed in the caller.
+pub fn per_node<K, T, R, F>(groups: &std::collections::BTreeMap<K, Vec<T>>, f: F) -> Vec<R>
+where
+    K: Sync,
+    T: Sync,
+    R: Send,
+    F: Fn(&K, &T) -> R + Sync,
+{
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = groups
+            .iter()
+            .map(|(k, items)| s.spawn(move || items.iter().map(|t| f(k, t)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 impl Capabilities {
     /// What the members go without on a target that lacks any of these, for
     /// the CLI to say once per run; `None` when nothing is missing. Only
@@ -204,30 +325,22 @@ impl Capabilities {
     }
 }
 
-/// The name a template is stored under: the build's file name with the first
-/// 12 hex digits of its sha256 appended to the version, e.g.
-/// `haimg-lb_1.0.0_amd64.tar.zst` → `haimg-lb_1.0.0-0123456789ab_amd64.tar.zst`.
-/// The content hash in the name is the template's identity on the target: a
-/// file of that name is that content, so an upload can be skipped, and a
-/// rebuilt template never overwrites one that running containers came from.
-pub fn stored_template_name(file_name: &str, sha256: &str) -> String {
-    let short = &sha256[..sha256.len().min(12)];
-    match file_name.rsplit_once("_amd64.") {
-        Some((head, ext)) => format!("{head}-{short}_amd64.{ext}"),
-        None => match file_name.split_once(".tar") {
-            Some((head, ext)) => format!("{head}-{short}.tar{ext}"),
-            None => format!("{file_name}-{short}"),
-        },
-    }
-}
-
 /// One deploy target.
 pub trait Backend {
     /// `proxmox` or `local`, for messages.
     fn kind(&self) -> &'static str;
 
-    /// Put a template on the target's storage; a no-op when the same content is there.
-    fn upload_template(&self, node: &str, path: &Path, sha256: &str) -> Result<StoredTemplate>;
+    /// Store the file at `path` as `name` on the target's template storage; a
+    /// no-op when a file of that name and size (Proxmox) or content (local)
+    /// is there. The caller names the content: haimg's stored names carry the
+    /// content hash, so one name is one content.
+    fn upload_template(
+        &self,
+        node: &str,
+        path: &Path,
+        name: &str,
+        sha256: &str,
+    ) -> Result<StoredTemplate>;
     fn list_templates(&self, node: &str) -> Result<Vec<StoredTemplate>>;
     fn delete_template(&self, node: &str, template: &StoredTemplate) -> Result<()>;
 
@@ -273,12 +386,13 @@ pub trait Backend {
         Ok(true)
     }
 
-    /// Proxmox's firewall API, where the network policy is enforced with it
-    /// (`crate::deploy::firewall`). `None` for targets that enforce it otherwise
-    /// (the local backend filters its own bridge with nftables).
-    fn firewall(&self) -> Option<&dyn proxmox::firewall::PveFirewall> {
-        None
-    }
+    /// Enforce the network policy: only the flows of `policy` reach its
+    /// containers. Idempotent (a second call writes nothing); a dry run
+    /// records. Callable before any member starts (with no guests: the part
+    /// shared by every container). Failures are in the report, one per
+    /// object; `None` when this target does not enforce a policy (Proxmox
+    /// with `proxmox.firewall.enforce: false`).
+    fn enforce_policy(&self, policy: &Policy<'_>) -> Option<PolicyReport>;
 
     /// Every guest on the target whatever its owner, so a VMID taken by
     /// something haimg did not create is noticed. Defaults to [`Backend::list`].
@@ -293,20 +407,5 @@ pub trait Backend {
     fn create_leftover(&self, node: &str, vmid: u32) -> Result<Option<CreateLeftover>> {
         let _ = (node, vmid);
         Ok(None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stored_template_name;
-
-    #[test]
-    fn stored_names_carry_the_content_hash() {
-        let h = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        assert_eq!(
-            stored_template_name("haimg-lb_1.0.0_amd64.tar.zst", h),
-            "haimg-lb_1.0.0-0123456789ab_amd64.tar.zst"
-        );
-        assert_eq!(stored_template_name("x.tar.gz", h), "x-0123456789ab.tar.gz");
     }
 }

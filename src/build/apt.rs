@@ -30,11 +30,10 @@ pub const MINBASE: [&str; 4] = ["?essential", "?priority(required)", "apt", "usr
 pub enum ResolveError {
     #[error(transparent)]
     Run(#[from] RunError),
-    #[error("failed to prepare the scratch apt tree at {path}: {source}")]
+    #[error("failed to prepare the scratch apt tree at {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}", vendor_message(.package, .recipe, .reasons, .hints))]
     VendorUnavailable {
@@ -135,7 +134,7 @@ impl Scratch {
     pub fn prepare(&self, recipe: &Recipe) -> Result<(), ResolveError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| ResolveError::Io { path, source }
+            move |error| ResolveError::Io { path, error }
         };
         for sub in [
             "etc/apt/sources.list.d",
@@ -192,7 +191,7 @@ pub fn resolve(
                     Ok(key) => {
                         let p = scratch.vendor_keyring();
                         std::fs::write(&p, key)
-                            .map_err(|source| ResolveError::Io { path: p, source })?;
+                            .map_err(|error| ResolveError::Io { path: p, error })?;
                     }
                     Err(e) => reasons.push(format!("signing key: {e}")),
                 }
@@ -363,9 +362,9 @@ fn write_local_repo(
     scratch: &Scratch,
 ) -> Result<(), ResolveError> {
     let dir = scratch.local_repo();
-    std::fs::create_dir_all(&dir).map_err(|source| ResolveError::Io {
+    std::fs::create_dir_all(&dir).map_err(|error| ResolveError::Io {
         path: dir.clone(),
-        source,
+        error,
     })?;
     let root = recipe
         .path
@@ -380,9 +379,9 @@ fn write_local_repo(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let dst = dir.join(&name);
-        std::fs::copy(&src, &dst).map_err(|source| ResolveError::Io {
+        std::fs::copy(&src, &dst).map_err(|error| ResolveError::Io {
             path: src.clone(),
-            source,
+            error,
         })?;
         let stanza = super::rootfs::deb_stanza(runner, &dst, &name)
             .map_err(|e| ResolveError::Parse(format!("{}: {e}", src.display())))?;
@@ -390,7 +389,7 @@ fn write_local_repo(
         index.push('\n');
     }
     let p = dir.join("Packages");
-    std::fs::write(&p, index).map_err(|source| ResolveError::Io { path: p, source })
+    std::fs::write(&p, index).map_err(|error| ResolveError::Io { path: p, error })
 }
 
 /// `W: Failed to fetch URL  reason` lines of `apt-get update`.

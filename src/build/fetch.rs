@@ -69,11 +69,10 @@ pub enum FetchError {
     Network { url: String, message: String },
     #[error("{url} is not in the download cache and downloads are off (--offline)")]
     Offline { url: String },
-    #[error("failed to write the download cache at {path}: {source}")]
+    #[error("failed to write the download cache at {path}: {error}")]
     Store {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -217,9 +216,9 @@ impl Fetcher {
     ) -> Result<Fetched, FetchError> {
         let (mut body, _) = self.open(url)?;
         let dir = self.cas.root.join("blobs").join("sha256");
-        let store = |source| FetchError::Store {
+        let store = |error| FetchError::Store {
             path: dir.clone(),
-            source,
+            error,
         };
         std::fs::create_dir_all(&dir).map_err(store)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(store)?;

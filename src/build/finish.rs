@@ -21,17 +21,16 @@ use std::path::{Path, PathBuf};
 use haimg_model::image::ImageInfo;
 
 #[derive(Debug, thiserror::Error)]
-#[error("failed to {what} {path}: {source}")]
+#[error("failed to {what} {path}: {error}")]
 pub struct FinishError {
     pub what: &'static str,
     pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
+    pub error: io::Error,
 }
 
 fn err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FinishError {
     let path = path.to_path_buf();
-    move |source| FinishError { what, path, source }
+    move |error| FinishError { what, path, error }
 }
 
 /// Write `data` at `root/rel` with `mode`, creating parents (0755).

@@ -119,11 +119,10 @@ pub struct Lock {
 pub enum LockError {
     #[error("{path} is missing; create it with `haimg lock --update --role {role}`")]
     Missing { path: PathBuf, role: Role },
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a valid lock: {message}; regenerate it with `haimg lock --update --role {role}`")]
     Invalid {
@@ -157,7 +156,7 @@ impl Lock {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(LockError::Read { path, source }),
+            Err(error) => return Err(LockError::Read { path, error }),
         };
         let lock = Lock::parse(&text).map_err(|message| LockError::Invalid {
             path: path.clone(),

@@ -38,10 +38,10 @@ pub fn update(env: &Env, role: Role) -> Result<Updated, BuildError> {
     let scratch_dir = tempfile::Builder::new()
         .prefix("haimg-apt-")
         .tempdir()
-        .map_err(|source| BuildError::Io {
+        .map_err(|error| BuildError::Io {
             what: "create",
             path: std::env::temp_dir(),
-            source,
+            error,
         })?;
     let scratch = Scratch {
         dir: scratch_dir.path().to_path_buf(),
@@ -92,10 +92,10 @@ pub fn update(env: &Env, role: Role) -> Result<Updated, BuildError> {
     let path = Lock::path_for(root, role);
     let changed = std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str());
     if changed {
-        std::fs::write(&path, &text).map_err(|source| BuildError::Io {
+        std::fs::write(&path, &text).map_err(|error| BuildError::Io {
             what: "write",
             path: path.clone(),
-            source,
+            error,
         })?;
     }
     Ok(Updated {

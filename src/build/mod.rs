@@ -116,7 +116,7 @@ impl Env {
 
     /// `haimg-<role>_<version>_amd64`.
     pub fn base_name(&self, role: Role) -> String {
-        format!("haimg-{role}_{}_amd64", self.version)
+        haimg_model::TemplateName::new(role, &self.version).stem()
     }
 
     /// The crates in haimg-init, from `cargo tree` (empty when the project has no workspace).
@@ -254,10 +254,10 @@ pub struct Summary {
 pub fn build(env: &Env, opts: &BuildOptions) -> Result<Summary, BuildError> {
     // SAFETY: umask only sets the process file-creation mask; children inherit 022.
     unsafe { libc::umask(0o022) };
-    std::fs::create_dir_all(&opts.out_dir).map_err(|source| BuildError::Io {
+    std::fs::create_dir_all(&opts.out_dir).map_err(|error| BuildError::Io {
         what: "create",
         path: opts.out_dir.clone(),
-        source,
+        error,
     })?;
     let init = match &opts.init {
         Some(p) => p.clone(),
@@ -304,10 +304,10 @@ pub fn build_secret(project: &Project) -> Result<Vec<u8>, BuildError> {
     let path = std::env::var_os("HAIMG_BUILD_SECRET_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| project.root.join(".haimg/build-secret"));
-    let io = |what, source| BuildError::Io {
+    let io = |what, error| BuildError::Io {
         what,
         path: path.clone(),
-        source,
+        error,
     };
     match std::fs::read(&path) {
         Ok(b) if b.len() >= 16 => Ok(b),

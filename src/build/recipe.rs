@@ -13,11 +13,10 @@ use serde::{Deserialize, Serialize};
 /// Recipe problems, each naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -145,9 +144,9 @@ impl Recipe {
 
     pub fn load(root: &Path, role: Role) -> Result<Recipe, RecipeError> {
         let path = Recipe::path_for(root, role);
-        let text = std::fs::read_to_string(&path).map_err(|source| RecipeError::Read {
+        let text = std::fs::read_to_string(&path).map_err(|error| RecipeError::Read {
             path: path.clone(),
-            source,
+            error,
         })?;
         Recipe::parse(&path, &text, role)
     }

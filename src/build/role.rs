@@ -38,23 +38,22 @@ pub enum BuildError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Resolve(#[from] ResolveError),
-    #[error("{package} {version} (pinned in {lock}): {source}; the download cache does not hold it either.\n  hint: run `haimg lock --update --role {role}` to pin what the source serves now")]
+    #[error("{package} {version} (pinned in {lock}): {error}; the download cache does not hold it either.\n  hint: run `haimg lock --update --role {role}` to pin what the source serves now")]
     Drift {
         package: String,
         version: String,
         lock: PathBuf,
         role: Role,
-        #[source]
-        source: FetchError,
+        error: FetchError,
     },
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Repo(#[from] RepoError),
     #[error("mmdebstrap failed: {0}")]
-    Bootstrap(#[source] RunError),
+    Bootstrap(RunError),
     #[error("failed to build haimg-init: {0}\n  hint: or pass a prebuilt one with `--init PATH`")]
-    Init(#[source] RunError),
+    Init(RunError),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
@@ -63,12 +62,11 @@ pub enum BuildError {
     Finish(#[from] FinishError),
     #[error(transparent)]
     Pack(#[from] PackError),
-    #[error("failed to {what} {path}: {source}")]
+    #[error("failed to {what} {path}: {error}")]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the build secret {0} is shorter than 16 bytes")]
     Secret(PathBuf),
@@ -88,7 +86,7 @@ impl BuildError {
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_path_buf();
-    move |source| BuildError::Io { what, path, source }
+    move |error| BuildError::Io { what, path, error }
 }
 
 /// Everything a role's image is made from, written as `inputs.json`.
@@ -406,7 +404,7 @@ fn missing_lock(env: &Env, recipe: &Recipe) -> BuildError {
             return BuildError::Io {
                 what: "create",
                 path: std::env::temp_dir(),
-                source: e,
+                error: e,
             }
         }
     };
@@ -724,7 +722,7 @@ fn drift(e: FetchError, lock: &Path, role: Role, package: &str, version: &str) -
             version: version.to_string(),
             lock: lock.to_path_buf(),
             role,
-            source: e,
+            error: e,
         },
     }
 }

@@ -64,7 +64,7 @@ pub fn write_flat_repo(
 ) -> Result<(), RepoError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| RepoError::Io { path, source }
+        move |error| RepoError::Io { path, error }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut index = String::new();
@@ -78,7 +78,7 @@ pub fn write_flat_repo(
             Err(_) => {
                 let s = deb_stanza(runner, blob, &name).map_err(|e| RepoError::Control {
                     package: format!("{} {}", pin.name, pin.version),
-                    source: e,
+                    error: e,
                 })?;
                 std::fs::write(&cached, &s).map_err(io(&cached))?;
                 s
@@ -93,18 +93,13 @@ pub fn write_flat_repo(
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    #[error("failed to write {path}: {source}")]
+    #[error("failed to write {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot read the control data of {package}: {source}")]
-    Control {
-        package: String,
-        #[source]
-        source: RunError,
-    },
+    #[error("cannot read the control data of {package}: {error}")]
+    Control { package: String, error: RunError },
 }
 
 /// Everything the mmdebstrap call depends on.

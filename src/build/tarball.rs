@@ -55,18 +55,10 @@ pub struct Packed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("failed to read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("failed to write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("failed to read {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
+    #[error("failed to write {path}: {error}")]
+    Write { path: PathBuf, error: io::Error },
 }
 
 /// One member to write, found by [`walk`].
@@ -97,7 +89,7 @@ pub enum Kind {
 pub fn walk(root: &Path) -> Result<Vec<Member>, PackError> {
     let read = |p: &Path, e| PackError::Read {
         path: p.to_path_buf(),
-        source: e,
+        error: e,
     };
     let mut out = Vec::new();
     let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), b"./".to_vec())];
@@ -189,7 +181,7 @@ pub fn pack(
     let members = walk(root)?;
     let werr = |e| PackError::Write {
         path: out.to_path_buf(),
-        source: e,
+        error: e,
     };
     let file = std::fs::File::create(out).map_err(werr)?;
     let tee = Tee {
@@ -244,7 +236,7 @@ pub fn pack(
             Kind::Symlink => {
                 let target = std::fs::read_link(&m.path).map_err(|e| PackError::Read {
                     path: m.path.clone(),
-                    source: e,
+                    error: e,
                 })?;
                 let t = target.as_os_str().as_bytes();
                 tw.link(m, tar::EntryType::Symlink, t, &xattrs)
@@ -253,9 +245,9 @@ pub fn pack(
             }
             Kind::File => {
                 let sha = tw.file(m, &xattrs, on_bytes).map_err(|e| match e {
-                    FileErr::Read(source) => PackError::Read {
+                    FileErr::Read(error) => PackError::Read {
                         path: m.path.clone(),
-                        source,
+                        error,
                     },
                     FileErr::Write(source) => werr(source),
                 })?;
@@ -287,7 +279,7 @@ fn read_xattrs(
 ) -> Result<Vec<(String, Vec<u8>)>, PackError> {
     let rerr = |e| PackError::Read {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     };
     let mut out = Vec::new();
     let names: Vec<OsString> = match xattr::list(path) {

@@ -34,21 +34,16 @@ pub enum WebappError {
     Run(#[from] RunError),
     #[error(transparent)]
     Finish(#[from] FinishError),
-    #[error("failed to {what} {path}: {source}")]
+    #[error("failed to {what} {path}: {error}")]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{tarball} has no {member}")]
     MissingMember { tarball: PathBuf, member: String },
-    #[error("{step} failed in the build root: {source}{}", npm_hint(.source))]
-    Npm {
-        step: String,
-        #[source]
-        source: RunError,
-    },
+    #[error("{step} failed in the build root: {error}{}", npm_hint(.error))]
+    Npm { step: String, error: RunError },
     #[error("next build ignored the seeded preview keys (prerender-manifest.json has another previewModeId); is there a /.dockerenv in the build root?")]
     KeysIgnored,
     #[error("the app at {0} is missing {1}")]
@@ -76,7 +71,7 @@ fn npm_hint(e: &RunError) -> String {
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WebappError {
     let path = path.to_path_buf();
-    move |source| WebappError::Io { what, path, source }
+    move |error| WebappError::Io { what, path, error }
 }
 
 /// Copy selected members of a registry `.tgz` (paths under `package/`).
@@ -348,9 +343,9 @@ impl WebappBuild<'_> {
             argv,
             timeout: Duration::from_secs(900),
         });
-        self.runner.run(&cmd).map_err(|source| WebappError::Npm {
+        self.runner.run(&cmd).map_err(|error| WebappError::Npm {
             step: step.into(),
-            source,
+            error,
         })?;
         Ok(())
     }
@@ -437,9 +432,9 @@ impl WebappBuild<'_> {
             ],
             timeout: Duration::from_secs(1200),
         });
-        self.runner.run(&cmd).map_err(|source| WebappError::Npm {
+        self.runner.run(&cmd).map_err(|error| WebappError::Npm {
             step: "next build".into(),
-            source,
+            error,
         })?;
         Ok(())
     }

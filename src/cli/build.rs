@@ -37,12 +37,23 @@ impl From<RoleArg> for Role {
     }
 }
 
-/// The roles in build order when none are named: lb, webapp, then mongo.
-pub const DEFAULT_ORDER: [Role; 3] = [Role::Lb, Role::Webapp, Role::Mongo];
+/// The way back, so a new [`Role`] fails to compile until the command line
+/// knows it.
+impl From<Role> for RoleArg {
+    fn from(r: Role) -> RoleArg {
+        match r {
+            Role::Lb => RoleArg::Lb,
+            Role::Mongo => RoleArg::Mongo,
+            Role::Webapp => RoleArg::Webapp,
+        }
+    }
+}
 
+/// Every role when none are named, in build order: from the entry inwards
+/// (lb, webapp, then mongo).
 pub fn roles_or_all(roles: &[RoleArg]) -> Vec<Role> {
     if roles.is_empty() {
-        return DEFAULT_ORDER.to_vec();
+        return Role::from_entry().to_vec();
     }
     let mut out: Vec<Role> = Vec::new();
     for r in roles {
@@ -200,4 +211,19 @@ pub fn render_summary(s: &Summary, allow_missing: &[Role]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_can_be_named_on_the_command_line() {
+        for r in Role::ALL {
+            assert_eq!(Role::from(RoleArg::from(r)), r);
+            let arg = RoleArg::from_str(r.as_str(), false).unwrap();
+            assert_eq!(Role::from(arg), r);
+        }
+        assert_eq!(RoleArg::value_variants().len(), Role::ALL.len());
+    }
 }

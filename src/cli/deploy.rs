@@ -17,13 +17,15 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::target::{self, Confirmed, Target};
-use super::{output, Exit};
+use super::{output, show, Exit};
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
-use crate::deploy::templates::LocalTemplate;
-use crate::deploy::{self, templates, Action, Report};
-use crate::rollout::{self, exec, plan, Executor, Plan};
+use crate::backend::{PolicyReport, Switch};
+use crate::deploy::{Action, Report};
+use crate::fleet::templates::{self, LocalTemplate};
+use crate::orchestrate::{self, Intent, Request};
+use crate::rollout::{self, executor, Plan};
 use crate::spec_file;
 use haimg_model::{Cluster, Role};
 
@@ -56,7 +58,7 @@ struct DeployJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     rollout_plan: Option<&'a Plan>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rollout: Option<&'a exec::Report>,
+    rollout: Option<&'a executor::Report>,
     /// Proxmox only.
     #[serde(skip_serializing_if = "Option::is_none")]
     api_calls: Option<CallCounts>,
@@ -82,18 +84,19 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         eprintln!("  {role}: no template built; its members are not deployed");
     }
     let gate = target.gate(cluster)?;
-    let inventory = backend
-        .inventory()
-        .context("failed to read the target's inventory")?;
-    let views = rollout::slot::observe_from(backend, cluster, &inventory)
-        .context("failed to read the target")?;
-    let plan = plan::for_deploy(cluster, &views, &templates, &gate);
-    let rolling = !plan.is_empty();
-    if rolling || !plan.blocked.is_empty() {
-        eprint!("{}", plan::render(&plan));
+    let req = Request {
+        cluster,
+        intent: Intent::Deploy { templates },
+        dry_run: args.dry_run,
+        leave_out_absent_roles: false,
+    };
+    let plan = orchestrate::prepare(backend, req, &gate)?;
+    let swaps = plan.swaps();
+    if swaps || !plan.rollout.blocked.is_empty() {
+        eprint!("{}", show::plan(&plan.rollout));
     }
-    if rolling && !args.dry_run {
-        if let Some(r) = &plan.refusal {
+    if swaps && !args.dry_run {
+        if let Some(r) = plan.refusal() {
             bail!("refusing to roll out: {r}");
         }
         match target::confirm(&target, args.yes, "roll out")? {
@@ -102,26 +105,21 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
             Confirmed::NoTerminal => return Ok(Exit::Usage),
         }
     }
-
-    let report =
-        deploy::deploy_with_inventory(backend, cluster, &templates, args.dry_run, inventory)
-            .context("deploy failed")?;
-    let rollout_report = if rolling {
-        let opts = exec::Options::from_cluster(cluster, args.dry_run);
-        let ex = Executor::new(backend, cluster, &gate, Some(&templates), opts);
-        let mut progress = target::progress(plan.slots.len());
-        Some(ex.run(&plan, &mut progress).context("rollout stopped")?)
-    } else {
-        None
-    };
+    let opts = rollout::Options::from_cluster(cluster, args.dry_run);
+    let mut progress = show::progress(plan.rollout.slots.len());
+    let done = orchestrate::execute(backend, &plan, &gate, opts, &mut progress)?;
+    let report = done
+        .converge
+        .as_ref()
+        .context("a deploy plan always converges first")?;
 
     let calls = target.calls();
     let (header, planned) = target.dry_run_calls();
     if args.json {
         output::json(&DeployJson {
-            report: &report,
-            rollout_plan: rolling.then_some(&plan),
-            rollout: rollout_report.as_ref(),
+            report,
+            rollout_plan: swaps.then_some(&plan.rollout),
+            rollout: done.rollout.as_ref(),
             api_calls: calls,
             planned_calls: args.dry_run.then_some(planned.as_slice()),
         })?;
@@ -142,20 +140,19 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     }
     // Once per run, when members were (or would be) created: what an older
     // Proxmox means for them. The deploy already asked, so this costs no call.
-    if report.count(|a| *a == Action::Created) > 0 || rolling {
+    if report.count(|a| *a == Action::Created) > 0 || swaps {
         if let Some(w) = backend.capabilities().ok().and_then(|c| c.warning()) {
             eprintln!("warning: {w}");
         }
     }
-    print_summary(&report, calls);
-    if let Some(r) = &rollout_report {
-        target::summary(r, cluster);
+    print_summary(report, &target, calls);
+    if let Some(r) = &done.rollout {
+        show::summary(r, cluster);
     }
     if let Target::Local(b) = &target {
         print_local_hint(b, cluster)?;
     }
-    let rolled = rollout_report.as_ref().is_none_or(exec::Report::ok);
-    Ok(if report.ok() && rolled && plan.blocked.is_empty() {
+    Ok(if done.ok(&plan) {
         Exit::Ok
     } else {
         Exit::Error
@@ -181,7 +178,7 @@ fn deployable(
             let (roles, missing) = available_roles(&args.templates, cluster, &args.allow_missing)?;
             let t = templates::find_roles(&args.templates, cluster, &roles)
                 .context("failed to find the built templates")?;
-            Ok((t, without_roles(cluster, &missing), missing))
+            Ok((t, cluster.without_roles(&missing), missing))
         }
     }
 }
@@ -195,31 +192,18 @@ pub fn available_roles(
     let mut present = Vec::new();
     let mut missing = Vec::new();
     for role in Role::ALL {
-        if dir.join(cluster.template_filename(role)).is_file() {
+        if dir.join(cluster.template_name(role).file_name()).is_file() {
             present.push(role);
         } else if allow_missing.iter().any(|r| r == role.as_str()) {
             missing.push(role);
         } else {
             bail!(
                 "no {role} template at {}; run `haimg build` first, or pass --allow-missing {role} to deploy without it",
-                dir.join(cluster.template_filename(role)).display()
+                dir.join(cluster.template_name(role).file_name()).display()
             );
         }
     }
     Ok((present, missing))
-}
-
-/// The cluster as far as it can be deployed: members of missing roles left out.
-pub fn without_roles(cluster: &Cluster, missing: &[Role]) -> Cluster {
-    let mut c = cluster.clone();
-    for role in missing {
-        match role {
-            Role::Lb => c.lb.members.clear(),
-            Role::Mongo => c.mongo.members.clear(),
-            Role::Webapp => c.webapp.members.clear(),
-        }
-    }
-    c
 }
 
 /// How to reach the local cluster, which lives behind its own bridge.
@@ -240,7 +224,7 @@ fn print_local_hint(backend: &LocalBackend, cluster: &Cluster) -> Result<()> {
 }
 
 /// Members and uploads, then one total line; the API call counts on Proxmox.
-fn print_summary(r: &Report, calls: Option<CallCounts>) {
+fn print_summary(r: &Report, target: &Target, calls: Option<CallCounts>) {
     let would = if r.dry_run { "would be " } else { "" };
     for u in &r.uploads {
         eprintln!(
@@ -271,7 +255,7 @@ fn print_summary(r: &Report, calls: Option<CallCounts>) {
         eprintln!("  {:<10} CT {:<6} {:<8} {what}", m.slot, m.vmid, m.node);
     }
     if let Some(f) = &r.firewall {
-        print_firewall(f, r.dry_run);
+        print_firewall(f, target, r.dry_run);
     }
     let api = calls.map_or(String::new(), |c| {
         format!(
@@ -296,21 +280,24 @@ fn print_summary(r: &Report, calls: Option<CallCounts>) {
     );
 }
 
-fn print_firewall(f: &deploy::firewall::FirewallReport, dry_run: bool) {
-    use deploy::firewall::Datacenter;
-    let switch = match f.datacenter {
-        Datacenter::On => "on",
-        Datacenter::Off => "OFF (policy not enforced)",
-        Datacenter::Enabled => "turned on by this run",
-        Datacenter::WouldEnable => "would be turned on",
-        Datacenter::Unknown => "unknown",
+fn print_firewall(f: &PolicyReport, target: &Target, dry_run: bool) {
+    let switch = match f.switch {
+        Switch::On => "on",
+        Switch::Off => "OFF (policy not enforced)",
+        Switch::Enabled => "turned on by this run",
+        Switch::WouldEnable => "would be turned on",
+        Switch::Unknown => "unknown",
     };
-    eprintln!(
-        "  firewall: {} change{}{}; datacenter switch {switch}",
+    let changes = format!(
+        "{} change{}{}",
         f.changes.len(),
         if f.changes.len() == 1 { "" } else { "s" },
         if dry_run { " planned" } else { "" }
     );
+    match target {
+        Target::Proxmox(_) => eprintln!("  firewall: {changes}; datacenter switch {switch}"),
+        Target::Local(_) => eprintln!("  network policy ({}): {changes}", f.enforcer),
+    }
     if !dry_run {
         for c in &f.changes {
             eprintln!("    {c}");

@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::target::{self, Confirmed, Target};
-use super::{output, Exit};
+use super::{output, show, Exit};
+use crate::fleet::slot;
 use crate::rollout::gc::{self, GcPlan, GcReport};
-use crate::rollout::slot;
 use crate::spec_file;
 
 #[derive(Debug, clap::Args)]
@@ -43,7 +43,7 @@ pub fn run(spec: Option<&Path>, args: &GcArgs) -> Result<Exit> {
     let views =
         slot::observe_from(backend, cluster, &inventory).context("failed to read the target")?;
     let plan = gc::plan(backend, cluster, &views).context("failed to plan gc")?;
-    eprint!("{}", gc::render(&plan, cluster));
+    eprint!("{}", show::gc(&plan, cluster));
     if plan.refusal.is_some() {
         if args.json {
             output::json(&GcJson {

@@ -13,6 +13,7 @@ mod gc;
 pub mod lock;
 pub mod output;
 mod rollback;
+pub mod show;
 mod status;
 pub mod target;
 mod test;
@@ -167,4 +168,16 @@ fn init_logging(level: LogLevel) {
         .with_target(false)
         .without_time()
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own checks of the definitions (conflicting flags, bad defaults,
+    /// ids used twice), which otherwise fire only when a command is run.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }

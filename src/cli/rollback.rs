@@ -6,12 +6,13 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::target::{self, Confirmed, Target};
-use super::{output, Exit};
-use crate::rollout::{exec, plan, slot, Executor, Plan};
+use super::{output, show, Exit};
+use crate::orchestrate::{self, Request};
+use crate::rollout::{self, executor, Plan};
 use crate::spec_file;
 
 #[derive(Debug, clap::Args)]
@@ -30,27 +31,27 @@ pub struct RollbackArgs {
 #[derive(Serialize)]
 struct RollbackJson<'a> {
     plan: &'a Plan,
-    report: Option<&'a exec::Report>,
+    report: Option<&'a executor::Report>,
     planned_calls: Option<&'a [crate::backend::proxmox::PlannedCall]>,
 }
 
 pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
-    let cluster = &loaded.checked.cluster;
     let target = Target::open(&loaded, args.dry_run, false)?;
     let backend = target.backend();
-    let gate = target.gate(cluster)?;
-    let inventory = backend.inventory().context("failed to read the target")?;
-    let scoped = target.scope(cluster, &inventory);
-    let cluster = &scoped;
-    let views =
-        slot::observe_from(backend, cluster, &inventory).context("failed to read the target")?;
-    let plan = plan::for_rollback(cluster, &views, &gate);
-    eprint!("{}", plan::render(&plan));
+    let gate = target.gate(&loaded.checked.cluster)?;
+    let req = Request {
+        dry_run: args.dry_run,
+        leave_out_absent_roles: target.leaves_out_absent_roles(),
+        ..Request::rollback(&loaded.checked.cluster)
+    };
+    let plan = orchestrate::prepare(backend, req, &gate)?;
+    let cluster = &plan.cluster;
+    eprint!("{}", show::plan(&plan.rollout));
     let mut report = None;
-    if !plan.is_empty() {
+    if plan.swaps() {
         if !args.dry_run {
-            if let Some(r) = &plan.refusal {
+            if let Some(r) = plan.refusal() {
                 bail!("refusing to roll back: {r}");
             }
             match target::confirm(&target, args.yes, "roll back")? {
@@ -59,15 +60,14 @@ pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
                 Confirmed::NoTerminal => return Ok(Exit::Usage),
             }
         }
-        let opts = exec::Options::from_cluster(cluster, args.dry_run);
-        let ex = Executor::new(backend, cluster, &gate, None, opts);
-        let mut progress = target::progress(plan.slots.len());
-        report = Some(ex.run(&plan, &mut progress).context("rollback stopped")?);
+        let opts = rollout::Options::from_cluster(cluster, args.dry_run);
+        let mut progress = show::progress(plan.rollout.slots.len());
+        report = orchestrate::execute(backend, &plan, &gate, opts, &mut progress)?.rollout;
     }
     let (header, planned) = target.dry_run_calls();
     if args.json {
         output::json(&RollbackJson {
-            plan: &plan,
+            plan: &plan.rollout,
             report: report.as_ref(),
             planned_calls: args.dry_run.then_some(planned.as_slice()),
         })?;
@@ -79,8 +79,8 @@ pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
         output::stdout(&text)?;
     }
     if let Some(r) = &report {
-        target::summary(r, cluster);
+        show::summary(r, cluster);
     }
-    let ok = report.as_ref().is_none_or(exec::Report::ok) && plan.blocked.is_empty();
+    let ok = report.as_ref().is_none_or(executor::Report::ok) && plan.rollout.blocked.is_empty();
     Ok(if ok { Exit::Ok } else { Exit::Error })
 }

@@ -9,8 +9,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::target::Target;
-use super::{output, Exit};
-use crate::rollout::{slot, status};
+use super::{output, show, Exit};
+use crate::fleet::slot;
+use crate::fleet::status;
 use crate::spec_file;
 
 #[derive(Debug, clap::Args)]
@@ -32,7 +33,7 @@ pub fn run(spec: Option<&Path>, args: &StatusArgs) -> Result<Exit> {
     if args.json {
         output::json(&st)?;
     } else {
-        output::stdout(&status::render(&st))?;
+        output::stdout(&show::status(&st))?;
     }
     let healthy = st.slots.iter().all(|s| s.phase == status::Phase::AtRest);
     Ok(if healthy { Exit::Ok } else { Exit::Error })

@@ -9,17 +9,16 @@
 //! the call counts are Proxmox's own.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::ops::ControlFlow;
 
 use anyhow::{bail, Context, Result};
-use haimg_model::{Cluster, Role};
+use haimg_model::Cluster;
 
-use super::deploy::without_roles;
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
 use crate::backend::{Backend, ContainerStatus};
-use crate::rollout::exec::{Event, Outcome, Report};
+use crate::fleet::slot;
+use crate::probe::Origin;
 use crate::rollout::NetGate;
 use crate::spec_file::Loaded;
 
@@ -62,7 +61,10 @@ impl Target {
     pub fn gate(&self, cluster: &Cluster) -> Result<NetGate> {
         match self {
             Target::Proxmox(_) => Ok(gate()),
-            Target::Local(b) => local_gate(b, cluster),
+            Target::Local(b) => Ok(NetGate::wire(
+                b.probe_origin(cluster.network.gateway)
+                    .context("failed to read the local network")?,
+            )),
         }
     }
 
@@ -84,11 +86,16 @@ impl Target {
     /// the deploy left it out) is left out rather than reported missing,
     /// unless nothing is deployed at all; on Proxmox every member counts.
     pub fn scope(&self, cluster: &Cluster, inventory: &[ContainerStatus]) -> Cluster {
-        let absent = absent_roles(cluster, inventory);
         match self {
-            Target::Local(_) if absent.len() < Role::ALL.len() => without_roles(cluster, &absent),
-            _ => cluster.clone(),
+            Target::Local(_) => slot::present_part(cluster, inventory),
+            Target::Proxmox(_) => cluster.clone(),
         }
+    }
+
+    /// Whether runs leave out the roles the target has no container of
+    /// (see [`Target::scope`]).
+    pub fn leaves_out_absent_roles(&self) -> bool {
+        matches!(self, Target::Local(_))
     }
 
     /// The API calls made so far (Proxmox only).
@@ -107,21 +114,6 @@ impl Target {
             Target::Local(_) => (String::new(), Vec::new()),
         }
     }
-}
-
-/// Roles none of whose slots has a container at either of its VMIDs.
-pub fn absent_roles(cluster: &Cluster, inventory: &[ContainerStatus]) -> Vec<Role> {
-    let offset = cluster.rollout.green_vmid_offset;
-    Role::ALL
-        .into_iter()
-        .filter(|r| {
-            !cluster.members_of(*r).iter().any(|m| {
-                inventory
-                    .iter()
-                    .any(|c| c.vmid == m.vmid || c.vmid == m.vmid + offset)
-            })
-        })
-        .collect()
 }
 
 /// The Proxmox backend of a spec with `proxmox.endpoint`.
@@ -152,24 +144,7 @@ pub fn gate() -> NetGate {
     let netns = std::env::var_os(PROBE_NETNS_ENV)
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
-    NetGate::wire(netns, None)
-}
-
-/// Health gates of a local cluster: from inside its client namespace (the
-/// members' network exists only there) with the gateway address there as
-/// the source (the admin address the network policy lets reach the health
-/// ports). Before the first container exists the namespace does not either:
-/// a probe then fails rather than leave the host. `haimg deploy` and the
-/// golden test bed both gate with this.
-pub fn local_gate(backend: &LocalBackend, cluster: &Cluster) -> Result<NetGate> {
-    let (netns, admin) = match backend
-        .network()
-        .context("failed to read the local network")?
-    {
-        Some(n) => (n.netns_path, n.gateway),
-        None => (backend.netns_path(), cluster.network.gateway),
-    };
-    Ok(NetGate::wire(Some(netns), Some(admin.into())))
+    NetGate::wire(Origin::new(netns, None))
 }
 
 /// `--yes`, or a `y` typed on a terminal. Without a terminal and without
@@ -211,103 +186,4 @@ pub enum Confirmed {
     Yes,
     No,
     NoTerminal,
-}
-
-/// Progress of a rollout on stderr; never stops it.
-pub fn progress(total: usize) -> impl FnMut(&Event<'_>) -> ControlFlow<()> {
-    move |e| {
-        match e {
-            Event::SlotStarted { plan } => eprintln!(
-                "[{}/{total}] {} ({}): CT {} {} -> CT {} {}",
-                plan.order,
-                plan.slot,
-                plan.node,
-                plan.blue.vmid,
-                plan.blue.version,
-                plan.green.vmid,
-                plan.green.version
-            ),
-            Event::StepDone {
-                step,
-                seconds,
-                detail,
-                ..
-            } => eprintln!(
-                "    {step} ({seconds:.1}s){}",
-                detail.map(|d| format!(": {d}")).unwrap_or_default()
-            ),
-            Event::GateFailed { error, .. } => {
-                eprintln!("    HEALTH GATE FAILED: {error}; restoring the previous member")
-            }
-            Event::SlotFinished { report } => match &report.outcome {
-                Outcome::Done => eprintln!(
-                    "    done in {:.1}s{}",
-                    report.seconds,
-                    report
-                        .down_s
-                        .map(|d| format!(" (slot down {d:.1}s)"))
-                        .unwrap_or_default()
-                ),
-                other => eprintln!("    {}", outcome_text(other)),
-            },
-        }
-        ControlFlow::Continue(())
-    }
-}
-
-pub fn outcome_text(o: &Outcome) -> String {
-    match o {
-        Outcome::Done => "done".into(),
-        Outcome::GateFailed { error, restored } => format!(
-            "FAILED its health gate: {error}; {}",
-            if *restored {
-                "the previous member serves again"
-            } else {
-                "NOT RESTORED: run haimg again"
-            }
-        ),
-        Outcome::Failed { error, restored } => format!(
-            "FAILED: {error}; {}",
-            if *restored {
-                "the previous member serves again"
-            } else {
-                "NOT RESTORED: run haimg again"
-            }
-        ),
-        Outcome::Refused(why) => format!("not touched: {why}"),
-        Outcome::NotStarted => "not started".into(),
-    }
-}
-
-/// One line per slot and a total, on stderr.
-pub fn summary(r: &Report, cluster: &Cluster) {
-    let what = match r.kind {
-        crate::rollout::Kind::Rollout => "rollout",
-        crate::rollout::Kind::Rollback => "rollback",
-    };
-    for s in &r.slots {
-        eprintln!(
-            "  {:<10} CT {:<6} -> CT {:<6} {:>6.1}s  {}",
-            s.slot,
-            s.from.vmid,
-            s.to.vmid,
-            s.seconds,
-            outcome_text(&s.outcome)
-        );
-        if let Some(a) = &s.after_restore {
-            eprintln!("             {a}");
-        }
-    }
-    let done = r.slots.iter().filter(|s| s.ok()).count();
-    eprintln!(
-        "{}{what} of cluster {}: {done}/{} slot(s) done in {:.1}s{}",
-        if r.dry_run { "dry-run: " } else { "" },
-        cluster.name,
-        r.slots.len(),
-        r.seconds,
-        r.stopped
-            .as_deref()
-            .map(|s| format!("; STOPPED at {s}"))
-            .unwrap_or_default()
-    );
 }

@@ -1,37 +1,35 @@
-//! `haimg deploy`, written once against [`Backend`].
+//! The converge half of `haimg deploy`, written once against [`Backend`], in
+//! two phases like everything `crate::orchestrate` runs.
 //!
-//! Converges the target to the spec: every member exists on its node, carries
-//! the tags of the current template, and runs. Steps:
-//! 1. one inventory call: which VMIDs exist, where, with which tags;
-//! 2. classify each slot: create, start, unchanged, blocked (VMID held by a
-//!    foreign guest, member on another node), or rollout: a member of another
-//!    template, or a slot left mid-swap, is replaced blue/green by
-//!    [`crate::rollout`], never here (the slot is reported, not touched);
-//! 3. upload the templates the creates need, once per shared storage or once
-//!    per node otherwise; an upload whose content hash is already stored is skipped;
-//! 4. per node, in parallel across nodes and in spec order within a node:
-//!    create stopped (`start=0`), then start;
-//! 5. the network policy on the target's firewall ([`firewall`], Proxmox only).
+//! [`plan`] (pure, from one inventory) classifies each slot: create, start,
+//! unchanged, blocked (VMID held by a foreign guest, member on another node),
+//! or left to the rollout: a member of another template, or a slot left
+//! mid-swap, is replaced blue/green by `crate::rollout`, never here (the slot
+//! is reported, not touched). [`execute`] then:
+//! 1. uploads the templates the creates need ([`crate::fleet::upload`]);
+//! 2. per node, in parallel across nodes and in spec order within a node:
+//!    creates stopped (`start=0`), then starts;
+//! 3. enforces the network policy on every member ([`Backend::enforce_policy`]:
+//!    Proxmox's firewall, or nftables on the local bridge).
 //!
 //! A failure of one member does not stop the others; the report lists each.
 //! Run twice, the second run changes nothing. Dry-run goes through the same
-//! path; the backend records instead of sending.
+//! path; the backend records instead of sending. A [`Plan`] is a list of
+//! per-member changes so that more kinds (configuration drift converged in
+//! place) are new [`Change`] variants, not new code paths.
 
-pub mod firewall;
-pub mod members;
-pub mod tags;
-pub mod templates;
-
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
-use self::tags::MemberTags;
-use self::templates::LocalTemplate;
-use crate::backend::{Backend, BackendError, ContainerStatus, StoredTemplate};
-use crate::rollout::slot::{need, Need, SlotView};
+use crate::backend::{Backend, BackendError, ContainerStatus, Guest, Policy, PolicyReport};
+use crate::fleet::members;
+use crate::fleet::slot::{need, Need, SlotView};
+use crate::fleet::tags::MemberTags;
+use crate::fleet::templates::LocalTemplate;
+use crate::fleet::upload::{self, UploadReport};
 
 /// What happened (or, in dry-run, would happen) to one member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,24 +57,14 @@ pub struct MemberReport {
     pub action: Action,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UploadReport {
-    pub role: Role,
-    /// The node the upload went to (for shared storage, the one of all).
-    pub node: String,
-    pub volid: String,
-    /// Whether the storage is shared by every node.
-    pub shared: bool,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub dry_run: bool,
     pub members: Vec<MemberReport>,
     pub uploads: Vec<UploadReport>,
-    /// The network policy on Proxmox's firewall; `None` where not enforced that way.
+    /// The network policy; `None` where the target does not enforce one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub firewall: Option<firewall::FirewallReport>,
+    pub firewall: Option<PolicyReport>,
     pub elapsed_ms: u128,
 }
 
@@ -98,13 +86,52 @@ impl Report {
     }
 }
 
-/// The deploy could not start at all.
+/// The converge could not start at all.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error("failed to read the target's inventory: {0}")]
-    Inventory(#[source] BackendError),
     #[error("failed to read the target's capabilities: {0}")]
-    Capabilities(#[source] BackendError),
+    Capabilities(BackendError),
+}
+
+/// What [`execute`] will do to each member: computed from one inventory,
+/// changing nothing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub dry_run: bool,
+    /// One per member, in spec order.
+    pub members: Vec<MemberPlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberPlan {
+    #[serde(skip)]
+    pub member: Member,
+    pub slot: String,
+    /// The container acted on or reported: the slot's live one, else the spec's VMID.
+    pub vmid: u32,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+/// One member's change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "change", content = "detail")]
+pub enum Change {
+    /// Create stopped, then start.
+    Create,
+    /// Start the slot's live member.
+    Start,
+    /// Nothing here; the action says why (unchanged, a rollout's, blocked).
+    Leave(Action),
+}
+
+impl Plan {
+    /// Whether executing it changes something on the target.
+    pub fn changes_anything(&self) -> bool {
+        self.members
+            .iter()
+            .any(|m| matches!(m.change, Change::Create | Change::Start))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,84 +195,84 @@ fn slot_need(m: &Member, view: &SlotView, want: &MemberTags) -> Result<Option<To
     }
 }
 
-/// Converge the target to `cluster`, using the built `templates`.
-pub fn deploy<B: Backend + Sync + ?Sized>(
+/// What converging the target to `cluster` with the built `templates` takes,
+/// from `inventory` (one read of the target; a VMID held by an untagged
+/// guest is asked whether it is a failed create's leftover).
+pub fn plan<B: Backend + ?Sized>(
     backend: &B,
     cluster: &Cluster,
     templates: &BTreeMap<Role, LocalTemplate>,
+    inventory: &[ContainerStatus],
     dry_run: bool,
-) -> Result<Report, DeployError> {
-    let inventory = backend.inventory().map_err(DeployError::Inventory)?;
-    deploy_with_inventory(backend, cluster, templates, dry_run, inventory)
+) -> Plan {
+    let members = cluster
+        .members()
+        .map(|m| {
+            let want = members::member_tags(cluster, m, &templates[&m.role]);
+            let live = SlotView::from_inventory(cluster, m, inventory)
+                .live()
+                .map_or(m.vmid, |l| l.vmid);
+            let (vmid, change) = match classify(cluster, m, &want, inventory) {
+                Ok(Some(Todo::Create)) => (m.vmid, Change::Create),
+                Ok(Some(Todo::Start(vmid))) => (vmid, Change::Start),
+                Ok(None) => (live, Change::Leave(Action::Unchanged)),
+                Err(a @ Action::Blocked(_)) => {
+                    (m.vmid, Change::Leave(leftover_or(backend, m, inventory, a)))
+                }
+                Err(a) => (live, Change::Leave(a)),
+            };
+            MemberPlan {
+                member: m.clone(),
+                slot: m.slot.clone(),
+                vmid,
+                change,
+            }
+        })
+        .collect();
+    Plan { dry_run, members }
 }
 
-/// [`deploy`] from an inventory the caller already read (the CLI reads it
-/// once for the rollout plan and the converge).
-pub fn deploy_with_inventory<B: Backend + Sync + ?Sized>(
+/// Carry `plan` out: upload, create and start per node, enforce the policy.
+pub fn execute<B: Backend + Sync + ?Sized>(
     backend: &B,
     cluster: &Cluster,
     templates: &BTreeMap<Role, LocalTemplate>,
-    dry_run: bool,
-    inventory: Vec<ContainerStatus>,
+    plan: &Plan,
 ) -> Result<Report, DeployError> {
     let started = Instant::now();
-
-    // Keyed by the spec's VMID (one report per slot).
-    let mut reports: BTreeMap<u32, MemberReport> = BTreeMap::new();
-    let mut todo: Vec<(&Member, Todo)> = Vec::new();
-    for m in cluster.members() {
-        let want = members::member_tags(cluster, m, &templates[&m.role]);
-        let mut vmid = SlotView::from_inventory(cluster, m, &inventory)
-            .live()
-            .map_or(m.vmid, |l| l.vmid);
-        let action = match classify(cluster, m, &want, &inventory) {
-            Ok(Some(t)) => {
-                todo.push((m, t));
-                continue;
-            }
-            Ok(None) => Action::Unchanged,
-            Err(a) => {
-                if matches!(a, Action::Blocked(_)) {
-                    vmid = m.vmid;
-                }
-                leftover_or(backend, m, &inventory, a)
-            }
-        };
-        let mut r = report(m, action);
-        r.vmid = vmid;
-        reports.insert(m.vmid, r);
-    }
-
-    let creates: Vec<&Member> = todo
+    let dry_run = plan.dry_run;
+    let creates: Vec<&Member> = plan
+        .members
         .iter()
-        .filter(|(_, t)| *t == Todo::Create)
-        .map(|(m, _)| *m)
+        .filter(|p| p.change == Change::Create)
+        .map(|p| &p.member)
         .collect();
-    let mut uploads = Vec::new();
-    let mut stored: BTreeMap<(String, Role), Result<StoredTemplate, String>> = BTreeMap::new();
-    let caps = if creates.is_empty() {
-        None
+    let (caps, stored, uploads) = if creates.is_empty() {
+        (None, BTreeMap::new(), Vec::new())
     } else {
-        Some(backend.capabilities().map_err(DeployError::Capabilities)?)
+        let caps = backend.capabilities().map_err(DeployError::Capabilities)?;
+        let (stored, uploads) = upload::upload(backend, cluster, templates, &creates);
+        (Some(caps), stored, uploads)
     };
-    if !creates.is_empty() {
-        let (s, u) = upload_phase(backend, cluster, templates, &creates);
-        stored = s;
-        uploads = u;
-    }
 
     // Per node, in parallel; within a node in spec order.
-    let mut per_node: BTreeMap<&str, Vec<(&Member, Todo)>> = BTreeMap::new();
-    for (m, t) in &todo {
-        per_node.entry(m.node.as_str()).or_default().push((m, *t));
+    let mut per_node: BTreeMap<&str, Vec<&MemberPlan>> = BTreeMap::new();
+    for p in plan
+        .members
+        .iter()
+        .filter(|p| !matches!(p.change, Change::Leave(_)))
+    {
+        per_node.entry(p.member.node.as_str()).or_default().push(p);
     }
-    let results: Vec<MemberReport> = per_group(&per_node, |_, (m, t)| {
-        let action = match t {
-            Todo::Start(vmid) => match backend.start(&m.node, *vmid) {
+    let done: Vec<MemberReport> = crate::backend::per_node(&per_node, |_, p| {
+        let m = &p.member;
+        let action = match &p.change {
+            Change::Leave(a) => a.clone(),
+            Change::Start => match backend.start(&m.node, p.vmid) {
                 Ok(()) => Action::Started,
                 Err(e) => Action::Failed(e.to_string()),
             },
-            Todo::Create => match &stored[&(m.node.clone(), m.role)] {
+            Change::Create => match &stored[&(m.node.clone(), m.role)] {
                 Err(e) => Action::Failed(format!("template upload failed: {e}")),
                 Ok(st) => {
                     // Invariant: caps is Some whenever a create is planned.
@@ -265,29 +292,62 @@ pub fn deploy_with_inventory<B: Backend + Sync + ?Sized>(
                 }
             },
         };
-        let mut r = report(m, action);
-        if let Todo::Start(vmid) = t {
-            r.vmid = *vmid;
-        }
-        r
+        report(p, action)
     });
-    for r in results {
-        if let Some(m) = cluster.member_by_slot(&r.slot) {
-            reports.insert(m.vmid, r);
-        }
-    }
+    let mut done: BTreeMap<String, MemberReport> =
+        done.into_iter().map(|r| (r.slot.clone(), r)).collect();
     // Report in spec order.
-    let members: Vec<MemberReport> = cluster
-        .members()
-        .filter_map(|m| reports.remove(&m.vmid))
+    let members: Vec<MemberReport> = plan
+        .members
+        .iter()
+        .map(|p| match (&p.change, done.remove(&p.slot)) {
+            (_, Some(r)) => r,
+            (Change::Leave(a), None) => report(p, a.clone()),
+            (_, None) => report(p, Action::Failed("not carried out".into())),
+        })
         .collect();
-    let firewall = firewall::step(backend, cluster, &members, dry_run);
+    let firewall = enforce_policy(backend, cluster, &members, dry_run);
     Ok(Report {
         dry_run,
         members,
         uploads,
         firewall,
         elapsed_ms: started.elapsed().as_millis(),
+    })
+}
+
+/// The network policy on every member that runs the spec's template.
+fn enforce_policy<B: Backend + ?Sized>(
+    backend: &B,
+    cluster: &Cluster,
+    members: &[MemberReport],
+    dry_run: bool,
+) -> Option<PolicyReport> {
+    let flows = haimg_model::policy::derive(cluster);
+    let guests = members
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.action,
+                Action::Created | Action::Started | Action::Unchanged
+            )
+        })
+        .filter_map(|r| {
+            let member = cluster.member_by_slot(&r.slot)?;
+            let created = r.action == Action::Created;
+            Some(Guest {
+                member,
+                vmid: r.vmid,
+                fresh: created,
+                absent: created && dry_run,
+            })
+        })
+        .collect();
+    backend.enforce_policy(&Policy {
+        cluster,
+        flows: &flows,
+        target_wide: true,
+        guests,
     })
 }
 
@@ -316,126 +376,12 @@ fn leftover_or<B: Backend + ?Sized>(
     }
 }
 
-fn report(m: &Member, action: Action) -> MemberReport {
+fn report(p: &MemberPlan, action: Action) -> MemberReport {
     MemberReport {
-        slot: m.slot.clone(),
-        role: m.role,
-        vmid: m.vmid,
-        node: m.node.clone(),
+        slot: p.slot.clone(),
+        role: p.member.role,
+        vmid: p.vmid,
+        node: p.member.node.clone(),
         action,
     }
-}
-
-pub(crate) type Stored = BTreeMap<(String, Role), Result<StoredTemplate, String>>;
-
-/// Upload what the creates need; returns the stored template per (node, role).
-/// Rollouts use it too, before their first slot.
-pub(crate) fn upload_phase<B: Backend + Sync + ?Sized>(
-    backend: &B,
-    cluster: &Cluster,
-    templates: &BTreeMap<Role, LocalTemplate>,
-    creates: &[&Member],
-) -> (Stored, Vec<UploadReport>) {
-    // Which roles each node needs, nodes in proxmox.nodes order.
-    let order = |n: &str| {
-        cluster
-            .proxmox
-            .nodes
-            .iter()
-            .position(|x| x == n)
-            .unwrap_or(usize::MAX)
-    };
-    let mut needs: BTreeMap<(usize, String), BTreeSet<Role>> = BTreeMap::new();
-    for m in creates {
-        needs
-            .entry((order(&m.node), m.node.clone()))
-            .or_default()
-            .insert(m.role);
-    }
-    let mut stored: Stored = BTreeMap::new();
-    // Shared storage: the first node that needs a role uploads it for all.
-    let mut jobs: BTreeMap<String, Vec<Role>> = BTreeMap::new();
-    let mut shared_done: BTreeMap<Role, String> = BTreeMap::new();
-    let mut shared_of: BTreeMap<String, bool> = BTreeMap::new();
-    for ((_, node), roles) in &needs {
-        let shared = match backend.template_storage_shared(node) {
-            Ok(s) => s,
-            Err(e) => {
-                for r in roles {
-                    stored.insert((node.clone(), *r), Err(e.to_string()));
-                }
-                continue;
-            }
-        };
-        shared_of.insert(node.clone(), shared);
-        for r in roles {
-            if shared {
-                if let Some(first) = shared_done.get(r) {
-                    if first != node {
-                        continue; // filled in from `first` below
-                    }
-                }
-                shared_done.insert(*r, node.clone());
-            }
-            jobs.entry(node.clone()).or_default().push(*r);
-        }
-    }
-    let done: Vec<(String, Role, Result<StoredTemplate, String>)> = per_group(&jobs, |node, r| {
-        let t = &templates[r];
-        let res = backend
-            .upload_template(node, &t.path, &t.sha256)
-            .map_err(|e| e.to_string());
-        (node.clone(), *r, res)
-    });
-    let mut uploads = Vec::new();
-    for (node, role, res) in done {
-        let shared = shared_of.get(&node).copied().unwrap_or(false);
-        if let Ok(t) = &res {
-            uploads.push(UploadReport {
-                role,
-                node: node.clone(),
-                volid: t.volid.clone(),
-                shared,
-            });
-        }
-        stored.insert((node, role), res);
-    }
-    // Nodes on shared storage use the upload made through another node.
-    for ((_, node), roles) in &needs {
-        for r in roles {
-            if stored.contains_key(&(node.clone(), *r)) {
-                continue;
-            }
-            let via = shared_done.get(r).cloned().unwrap_or_default();
-            let res = stored
-                .get(&(via.clone(), *r))
-                .cloned()
-                .unwrap_or_else(|| Err(format!("no upload of the {r} template through {via}")));
-            stored.insert((node.clone(), *r), res);
-        }
-    }
-    (stored, uploads)
-}
-
-/// `f` over every item of every group, one thread per group (a Proxmox node:
-/// its calls in order, the nodes side by side); the results group by group,
-/// each in item order. A panic in `f` is resumed in the caller.
-pub(crate) fn per_group<K, T, R, F>(groups: &BTreeMap<K, Vec<T>>, f: F) -> Vec<R>
-where
-    K: Sync,
-    T: Sync,
-    R: Send,
-    F: Fn(&K, &T) -> R + Sync,
-{
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = groups
-            .iter()
-            .map(|(k, items)| s.spawn(move || items.iter().map(|t| f(k, t)).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
 }

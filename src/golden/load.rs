@@ -1,18 +1,17 @@
 //! A bounded HTTP load generator that counts every failed request.
 //!
 //! Golden scenarios measure what a user sees through the VIP, so the client is
-//! deliberately plain: one HTTP/1.1 `GET` per connection (`Connection: close`),
-//! optionally from a chosen source address, optionally from inside a network
-//! namespace (each worker thread `setns`es into it before opening sockets, so
-//! traffic never leaves the test's own bridge). Every run is bounded by a
-//! request count *and* a deadline; nothing loops forever.
+//! deliberately plain ([`crate::probe::http`]): one HTTP/1.1 `GET` per
+//! connection, optionally from a chosen source address, optionally from inside
+//! a network namespace (each worker thread enters it for good before opening
+//! sockets, so traffic never leaves the test's own bridge). Every run is
+//! bounded by a request count *and* a deadline; nothing loops forever.
 //!
 //! A request counts as failed when the connection fails, times out, or the
 //! response has no parsable status line; HTTP statuses are counted separately,
 //! so a 429 is an answer, not a failure.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::probe::http::{self, Request};
+use crate::probe::netns;
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -43,6 +45,16 @@ pub struct LoadSpec {
 }
 
 impl LoadSpec {
+    /// One request of the load.
+    pub fn request(&self) -> Request {
+        Request {
+            target: self.target,
+            path: self.path.clone(),
+            timeout: self.timeout,
+            source: self.source,
+        }
+    }
+
     pub fn new(target: SocketAddr, path: &str) -> LoadSpec {
         LoadSpec {
             target,
@@ -56,15 +68,6 @@ impl LoadSpec {
             netns: None,
         }
     }
-}
-
-/// One answered request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    /// `X-Haimg-Lb` (the slot of the lb that answered, added by its nginx), if present.
-    pub served_by: Option<String>,
-    pub body: String,
 }
 
 /// What happened.
@@ -101,7 +104,7 @@ pub fn run(spec: &LoadSpec, keep_bodies: bool) -> std::io::Result<LoadResult> {
         let (spec, next, shared) = (spec.clone(), next.clone(), shared.clone());
         handles.push(std::thread::spawn(move || -> std::io::Result<()> {
             if let Some(ns) = &spec.netns {
-                enter_netns(ns)?;
+                netns::enter(ns)?;
             }
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
@@ -115,7 +118,7 @@ pub fn run(spec: &LoadSpec, keep_bodies: bool) -> std::io::Result<LoadResult> {
                     }
                 }
                 let t0 = Instant::now();
-                let res = get(&spec);
+                let res = http::get(&spec.request());
                 let ms = t0.elapsed().as_secs_f64() * 1000.0;
                 let mut g = shared
                     .lock()
@@ -163,294 +166,11 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     (sorted[idx] * 10.0).round() / 10.0
 }
 
-/// One `GET`, from inside whatever netns the calling thread is in.
-pub fn get(spec: &LoadSpec) -> std::io::Result<Response> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(
-        Domain::for_address(spec.target),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    if let Some(src) = spec.source {
-        sock.bind(&SocketAddr::new(src, 0).into())?;
-    }
-    sock.connect_timeout(&spec.target.into(), spec.timeout)?;
-    sock.set_read_timeout(Some(spec.timeout))?;
-    sock.set_write_timeout(Some(spec.timeout))?;
-    let mut stream: std::net::TcpStream = sock.into();
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: haimg-test\r\nConnection: close\r\n\r\n",
-        spec.path, spec.target
-    );
-    stream.write_all(req.as_bytes())?;
-    // The whole answer within `timeout` (a per-read timeout alone would let a
-    // trickling server hold a request far longer), at most 1 MiB.
-    let deadline = Instant::now() + spec.timeout;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no complete answer within the timeout",
-            ));
-        }
-        stream.set_read_timeout(Some(left))?;
-        // A read on a socket with a receive timeout is never restarted after
-        // a signal handler ran (signal(7)), whatever the handler's SA_RESTART:
-        // it fails with EINTR. The signal is this process's business, not the
-        // server's answer: read on.
-        match stream.read(&mut chunk) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("{e} after {} bytes of an incomplete answer", buf.len()),
-                ))
-            }
-            Ok(0) => break,
-            Ok(n) if buf.len() + n > 1 << 20 => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-        // Done when the answer is complete by HTTP's framing, as a browser or
-        // curl is: what the connection does afterwards (a reset when the VIP
-        // has moved on) does not take back an answer already received.
-        if is_complete(&buf) {
-            break;
-        }
-    }
-    parse_response(&buf)
-}
-
-/// Is `buf` a whole HTTP/1.1 response by its framing: headers, then
-/// `Content-Length` bytes or the last chunk of a chunked body? A response
-/// framed by the end of the connection is never complete before it.
-pub fn is_complete(buf: &[u8]) -> bool {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let body = &buf[end + 4..];
-    let header = |name: &str| {
-        head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.trim() == name).then(|| v.trim().to_string())
-        })
-    };
-    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        let mut rest = body;
-        loop {
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                return false;
-            };
-            let size = std::str::from_utf8(&rest[..eol])
-                .ok()
-                .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok());
-            let Some(size) = size else { return false };
-            rest = &rest[eol + 2..];
-            if size == 0 {
-                // Trailers end with an empty line.
-                return rest.windows(2).any(|w| w == b"\r\n");
-            }
-            if rest.len() < size + 2 {
-                return false;
-            }
-            rest = &rest[size + 2..];
-        }
-    }
-    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        Some(n) => body.len() >= n,
-        None => false,
-    }
-}
-
-/// Status code and body of a `Connection: close` response (chunked bodies are de-chunked).
-pub fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let text = String::from_utf8_lossy(buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let status_line = head.lines().next().ok_or_else(|| bad("empty response"))?;
-    let mut parts = status_line.split_whitespace();
-    let proto = parts.next().unwrap_or("");
-    if !proto.starts_with("HTTP/1.") {
-        return Err(bad("no HTTP status line"));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("bad status code"))?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && l.to_ascii_lowercase().contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    let served_by = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("x-haimg-lb")
-            .then(|| v.trim().to_string())
-    });
-    Ok(Response {
-        status,
-        served_by,
-        body,
-    })
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// Move the calling thread into a network namespace.
-pub fn enter_netns(path: &std::path::Path) -> std::io::Result<()> {
-    let f = std::fs::File::open(path)?;
-    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
-
-    #[test]
-    fn complete_by_framing() {
-        let cl = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        assert!(is_complete(cl));
-        assert!(!is_complete(&cl[..cl.len() - 1]));
-        let ch = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
-        assert!(is_complete(ch));
-        assert!(!is_complete(&ch[..ch.len() - 2]));
-        assert!(!is_complete(&ch[..ch.len() - 7]));
-        // No length: only the end of the connection frames it.
-        assert!(!is_complete(b"HTTP/1.1 200 OK\r\n\r\nok"));
-        assert!(!is_complete(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"));
-    }
-
-    /// A reset after the whole answer arrived (the VIP moved on meanwhile)
-    /// is not a failure; a reset before it is, and says how far it got.
-    #[test]
-    fn a_reset_after_a_complete_answer_is_not_a_failure() {
-        fn reset_after(answer: &'static [u8]) -> SocketAddr {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            std::thread::spawn(move || {
-                let (mut s, _) = l.accept().unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
-                s.write_all(answer).unwrap();
-                // SO_LINGER 0: close sends a reset instead of a FIN.
-                socket2::SockRef::from(&s)
-                    .set_linger(Some(Duration::ZERO))
-                    .unwrap();
-                drop(s);
-            });
-            addr
-        }
-        let whole = reset_after(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-        let r = get(&LoadSpec::new(whole, "/")).unwrap();
-        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
-        let partial = reset_after(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok");
-        let e = get(&LoadSpec::new(partial, "/")).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
-        assert!(
-            e.to_string()
-                .ends_with("after 40 bytes of an incomplete answer"),
-            "{e}"
-        );
-    }
-
-    static HANDLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-    extern "C" fn count_signal(_: libc::c_int) {
-        HANDLED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// A signal handled while the answer is awaited (EINTR on a socket with a
-    /// receive timeout) is not a failed request. Seen in the golden rollout
-    /// scenarios: "Interrupted system call (os error 4)" counted as lost.
-    #[test]
-    fn a_signal_during_the_read_is_not_a_failure() {
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::Arc;
-        // SAFETY: the handler only touches an atomic; SIGUSR2 is used by no other test.
-        unsafe {
-            sigaction(
-                Signal::SIGUSR2,
-                &SigAction::new(
-                    SigHandler::Handler(count_signal),
-                    SaFlags::SA_RESTART,
-                    SigSet::empty(),
-                ),
-            )
-            .unwrap();
-        }
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let release = Arc::new(AtomicBool::new(false));
-        let got_request = Arc::new(AtomicBool::new(false));
-        let (r2, g2) = (release.clone(), got_request.clone());
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = l.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            g2.store(true, Ordering::SeqCst);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !r2.load(Ordering::SeqCst) && Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                .unwrap();
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let client = std::thread::spawn(move || {
-            // SAFETY: pthread_self has no preconditions.
-            tx.send(unsafe { libc::pthread_self() } as usize).unwrap();
-            let mut spec = LoadSpec::new(addr, "/");
-            spec.timeout = Duration::from_secs(10);
-            get(&spec)
-        });
-        let thread = rx.recv().unwrap() as libc::pthread_t;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !got_request.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::yield_now();
-        }
-        // Signals while the client waits in read(2), then the answer.
-        let before = HANDLED.load(Ordering::SeqCst);
-        let until = Instant::now() + Duration::from_millis(100);
-        while Instant::now() < until {
-            // SAFETY: the client thread is alive until `release` is set.
-            unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
-            std::thread::sleep(Duration::from_millis(5)); // pacing of the signals
-        }
-        release.store(true, Ordering::SeqCst);
-        let r = client.join().unwrap();
-        server.join().unwrap();
-        assert!(
-            HANDLED.load(Ordering::SeqCst) > before,
-            "no signal was handled"
-        );
-        let r = r.expect("a handled signal made the request fail");
-        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
-    }
 
     /// A loopback server answering `n` connections with a fixed response.
     fn serve(n: usize, response: &'static str) -> SocketAddr {
@@ -507,15 +227,5 @@ mod tests {
         drop(l);
         assert!(r.sent < 20, "sent {}", r.sent);
         assert_eq!(r.failed, r.sent);
-    }
-
-    #[test]
-    fn parses_chunked_and_garbage() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").unwrap();
-        assert_eq!((r.status, r.body.as_str()), (200, "hello world"));
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nx-haimg-lb: nginx2\r\n\r\nok").unwrap();
-        assert_eq!(r.served_by.as_deref(), Some("nginx2"));
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(parse_response(b"").is_err());
     }
 }

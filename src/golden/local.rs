@@ -2,34 +2,39 @@
 //!
 //! A test run deploys the cluster into its own state directory (so it never
 //! touches a `haimg deploy` demo cluster and two runs never collide), adds
-//! client addresses from `10.99.<n>.0/24` to the cluster's client namespace
+//! client addresses from `10.99.<n>.0/24` (one /24 per scenario client, see
+//! `scenarios::SCENARIOS`) to the cluster's client namespace
 //! (members reply through the gateway there), and removes everything when the
-//! [`LocalTestbed`] is dropped, also after a failure.
+//! [`LocalTestbed`] is dropped, also after a failure. Deploys, rollouts and
+//! rollbacks go through [`crate::orchestrate`], as `haimg deploy --yes` and
+//! `haimg rollback --yes` do, with the health gates those commands use on a
+//! local cluster.
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use haimg_model::{Cluster, Role};
+use haimg_model::{Cluster, Role, TemplateName};
 
-use super::scenarios::{NextBuild, Testbed};
+use super::scenarios::{self, NextBuild, Testbed};
 use crate::backend::local::{LocalBackend, NetworkInfo};
 use crate::backend::Backend;
-use crate::cli::deploy::without_roles;
-use crate::deploy::templates;
+use crate::fleet::templates::{self, LocalTemplate};
+use crate::orchestrate::{self, Request};
+use crate::probe::Origin;
 use crate::rollout::{self, Event, NetGate};
 
-/// Client subnets `10.99.1.0/24` .. `10.99.64.0/24`; `.1` and `.2` in each
-/// (scenarios take distinct subnets: rate limits and ip_hash key on them).
-const CLIENT_SUBNETS: u8 = 64;
+/// The first three octets of client subnet `n` are `10.99.n`.
+const CLIENT_NET: [u8; 2] = [10, 99];
 
 pub struct LocalTestbed {
     pub backend: LocalBackend,
     cluster: Cluster,
     roles: Vec<Role>,
-    /// Known once the cluster is deployed ([`LocalTestbed::prepare`]).
+    /// Known once the cluster is deployed ([`LocalTestbed::deploy`]).
     net: Option<NetworkInfo>,
     /// Remove the cluster on drop.
     pub teardown: bool,
@@ -54,16 +59,70 @@ impl LocalTestbed {
         }
     }
 
+    /// Deploy the cluster from `templates` (the roles this testbed has),
+    /// then set up its clients.
+    pub fn deploy(&mut self, templates: BTreeMap<Role, LocalTemplate>) -> Result<()> {
+        let target = self.deployable(&self.cluster);
+        let gate = self.gate()?;
+        let opts = rollout::Options::from_cluster(&target, false);
+        let mut quiet = |_: &Event<'_>| std::ops::ControlFlow::Continue(());
+        let req = Request::deploy(&target, templates);
+        let (_, report) = orchestrate::run(&self.backend, req, &gate, opts, &mut quiet)?;
+        if let Some(c) = report.converge.as_ref().filter(|c| !c.ok()) {
+            anyhow::bail!(
+                "deploy failed: {}",
+                serde_json::to_string(&(&c.members, &c.firewall))?
+            );
+        }
+        self.add_clients()
+    }
+
+    /// Every lb and webapp answers its health path, and the VIP serves a
+    /// page from the configured master lb: keepalived starts every member
+    /// as BACKUP and the master preempts a few seconds later, which would
+    /// cut scenarios' connections.
+    pub fn wait_ready(&self) -> Result<()> {
+        let c = &self.cluster;
+        let origin = Origin::new(self.client_netns(), Some(self.admin_source().into()));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let vip = SocketAddr::new(c.network.vip.into(), c.lb.nginx.listen_port);
+        let mut targets = vec![(vip, Role::Webapp.health_path().unwrap_or("/"))];
+        for m in c.members().filter(|m| self.has_role(m.role)) {
+            if let Some(path) = m.role.health_path() {
+                targets.push((SocketAddr::new(m.ip.into(), m.role.port(c)), path));
+            }
+        }
+        let master = &c.lb.keepalived.master;
+        for (addr, path) in targets {
+            loop {
+                let answer = origin.get(addr, path, Duration::from_secs(1));
+                let settled = addr != vip
+                    || answer
+                        .as_ref()
+                        .is_ok_and(|r| r.served_by.as_deref() == Some(master));
+                if answer.is_ok_and(|r| r.status == 200) && settled {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    anyhow::bail!("{addr}{path} did not answer 200 within 90 s");
+                }
+                std::thread::sleep(Duration::from_millis(200)); // polling interval
+            }
+        }
+        Ok(())
+    }
+
     /// After the deploy: learn the client namespace and add the client addresses.
-    pub fn prepare(&mut self) -> Result<()> {
+    fn add_clients(&mut self) -> Result<()> {
         let net = self
             .backend
             .network()?
             .context("the local cluster has no network; was it deployed?")?;
-        for n in 1..=CLIENT_SUBNETS {
+        // `.1` and `.2` in each scenario's /24s (sticky uses a neighbour).
+        for n in 1..=scenarios::client_subnets() {
             for host in [1, 2] {
                 self.backend
-                    .add_client_address(Ipv4Addr::new(10, 99, n, host))
+                    .add_client_address(Ipv4Addr::new(CLIENT_NET[0], CLIENT_NET[1], n, host))
                     .context("failed to add a client address")?;
             }
         }
@@ -74,7 +133,11 @@ impl LocalTestbed {
     /// Health gates from the admin address inside the client namespace, as
     /// `haimg deploy` and `haimg rollback` gate a local cluster.
     fn gate(&self) -> Result<NetGate> {
-        crate::cli::target::local_gate(&self.backend, &self.cluster)
+        let origin = self
+            .backend
+            .probe_origin(self.cluster.network.gateway)
+            .context("failed to read the local network")?;
+        Ok(NetGate::wire(origin))
     }
 
     /// The deployable part of `c`: members of roles without a template left out.
@@ -83,7 +146,7 @@ impl LocalTestbed {
             .into_iter()
             .filter(|r| !self.roles.contains(r))
             .collect();
-        without_roles(c, &missing)
+        c.without_roles(&missing)
     }
 
     fn member(&self, slot: &str) -> Result<(String, u32)> {
@@ -115,7 +178,12 @@ impl Testbed for LocalTestbed {
     }
 
     fn client_source(&self, n: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 99, n.clamp(1, CLIENT_SUBNETS), 1)
+        Ipv4Addr::new(
+            CLIENT_NET[0],
+            CLIENT_NET[1],
+            n.clamp(1, scenarios::client_subnets()),
+            1,
+        )
     }
 
     fn admin_source(&self) -> Ipv4Addr {
@@ -227,13 +295,15 @@ impl LocalTestbed {
         let mut opts = rollout::Options::from_cluster(&next, false);
         // A healthy member here passes within seconds; a broken one should not
         // hold the test for the spec's full health timeout.
-        opts.health_timeout = opts.health_timeout.min(std::time::Duration::from_secs(30));
-        let (_, report) =
-            rollout::deploy_rollout(&self.backend, &target, &templates, &self.gate()?, opts, obs)?;
+        opts.health_timeout = opts.health_timeout.min(Duration::from_secs(30));
+        let req = Request::deploy(&target, templates);
+        let (plan, report) = orchestrate::run(&self.backend, req, &self.gate()?, opts, obs)?;
         if let Ok(mut g) = self.rolled.lock() {
             *g = Some(next);
         }
-        Ok(report)
+        Ok(report
+            .rollout
+            .unwrap_or_else(|| rollout::Report::nothing(&plan.rollout)))
     }
 
     fn rollback_inner(&self, obs: &mut dyn rollout::Observer) -> Result<rollout::Report> {
@@ -245,21 +315,22 @@ impl LocalTestbed {
             .unwrap_or_else(|| self.cluster.clone());
         let target = self.deployable(&current);
         let opts = rollout::Options::from_cluster(&current, false);
-        let (_, report) = rollout::rollback(&self.backend, &target, &self.gate()?, opts, obs)?;
-        Ok(report)
+        let req = Request::rollback(&target);
+        let (plan, report) = orchestrate::run(&self.backend, req, &self.gate()?, opts, obs)?;
+        Ok(report
+            .rollout
+            .unwrap_or_else(|| rollout::Report::nothing(&plan.rollout)))
     }
 }
 
-/// The version of the lb template in `dir` (`haimg-lb_<version>_amd64.tar.zst`).
+/// The version of the lb template built into `dir`.
 fn version_in(dir: &Path) -> Result<String> {
     for e in std::fs::read_dir(dir).with_context(|| format!("failed to read {}", dir.display()))? {
         let name = e?.file_name().to_string_lossy().into_owned();
-        if let Some(v) = name
-            .strip_prefix("haimg-lb_")
-            .and_then(|r| r.strip_suffix("_amd64.tar.zst"))
-        {
-            return Ok(v.to_string());
+        if let Some(t) = TemplateName::parse(&name).filter(|t| t.role == Role::Lb) {
+            return Ok(t.version);
         }
     }
-    anyhow::bail!("no haimg-lb_<version>_amd64.tar.zst in {}", dir.display())
+    let example = TemplateName::new(Role::Lb, "<version>");
+    anyhow::bail!("no {example} in {}", dir.display())
 }

@@ -1,5 +1,5 @@
 //! Golden-image tests: boot the built templates on the local backend and check
-//! the cluster as a user sees it through the VIP (DESIGN §8).
+//! the cluster as a user sees it through the VIP.
 //!
 //! [`load`] is the bounded load generator, [`report`] the result shape.
 

@@ -1,6 +1,6 @@
 //! Golden scenario results: a table for people, JSON for programs.
 //!
-//! JSON shape (issue 5): `{"scenarios":[{"name","status","reason","figures":{…}}]}`.
+//! JSON shape: `{"scenarios":[{"name","status","reason","figures":{…}}]}`.
 //! Figures are measured values (seconds, counts); a scenario without figures
 //! did not measure anything and is suspicious by construction.
 
@@ -56,16 +56,16 @@ impl std::fmt::Display for Figure {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Outcome {
+pub struct ScenarioReport {
     pub name: String,
     pub status: Status,
     pub reason: Option<String>,
     pub figures: BTreeMap<String, Figure>,
 }
 
-impl Outcome {
-    pub fn new(name: &str) -> Outcome {
-        Outcome {
+impl ScenarioReport {
+    pub fn new(name: &str) -> ScenarioReport {
+        ScenarioReport {
             name: name.to_string(),
             status: Status::Pass,
             reason: None,
@@ -73,13 +73,13 @@ impl Outcome {
         }
     }
 
-    pub fn figure(&mut self, key: &str, v: impl Into<Figure>) -> &mut Outcome {
+    pub fn figure(&mut self, key: &str, v: impl Into<Figure>) -> &mut ScenarioReport {
         self.figures.insert(key.to_string(), v.into());
         self
     }
 
     /// Fail with a reason; the first failure's reason is kept.
-    pub fn fail(&mut self, reason: impl Into<String>) -> &mut Outcome {
+    pub fn fail(&mut self, reason: impl Into<String>) -> &mut ScenarioReport {
         if self.status != Status::Fail {
             self.status = Status::Fail;
             self.reason = Some(reason.into());
@@ -88,100 +88,29 @@ impl Outcome {
     }
 
     /// Check a condition; on false, fail with the reason.
-    pub fn expect(&mut self, ok: bool, reason: impl Into<String>) -> &mut Outcome {
+    pub fn expect(&mut self, ok: bool, reason: impl Into<String>) -> &mut ScenarioReport {
         if !ok {
             self.fail(reason);
         }
         self
     }
 
-    pub fn skip(name: &str, reason: impl Into<String>) -> Outcome {
-        Outcome {
+    pub fn skip(name: &str, reason: impl Into<String>) -> ScenarioReport {
+        ScenarioReport {
             status: Status::Skip,
             reason: Some(reason.into()),
-            ..Outcome::new(name)
+            ..ScenarioReport::new(name)
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub scenarios: Vec<Outcome>,
+    pub scenarios: Vec<ScenarioReport>,
 }
 
 impl Report {
     pub fn passed(&self) -> bool {
         self.scenarios.iter().all(|s| s.status != Status::Fail)
-    }
-
-    pub fn table(&self) -> String {
-        let rows: Vec<Vec<String>> = self
-            .scenarios
-            .iter()
-            .map(|s| {
-                let figures: Vec<String> =
-                    s.figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                vec![
-                    s.name.clone(),
-                    format!("{:?}", s.status).to_lowercase(),
-                    figures.join(" "),
-                    s.reason.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        crate::cli::output::table(&["SCENARIO", "STATUS", "FIGURES", "REASON"], &rows)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_and_json() {
-        let mut a = Outcome::new("vip-failover");
-        a.figure("hard_s", 3.4567).figure("failed", 0usize);
-        let mut b = Outcome::new("rate-limit");
-        b.figure("ok", 101usize)
-            .expect(false, "expected about 101 x 200");
-        let r = Report {
-            scenarios: vec![a, b, Outcome::skip("mongo-rs0", "no mongo template")],
-        };
-        assert!(!r.passed());
-        insta::assert_snapshot!(r.table(), @r"
-        SCENARIO      STATUS  FIGURES                REASON
-        vip-failover  pass    failed=0 hard_s=3.457
-        rate-limit    fail    ok=101                 expected about 101 x 200
-        mongo-rs0     skip                           no mongo template
-        ");
-        insta::assert_json_snapshot!(r, @r#"
-        {
-          "scenarios": [
-            {
-              "name": "vip-failover",
-              "status": "pass",
-              "reason": null,
-              "figures": {
-                "failed": 0.0,
-                "hard_s": 3.457
-              }
-            },
-            {
-              "name": "rate-limit",
-              "status": "fail",
-              "reason": "expected about 101 x 200",
-              "figures": {
-                "ok": 101.0
-              }
-            },
-            {
-              "name": "mongo-rs0",
-              "status": "skip",
-              "reason": "no mongo template",
-              "figures": {}
-            }
-          ]
-        }
-        "#);
     }
 }

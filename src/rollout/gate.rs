@@ -43,8 +43,7 @@
 //! that comes up and falls over again does not pass. Every wait is bounded
 //! by the spec's `rollout.health_timeout_s`.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use haimg_model::{Cluster, Member, Role};
@@ -53,7 +52,7 @@ use haimg_mongo::member::{self, MemberError, MemberState, UNAUTHORIZED};
 use haimg_mongo::wire::Conn;
 use serde::Serialize;
 
-use crate::golden::load::{self, LoadSpec};
+use crate::probe::{http, Origin};
 
 /// What the member must show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -209,17 +208,15 @@ pub trait MongoProbe: Send + Sync {
 }
 
 /// [`MongoProbe`] over the wire (`haimg_mongo::member`): each call opens one
-/// connection, from inside `netns` when set (in a thread of its own, so the
-/// caller keeps its namespace) and from `source` when set.
+/// connection from its [`Origin`] (a namespace and source address, or here).
 #[derive(Debug, Clone, Default)]
 pub struct WireMongo {
-    pub netns: Option<PathBuf>,
-    pub source: Option<IpAddr>,
+    pub origin: Origin,
 }
 
 impl WireMongo {
-    pub fn new(netns: Option<PathBuf>, source: Option<IpAddr>) -> WireMongo {
-        WireMongo { netns, source }
+    pub fn new(origin: Origin) -> WireMongo {
+        WireMongo { origin }
     }
 
     /// Connect to `addr` as configured and run `f` on the connection.
@@ -229,50 +226,17 @@ impl WireMongo {
         timeout: Duration,
         f: impl FnOnce(&mut Conn) -> Result<T, MemberError> + Send,
     ) -> Result<T, ProbeError> {
-        let call = || -> Result<T, ProbeError> {
-            if let Some(ns) = &self.netns {
-                load::enter_netns(ns).map_err(|e| {
-                    ProbeError::Failed(format!(
-                        "failed to enter network namespace {}: {e}",
-                        ns.display()
-                    ))
-                })?;
-            }
-            let stream = connect(addr, self.source, timeout).map_err(ProbeError::Failed)?;
-            let mut conn = Conn::from_stream(addr, stream, timeout)
-                .map_err(|e| ProbeError::Failed(e.to_string()))?;
-            f(&mut conn).map_err(|e| match e.code() {
-                Some(UNAUTHORIZED) => ProbeError::Unauthorized(e.to_string()),
-                _ => ProbeError::Failed(e.to_string()),
-            })
-        };
-        match &self.netns {
-            None => call(),
-            Some(_) => std::thread::scope(|s| {
-                s.spawn(call).join().map_err(|_| {
-                    ProbeError::Failed(format!("{addr}: mongo probe thread panicked"))
-                })?
-            }),
-        }
+        let stream = self
+            .origin
+            .connect(addr, timeout)
+            .map_err(|e| ProbeError::Failed(format!("{addr}: {e}")))?;
+        let mut conn = Conn::from_stream(addr, stream, timeout)
+            .map_err(|e| ProbeError::Failed(e.to_string()))?;
+        f(&mut conn).map_err(|e| match e.code() {
+            Some(UNAUTHORIZED) => ProbeError::Unauthorized(e.to_string()),
+            _ => ProbeError::Failed(e.to_string()),
+        })
     }
-}
-
-/// A TCP connection to `addr`, bound to `source` first when set.
-fn connect(
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-    timeout: Duration,
-) -> Result<std::net::TcpStream, String> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    if let Some(src) = source {
-        sock.bind(&SocketAddr::new(src, 0).into())
-            .map_err(|e| format!("{addr}: failed to bind source address {src}: {e}"))?;
-    }
-    sock.connect_timeout(&addr.into(), timeout)
-        .map_err(|e| format!("{addr}: {e}"))?;
-    Ok(sock.into())
 }
 
 impl MongoProbe for WireMongo {
@@ -291,19 +255,15 @@ impl MongoProbe for WireMongo {
     }
 }
 
-/// The lb health path (rendered into nginx by haimg-init), answered with the slot.
-pub const LB_HEALTH_PATH: &str = "/haimg/lb-health";
-pub const WEBAPP_HEALTH_PATH: &str = "/api/health";
 pub const PASSES_NEEDED: u32 = 2;
 /// "Caught up": a mongo member at most this far behind the primary.
 pub const MONGO_MAX_LAG: Duration = Duration::from_secs(2);
 
 /// HTTP and TCP from the deploy host.
 pub struct NetGate {
-    /// Enter this network namespace for every probe (local test bed).
-    pub netns: Option<PathBuf>,
-    /// Bind probes to this source address (the spec's admin address).
-    pub source: Option<IpAddr>,
+    /// Where every probe comes from (a local cluster: its client namespace
+    /// and the admin address there).
+    pub origin: Origin,
     pub mongo: Box<dyn MongoProbe>,
     /// Between two probes.
     pub every: Duration,
@@ -316,21 +276,15 @@ pub struct NetGate {
 impl std::fmt::Debug for NetGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetGate")
-            .field("netns", &self.netns)
-            .field("source", &self.source)
+            .field("origin", &self.origin)
             .finish_non_exhaustive()
     }
 }
 
 impl NetGate {
-    pub fn new(
-        netns: Option<PathBuf>,
-        source: Option<IpAddr>,
-        mongo: Box<dyn MongoProbe>,
-    ) -> NetGate {
+    pub fn new(origin: Origin, mongo: Box<dyn MongoProbe>) -> NetGate {
         NetGate {
-            netns,
-            source,
+            origin,
             mongo,
             every: Duration::from_millis(250),
             probe_timeout: Duration::from_secs(2),
@@ -338,42 +292,30 @@ impl NetGate {
         }
     }
 
-    /// Probes over the wire, every one (HTTP and mongo) from `netns` and `source`.
-    pub fn wire(netns: Option<PathBuf>, source: Option<IpAddr>) -> NetGate {
-        let mongo = WireMongo::new(netns.clone(), source);
-        NetGate::new(netns, source, Box::new(mongo))
+    /// Probes over the wire, every one (HTTP and mongo) from `origin`.
+    pub fn wire(origin: Origin) -> NetGate {
+        let mongo = WireMongo::new(origin.clone());
+        NetGate::new(origin, Box::new(mongo))
     }
 
-    /// One HTTP GET; in its own thread when a netns must be entered, so the
-    /// caller's thread keeps its namespace.
-    fn get(&self, addr: SocketAddr, path: &str) -> std::io::Result<load::Response> {
-        let mut spec = LoadSpec::new((self.resolve)(addr), path);
-        spec.timeout = self.probe_timeout;
-        spec.source = self.source;
-        match &self.netns {
-            None => load::get(&spec),
-            Some(ns) => std::thread::scope(|s| {
-                s.spawn(|| {
-                    load::enter_netns(ns)?;
-                    load::get(&spec)
-                })
-                .join()
-                .map_err(|_| std::io::Error::other("probe thread panicked"))?
-            }),
-        }
+    /// One HTTP GET.
+    fn get(&self, addr: SocketAddr, path: &str) -> std::io::Result<http::Response> {
+        self.origin
+            .get((self.resolve)(addr), path, self.probe_timeout)
     }
 
     /// One look at the member: `Ok(detail)` when healthy, `Err(what was seen)`.
     fn check_once(&self, cluster: &Cluster, e: &Expect) -> Result<String, String> {
+        let port = e.role.port(cluster);
+        let path = e.role.health_path().unwrap_or("/");
         match e.role {
             Role::Lb => {
-                let port = cluster.lb.nginx.listen_port;
                 let own = self
-                    .get(SocketAddr::new(e.ip.into(), port), LB_HEALTH_PATH)
-                    .map_err(|x| format!("{}:{port}{LB_HEALTH_PATH}: {x}", e.ip))?;
+                    .get(SocketAddr::new(e.ip.into(), port), path)
+                    .map_err(|x| format!("{}:{port}{path}: {x}", e.ip))?;
                 if own.status != 200 || own.body.trim() != e.slot {
                     return Err(format!(
-                        "{}:{port}{LB_HEALTH_PATH} answered {} {:?}, expected 200 {:?}",
+                        "{}:{port}{path} answered {} {:?}, expected 200 {:?}",
                         e.ip,
                         own.status,
                         own.body.trim(),
@@ -382,8 +324,8 @@ impl NetGate {
                 }
                 let vip = cluster.network.vip;
                 let via = self
-                    .get(SocketAddr::new(vip.into(), port), LB_HEALTH_PATH)
-                    .map_err(|x| format!("VIP {vip}:{port}{LB_HEALTH_PATH}: {x}"))?;
+                    .get(SocketAddr::new(vip.into(), port), path)
+                    .map_err(|x| format!("VIP {vip}:{port}{path}: {x}"))?;
                 if via.status != 200 {
                     return Err(format!("VIP {vip}:{port} answered {}", via.status));
                 }
@@ -405,21 +347,16 @@ impl NetGate {
                 ))
             }
             Role::Webapp => {
-                let port = cluster.webapp.port;
                 let r = self
-                    .get(SocketAddr::new(e.ip.into(), port), WEBAPP_HEALTH_PATH)
-                    .map_err(|x| format!("{}:{port}{WEBAPP_HEALTH_PATH}: {x}", e.ip))?;
+                    .get(SocketAddr::new(e.ip.into(), port), path)
+                    .map_err(|x| format!("{}:{port}{path}: {x}", e.ip))?;
                 if r.status != 200 {
-                    return Err(format!(
-                        "{}:{port}{WEBAPP_HEALTH_PATH} answered {}",
-                        e.ip, r.status
-                    ));
+                    return Err(format!("{}:{port}{path} answered {}", e.ip, r.status));
                 }
                 check_webapp_health(&r.body, e)
             }
             Role::Mongo => {
-                let addr = SocketAddr::new(e.ip.into(), cluster.mongo.port);
-                let st = self.mongo_status(addr)?;
+                let st = self.mongo_status(SocketAddr::new(e.ip.into(), port))?;
                 check_mongo(&st, &cluster.mongo.replica_set)
             }
         }
@@ -689,7 +626,7 @@ mod tests {
     }
 
     fn gate_to(addr: SocketAddr) -> NetGate {
-        let mut g = NetGate::wire(None, None);
+        let mut g = NetGate::wire(Origin::here());
         g.every = Duration::from_millis(5);
         g.probe_timeout = Duration::from_millis(500);
         // Every member and the VIP are this loopback server.
@@ -884,7 +821,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let mut g = NetGate::wire(None, None);
+        let mut g = NetGate::wire(Origin::here());
         g.resolve = Box::new(move |_| addr);
         let e = g.mongo_primary(&cluster()).unwrap_err().to_string();
         let e = e.replace(&addr.to_string(), "[ADDR]");
@@ -901,7 +838,7 @@ mod tests {
     fn a_source_address_that_cannot_be_bound_is_named() {
         // 198.51.100.1 (TEST-NET-2) is on no interface here: the bind fails
         // before any packet leaves (and the target is loopback anyway).
-        let g = WireMongo::new(None, Some("198.51.100.1".parse().unwrap()));
+        let g = WireMongo::new(Origin::new(None, Some("198.51.100.1".parse().unwrap())));
         let e = g
             .status("127.0.0.1:9".parse().unwrap(), Duration::from_millis(100))
             .unwrap_err()

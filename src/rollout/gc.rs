@@ -5,7 +5,7 @@
 //! the newest `rollout.keep_versions` are kept. A standby of an older
 //! generation is destroyed. A template is deleted when it is haimg's (its
 //! stored name carries the content hash, see
-//! [`crate::backend::stored_template_name`]) and no haimg container left on
+//! [`haimg_model::TemplateName`]) and no haimg container left on
 //! the target, of any cluster, was created from it.
 //!
 //! gc refuses while any slot is not at rest (an interrupted rollout): the
@@ -13,12 +13,12 @@
 
 use std::collections::BTreeSet;
 
-use haimg_model::Cluster;
+use haimg_model::{Cluster, TemplateName};
 use serde::Serialize;
 
-use super::slot::SlotView;
 use crate::backend::{Backend, BackendError, StoredTemplate};
-use crate::deploy::tags::MemberTags;
+use crate::fleet::slot::SlotView;
+use crate::fleet::tags::MemberTags;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcMember {
@@ -61,18 +61,6 @@ impl GcReport {
     pub fn ok(&self) -> bool {
         self.failures.is_empty()
     }
-}
-
-/// The short content hash in a stored template name, if it is haimg's:
-/// `haimg-lb_1.0.0-0123456789ab_amd64.tar.zst` → `0123456789ab`.
-pub fn template_hash(filename: &str) -> Option<&str> {
-    let rest = filename.strip_prefix("haimg-")?;
-    let head = match rest.rsplit_once("_amd64.") {
-        Some((h, _)) => h,
-        None => rest.split_once(".tar")?.0,
-    };
-    let (_, hash) = head.rsplit_once('-')?;
-    (hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hash)
 }
 
 /// What gc would remove now.
@@ -138,11 +126,11 @@ pub fn plan<B: Backend + ?Sized>(
     };
     for node in listed {
         for t in backend.list_templates(&node)? {
-            if let Some(h) = template_hash(&t.filename) {
-                if !used.contains(h) {
+            if let Some(h) = TemplateName::parse_stored(&t.filename).and_then(|n| n.hash) {
+                if !used.contains(&h) {
                     out.templates.push(GcTemplate {
                         node: node.clone(),
-                        hash: h.to_string(),
+                        hash: h,
                         template: t,
                     });
                 }
@@ -176,71 +164,4 @@ pub fn run<B: Backend + ?Sized>(backend: &B, plan: &GcPlan, dry_run: bool) -> Gc
         }
     }
     r
-}
-
-/// For people.
-pub fn render(plan: &GcPlan, cluster: &Cluster) -> String {
-    let mut out = String::new();
-    if let Some(r) = &plan.refusal {
-        out.push_str(&format!("gc: nothing removed: {r}\n"));
-        return out;
-    }
-    let kept = if plan.keep_gens.is_empty() {
-        "no member deployed".to_string()
-    } else {
-        format!(
-            "keeping generation(s) {}",
-            plan.keep_gens
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    out.push_str(&format!(
-        "gc of cluster {}: {kept} (rollout.keep_versions = {})\n",
-        cluster.name, cluster.rollout.keep_versions
-    ));
-    if plan.members.is_empty() && plan.templates.is_empty() {
-        out.push_str("  nothing to remove\n");
-    }
-    for m in &plan.members {
-        out.push_str(&format!(
-            "  remove standby {} CT {} on {}: {} ({}), generation {}\n",
-            m.slot, m.vmid, m.node, m.version, m.template, m.gen
-        ));
-    }
-    for t in &plan.templates {
-        out.push_str(&format!(
-            "  remove template {} on {}: no haimg container uses it\n",
-            t.template.volid, t.node
-        ));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_come_only_from_haimg_names() {
-        assert_eq!(
-            template_hash("haimg-lb_1.0.0-0123456789ab_amd64.tar.zst"),
-            Some("0123456789ab")
-        );
-        assert_eq!(
-            template_hash("haimg-webapp_1.2.0-rc1-abcdefabcdef_amd64.tar.zst"),
-            Some("abcdefabcdef")
-        );
-        assert_eq!(template_hash("haimg-lb_1.0.0_amd64.tar.zst"), None);
-        assert_eq!(
-            template_hash("debian-12-standard_12.7-1_amd64.tar.zst"),
-            None
-        );
-        assert_eq!(
-            template_hash("haimg-lb_1.0.0-0123456789zz_amd64.tar.zst"),
-            None
-        );
-    }
 }

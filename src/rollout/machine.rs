@@ -17,11 +17,10 @@
 //! [`SlotView::live`] resolves to the running member. At no point do both
 //! colours run: they share hostname, IP and MAC.
 
-use haimg_model::Role;
 use serde::Serialize;
 
-use super::slot::{Ct, SlotView};
-use crate::deploy::tags::{Gen, MemberTags, State};
+use crate::fleet::slot::{Ct, SlotView};
+use crate::fleet::tags::{Gen, MemberTags, State};
 
 /// What a deploy rolls a slot to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -187,7 +186,7 @@ fn converge(view: &SlotView, g: &Ct, goal: &Goal) -> Next {
         };
         return Next::Step(Step::Shutdown { vmid, serving });
     }
-    if view.member.role == Role::Mongo && g.data != Some(true) {
+    if view.member.role.has_data_volume() && g.data != Some(true) {
         return match other {
             Some(b) if b.data == Some(true) => Next::Step(Step::MoveData {
                 from: b.vmid,
@@ -218,7 +217,7 @@ fn converge(view: &SlotView, g: &Ct, goal: &Goal) -> Next {
 /// The effect of a step that succeeded, on the view.
 pub fn apply(view: &mut SlotView, step: &Step, goal: &Goal) {
     let node = view.member.node.clone();
-    let mongo = view.member.role == Role::Mongo;
+    let mongo = view.member.role.has_data_volume();
     match step {
         Step::Destroy { vmid } => {
             if view.base.as_ref().is_some_and(|c| c.vmid == *vmid) {
@@ -294,8 +293,8 @@ pub fn simulate(view: &SlotView, goal: &Goal) -> Result<Vec<Step>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::slot::tests::{cluster, status, tags};
     use super::*;
+    use crate::fleet::slot::tests::{cluster, status, tags};
     use haimg_model::Cluster;
 
     fn want(c: &Cluster, slot: &str, ver: &str, tpl: &str, n: u32) -> Goal {
@@ -320,7 +319,7 @@ mod tests {
     fn view(c: &Cluster, slot: &str, inv: &[crate::backend::ContainerStatus]) -> SlotView {
         let m = c.member_by_slot(slot).unwrap();
         let mut v = SlotView::from_inventory(c, m, inv);
-        if m.role == Role::Mongo {
+        if m.role.has_data_volume() {
             // The first deploy's member holds the data.
             for ct in [&mut v.base, &mut v.alt].into_iter().flatten() {
                 ct.data = Some(ct.vmid == m.vmid);

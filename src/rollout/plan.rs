@@ -23,10 +23,10 @@ use sha2::{Digest, Sha256};
 
 use super::gate::HealthGate;
 use super::machine::{simulate, Goal, Step, Want};
-use super::slot::{need, Ct, Need, SlotView};
-use crate::deploy::members;
-use crate::deploy::tags::{Gen, State};
-use crate::deploy::templates::LocalTemplate;
+use crate::fleet::members;
+use crate::fleet::slot::{need, Ct, Need, SlotView};
+use crate::fleet::tags::{Gen, State};
+use crate::fleet::templates::LocalTemplate;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,9 +111,9 @@ impl Plan {
     }
 }
 
-/// The target of a deploy: version, template per role, generation.
+/// What a deploy rolls out: version, template per role, generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Target {
+pub struct Release {
     pub version: String,
     pub templates: BTreeMap<Role, String>,
     pub gen: Gen,
@@ -140,14 +140,14 @@ pub fn target_id(version: &str, templates: &BTreeMap<Role, String>) -> String {
         .collect()
 }
 
-impl Target {
+impl Release {
     /// The generation continues a rollout to the same target, else is one past
     /// every generation the cluster has seen.
     pub fn new(
         cluster: &Cluster,
         templates: &BTreeMap<Role, LocalTemplate>,
         views: &[SlotView],
-    ) -> Target {
+    ) -> Release {
         let tpl: BTreeMap<Role, String> = templates
             .iter()
             .map(|(r, t)| (*r, t.short_hash().to_string()))
@@ -159,7 +159,7 @@ impl Target {
             .map(Ct::gen)
             .max()
             .unwrap_or_else(|| cts().map(Ct::gen).max().unwrap_or(0) + 1);
-        Target {
+        Release {
             version: cluster.version.clone(),
             templates: tpl,
             gen: Gen { n, id: Some(id) },
@@ -183,7 +183,7 @@ pub fn for_deploy(
     templates: &BTreeMap<Role, LocalTemplate>,
     gate: &dyn HealthGate,
 ) -> Plan {
-    let target = Target::new(cluster, templates, views);
+    let release = Release::new(cluster, templates, views);
     let mut slots = Vec::new();
     let mut blocked = Vec::new();
     for v in views {
@@ -200,7 +200,7 @@ pub fn for_deploy(
             });
             continue;
         }
-        let goal = Goal::Template(target.want(cluster, m, local));
+        let goal = Goal::Template(release.want(cluster, m, local));
         match simulate(v, &goal) {
             Err(reason) => blocked.push(BlockedSlot {
                 slot: m.slot.clone(),
@@ -208,14 +208,14 @@ pub fn for_deploy(
             }),
             Ok(steps) if steps.is_empty() => {}
             Ok(steps) => {
-                let green = green_brief(v, &steps, &target, &m.role);
+                let green = green_brief(v, &steps, &release, &m.role);
                 let note = deploy_note(v, &steps);
                 slots.push(slot_plan(v, steps, goal, green, note));
             }
         }
     }
     let mut plan = finish(cluster, Kind::Rollout, slots, blocked, gate);
-    plan.gen = Some(target.gen.n);
+    plan.gen = Some(release.gen.n);
     if plan.slots.is_empty() && plan.nothing.is_none() {
         plan.nothing = Some("every member runs the spec's templates".into());
     }
@@ -297,7 +297,7 @@ pub fn for_rollback(cluster: &Cluster, views: &[SlotView], gate: &dyn HealthGate
     plan
 }
 
-fn green_brief(v: &SlotView, steps: &[Step], t: &Target, role: &Role) -> Brief {
+fn green_brief(v: &SlotView, steps: &[Step], t: &Release, role: &Role) -> Brief {
     let tpl = t.templates.get(role).cloned().unwrap_or_default();
     if let Some(Step::Create { vmid }) = steps.iter().find(|s| matches!(s, Step::Create { .. })) {
         return Brief {
@@ -369,7 +369,7 @@ fn finish(
 ) -> Plan {
     let mut refusal = None;
     let mut primary = None;
-    if slots.iter().any(|s| s.role == Role::Mongo) {
+    if slots.iter().any(|s| s.role.elects_primary()) {
         match gate.mongo_primary(cluster) {
             Ok(Some(p)) => primary = Some(p),
             Ok(None) => {
@@ -383,21 +383,21 @@ fn finish(
     }
     // Interrupted slots first: they may be down, and every other slot's
     // swap needs the rest of its tier up.
+    // Within a tier: the primary last, the VRRP master last (backups by
+    // rising priority), else spec order.
     let key = |s: &SlotPlan| -> (bool, u8, u32, usize) {
-        let idx = s.member.index;
-        let later = !s.interrupted;
-        match s.role {
-            Role::Mongo => {
-                let last = primary.as_deref() == Some(s.slot.as_str());
-                (later, 0, u32::from(last), idx)
-            }
-            Role::Webapp => (later, 1, 0, idx),
-            Role::Lb => {
-                let master = cluster.lb.keepalived.master == s.slot;
-                let prio = cluster.lb_priority(&s.member).unwrap_or(0);
-                (later, 2, if master { 1000 } else { u32::from(prio) }, idx)
-            }
-        }
+        let within = match s.role {
+            Role::Mongo => u32::from(primary.as_deref() == Some(s.slot.as_str())),
+            Role::Webapp => 0,
+            Role::Lb if cluster.lb.keepalived.master == s.slot => 1000,
+            Role::Lb => u32::from(cluster.lb_priority(&s.member).unwrap_or(0)),
+        };
+        (
+            !s.interrupted,
+            s.role.rollout_rank(),
+            within,
+            s.member.index,
+        )
     };
     slots.sort_by_key(key);
     for (i, s) in slots.iter_mut().enumerate() {
@@ -435,90 +435,4 @@ fn finish(
         refusal,
         nothing: None,
     }
-}
-
-/// The plan for people (stderr): one line per slot, then what each slot does.
-pub fn render(plan: &Plan) -> String {
-    let mut out = String::new();
-    let what = match plan.kind {
-        Kind::Rollout => "rollout",
-        Kind::Rollback => "rollback",
-    };
-    if plan.slots.is_empty() {
-        out.push_str(&format!(
-            "{what} of cluster {}: nothing to do{}\n",
-            plan.cluster,
-            plan.nothing
-                .as_deref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default()
-        ));
-    } else {
-        let gen = match (plan.kind, plan.gen) {
-            (Kind::Rollout, Some(g)) => format!(", generation {g}"),
-            (Kind::Rollback, Some(g)) => format!(", undoing generation {g}"),
-            _ => String::new(),
-        };
-        let change = if plan.from == plan.to {
-            format!("{} (new templates)", plan.to.join(", "))
-        } else {
-            format!("{} -> {}", plan.from.join(", "), plan.to.join(", "))
-        };
-        out.push_str(&format!(
-            "{what} of cluster {}: {change}{gen}; {} slot(s), one at a time\n",
-            plan.cluster,
-            plan.slots.len()
-        ));
-        let (b, g) = match plan.kind {
-            Kind::Rollout => ("blue (now)", "green (next)"),
-            Kind::Rollback => ("live (now)", "standby (back)"),
-        };
-        let brief = |x: &Brief| {
-            format!(
-                "CT {} {} {}{}",
-                x.vmid,
-                x.version,
-                x.template,
-                if x.exists { "" } else { " (new)" }
-            )
-        };
-        let rows: Vec<Vec<String>> = plan
-            .slots
-            .iter()
-            .map(|s| {
-                vec![
-                    format!("{}.", s.order),
-                    s.slot.clone(),
-                    s.role.to_string(),
-                    s.node.clone(),
-                    brief(&s.blue),
-                    "->".into(),
-                    brief(&s.green),
-                    s.note.clone(),
-                ]
-            })
-            .collect();
-        let table =
-            crate::cli::output::table(&["#", "slot", "tier", "node", b, "", g, "note"], &rows);
-        for l in table.lines() {
-            out.push_str(&format!("  {l}\n"));
-        }
-        out.push_str("steps per slot:\n");
-        for s in &plan.slots {
-            let steps: Vec<String> = s.steps.iter().map(Step::to_string).collect();
-            out.push_str(&format!("  {}: {}\n", s.slot, steps.join(", ")));
-        }
-        if plan.kind == Kind::Rollout {
-            out.push_str(
-                "blue stays stopped as the standby for `haimg rollback` until `haimg gc`\n",
-            );
-        }
-    }
-    for b in &plan.blocked {
-        out.push_str(&format!("blocked: {}: {}\n", b.slot, b.reason));
-    }
-    if let Some(r) = &plan.refusal {
-        out.push_str(&format!("cannot proceed: {r}\n"));
-    }
-    out
 }

@@ -1,5 +1,5 @@
 //! Parser for ifupdown's `/etc/network/interfaces`, as Proxmox writes it for
-//! `ostype=debian` (notes/proxmox.md §B.2), and as a person might edit it.
+//! `ostype=debian`, and as a person might edit it.
 //!
 //! Only the shape is parsed here: `auto`/`allow-*` lines, `iface` stanzas with
 //! their options, and the lines ifupdown lets stand alone (`source`,
@@ -260,7 +260,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Exactly what Proxmox writes for a Debian ≥ 10 template (notes/proxmox.md §B.2).
+    /// Exactly what Proxmox writes for a Debian ≥ 10 template.
     const PVE: &str = "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet static\n\taddress 192.168.30.100/24\n\tgateway 192.168.30.1\n\n";
 
     #[test]

@@ -4,8 +4,8 @@
 //! root directory (the container's `/`, or a fixture directory in tests) and
 //! the run-time facts that are not files ([`Runtime`]: PID 1's `HAIMG_*`
 //! environment, the kernel hostname, addresses already on eth0). [`resolve`]
-//! is pure: it matches every clue against the plan, in the order of
-//! evidence of issue 4 — `HAIMG_*` variables, the kernel hostname (or
+//! is pure: it matches every clue against the plan, in this order of
+//! evidence — `HAIMG_*` variables, the kernel hostname (or
 //! `/etc/hostname`), `/etc/network/interfaces`, eth0 — and succeeds only when
 //! every clue that names a member names the same one, of this image's role.
 //! Otherwise the error is one line that says what was seen and what was
@@ -208,10 +208,10 @@ pub enum IdentityError {
         b_slot: String,
         expected: Expected,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Interfaces {
         path: PathBuf,
-        source: InterfacesError,
+        error: InterfacesError,
     },
 }
 
@@ -444,10 +444,10 @@ fn addr_clue(
     match &ev.interfaces {
         FileRead::Text(t) => match interfaces::parse(t).and_then(|i| i.static_v4("eth0")) {
             Ok(s) => static_v4 = s,
-            Err(source) if ev.env.contains_key(ENV_IP) => {
-                warnings.push(format!("{}: {source}; using HAIMG_IP", path.display()))
+            Err(error) if ev.env.contains_key(ENV_IP) => {
+                warnings.push(format!("{}: {error}; using HAIMG_IP", path.display()))
             }
-            Err(source) => return Err(IdentityError::Interfaces { path, source }),
+            Err(error) => return Err(IdentityError::Interfaces { path, error }),
         },
         FileRead::Unreadable(r) => ignored.push(format!("{}: {r}", path.display())),
         FileRead::Missing => {}

@@ -189,8 +189,8 @@ pub fn hello(addr: SocketAddr, timeout: Duration) -> Hello {
     let reply = Conn::connect(addr, timeout).and_then(|mut c| c.command(&doc! {"hello": 1}));
     match reply {
         Ok(r) => classify_hello(&r),
-        Err(WireError::Io { source, .. }) => Hello::Unreachable {
-            error: source.to_string(),
+        Err(WireError::Io { error, .. }) => Hello::Unreachable {
+            error: error.to_string(),
         },
         Err(WireError::Timeout { after, .. }) => Hello::Unreachable {
             error: format!("no reply within {}s", after.as_secs_f64()),

@@ -2,8 +2,8 @@
 //!
 //! All signals the init cares about are blocked and read from a signalfd, so
 //! the loop is one `poll` with the supervisor's next deadline as timeout;
-//! blocking SIGRTMIN+3 is also what makes LXC choose it as the halt signal
-//! (notes/proxmox.md §B.6). Children start with an empty signal mask (reset
+//! blocking SIGRTMIN+3 is also what makes LXC choose it as the halt signal.
+//! Children start with an empty signal mask (reset
 //! between fork and exec: std keeps the parent's), default dispositions, their
 //! own process group, a clean environment and stdin on
 //! /dev/null; their stdout and stderr are the init's (the console). Every exit

@@ -1,7 +1,7 @@
 //! `haimg.yaml`: parse loose, validate strict.
 //!
 //! [`raw`] holds the file's shape. [`parse_yaml`] (host only, feature `yaml`)
-//! and [`parse_plan_json`] (the plan baked into images) read it; [`validate`]
+//! and [`parse_plan_json`] (the plan baked into images) read it; [`validate()`]
 //! checks the whole spec and either returns a [`Cluster`] or every problem at
 //! once, each with its YAML path and a hint. Warnings (legal but risky
 //! choices) travel with the `Cluster` so `haimg check` can print them.

@@ -239,7 +239,7 @@ pub struct RawProxmox {
     pub rootfs_storage: String,
     #[serde(default)]
     pub tls: RawTls,
-    /// The network policy on Proxmox's firewall (issue 8).
+    /// The network policy on Proxmox's firewall.
     #[serde(default)]
     pub firewall: RawFirewall,
 }

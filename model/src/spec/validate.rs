@@ -313,7 +313,7 @@ impl Validator {
                 );
                 ok = false;
             }
-            if m.priority.is_some() && role != Role::Lb {
+            if m.priority.is_some() && !role.holds_vip() {
                 self.err(
                     &format!("{p}.priority"),
                     "only lb members have a keepalived priority",

@@ -28,7 +28,7 @@ pub mod host;
 pub mod lxcconf;
 pub mod names;
 pub mod net;
-pub mod netns;
+pub mod nftables;
 pub mod pvefiles;
 pub mod state;
 pub mod template;
@@ -125,12 +125,11 @@ pub enum LocalError {
     },
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
-    #[error("failed to {action} {path}: {source}")]
+    #[error("failed to {action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Command(#[from] RunError),
@@ -140,14 +139,20 @@ pub enum LocalError {
 
 type Result<T, E = LocalError> = std::result::Result<T, E>;
 
+impl From<LocalError> for super::BackendError {
+    fn from(e: LocalError) -> Self {
+        super::BackendError::Target(Box::new(e))
+    }
+}
+
 fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(std::io::Error) -> LocalError + 'a {
-    move |source| LocalError::Io {
+    move |error| LocalError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -208,7 +213,7 @@ impl LocalOptions {
 pub struct NetworkInfo {
     pub bridge: String,
     pub netns: String,
-    /// `/run/netns/<netns>`, for [`netns::run_in`].
+    /// `/run/netns/<netns>`, for [`crate::probe::netns::run_in`].
     pub netns_path: PathBuf,
     pub gateway: Ipv4Addr,
     pub prefix: u8,
@@ -341,7 +346,7 @@ impl LocalBackend {
     /// The client side of the network, once a container was created.
     pub fn network(&self) -> Result<Option<NetworkInfo>> {
         Ok(self.load()?.network.map(|n| NetworkInfo {
-            netns_path: netns::path(&n.netns),
+            netns_path: crate::probe::netns::path(&n.netns),
             bridge: n.bridge,
             netns: n.netns,
             gateway: n.gateway,
@@ -352,7 +357,21 @@ impl LocalBackend {
     /// Where the cluster's client namespace is (or will be, before the first
     /// create): `/run/netns/<netns>`.
     pub fn netns_path(&self) -> PathBuf {
-        netns::path(&self.names.netns())
+        crate::probe::netns::path(&self.names.netns())
+    }
+
+    /// Where probes of this cluster come from: inside its client namespace
+    /// (the members' network exists only there), from the gateway address
+    /// there, the admin address the network policy lets reach the health
+    /// ports (`gateway` until the network exists). Before the first container
+    /// exists the namespace does not either: a probe then fails rather than
+    /// leave the host.
+    pub fn probe_origin(&self, gateway: Ipv4Addr) -> Result<crate::probe::Origin> {
+        let (netns, admin) = match self.network()? {
+            Some(n) => (n.netns_path, n.gateway),
+            None => (self.netns_path(), gateway),
+        };
+        Ok(crate::probe::Origin::new(Some(netns), Some(admin.into())))
     }
 
     /// Host PID of the CT's init, when it runs.
@@ -499,29 +518,29 @@ impl LocalBackend {
         Ok(())
     }
 
-    /// Give the client namespace another source address (e.g. to act as a
-    /// client from another /24 for `ip_hash`); members reply through the
-    /// gateway, so any address works. Gone with the namespace at `down`.
     /// The nftables table (bridge family) holding this cluster's network policy.
     pub fn policy_table(&self) -> String {
         format!("haimg_{}", self.names.instance)
     }
 
     /// Enforce the network policy on the cluster's bridge: the ruleset of
-    /// [`crate::netpolicy::nft_ruleset`], replacing any earlier version at once
-    /// (`nft -f` applies a file atomically). Removed again by [`Self::down`].
-    pub fn apply_policy(&self, policy: &haimg_model::policy::Policy) -> Result<()> {
+    /// [`nftables::ruleset`], replacing any earlier version at once (`nft -f`
+    /// applies a file atomically; loaded every time, in case the table went
+    /// away with a reboot). `true` when the rules differ from the last ones
+    /// loaded. Removed again by [`Self::down`].
+    pub fn apply_policy(&self, policy: &haimg_model::policy::Policy) -> Result<bool> {
         let table = self.policy_table();
-        let rules = crate::netpolicy::nft_ruleset(policy, &table, &self.names.ct_veth_prefix());
+        let rules = nftables::ruleset(policy, &table, &self.names.ct_veth_prefix());
         // Declaring the table first makes the delete valid when it does not exist yet.
         let text = format!("table bridge {table} {{}}\ndelete table bridge {table}\n{rules}");
         let path = self.dir.root.join("policy.nft");
         std::fs::create_dir_all(&self.dir.root).map_err(io_err("create", &self.dir.root))?;
+        let changed = std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str());
         std::fs::write(&path, text).map_err(io_err("write", &path))?;
         self.runner.run(
             &Cmd::new("nft", IP_TIMEOUT).args(["-f".to_string(), path.display().to_string()]),
         )?;
-        Ok(())
+        Ok(changed)
     }
 
     /// Delete the policy's table (always tried, in case the state directory
@@ -538,6 +557,9 @@ impl LocalBackend {
         applied && deleted
     }
 
+    /// Give the client namespace another source address (e.g. to act as a
+    /// client from another /24 for `ip_hash`); members reply through the
+    /// gateway, so any address works. Gone with the namespace at `down`.
     pub fn add_client_address(&self, ip: Ipv4Addr) -> Result<()> {
         let ns = self.names.netns();
         self.runner.run(&Cmd::new("ip", IP_TIMEOUT).args([
@@ -939,16 +961,31 @@ impl Backend for LocalBackend {
         "local"
     }
 
+    /// The bridge's nftables table filters every member by the name of its
+    /// interface, from its first packet: containers need nothing of their own.
+    fn enforce_policy(&self, p: &super::Policy<'_>) -> Option<super::PolicyReport> {
+        let mut report = super::PolicyReport::new("nftables", super::Switch::On);
+        if p.target_wide {
+            match self.apply_policy(p.flows) {
+                Ok(true) => report.changes.push(format!(
+                    "nftables table bridge {}: loaded",
+                    self.policy_table()
+                )),
+                Ok(false) => {}
+                Err(e) => report.errors.push(e.to_string()),
+            }
+        }
+        Some(report)
+    }
+
     fn upload_template(
         &self,
         _node: &str,
         path: &Path,
+        name: &str,
         sha256: &str,
     ) -> super::Result<StoredTemplate> {
-        let filename = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let filename = name.to_string();
         template::check_filename(&filename).map_err(|message| LocalError::TemplateName {
             name: filename.clone(),
             message,
@@ -960,9 +997,6 @@ impl Backend for LocalBackend {
             }
             .into());
         }
-        // Stored under its content hash, as on Proxmox: a rebuilt template
-        // never overwrites the one running containers came from.
-        let filename = super::stored_template_name(&filename, &sha256.to_ascii_lowercase());
         self.dir.init()?;
         let dst = self.dir.templates().join(&filename);
         let same = dst.is_file()

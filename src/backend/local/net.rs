@@ -13,7 +13,7 @@
 //! both put 192.168.30.0/24 into the host's routing table and collide. Here the
 //! host routing table is never touched, nothing on the bridge can leave it,
 //! and each cluster's clients live in its own namespace (`ip netns exec
-//! <netns> curl http://<vip>/`, or [`super::netns::run_in`] from Rust).
+//! <netns> curl http://<vip>/`, or [`crate::probe::netns::run_in`] from Rust).
 //! Containers' default route points at the gateway in that namespace, so
 //! replies to any source address the client uses go back to it.
 //!

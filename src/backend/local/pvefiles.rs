@@ -89,11 +89,10 @@ pub enum PveFilesError {
     TooOld { version: u32 },
     #[error("refusing to write through symlink {path} inside the rootfs")]
     Symlink { path: PathBuf },
-    #[error("failed to write {path}: {source}")]
+    #[error("failed to write {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -661,7 +660,7 @@ fn safe_parent(rootfs: &Path, rel: &str, create: bool) -> Result<Option<PathBuf>
             Ok(_) => {
                 return Err(PveFilesError::Io {
                     path: dir,
-                    source: std::io::Error::other("not a directory"),
+                    error: std::io::Error::other("not a directory"),
                 })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -671,12 +670,12 @@ fn safe_parent(rootfs: &Path, rel: &str, create: bool) -> Result<Option<PathBuf>
                 std::fs::DirBuilder::new()
                     .mode(0o755)
                     .create(&dir)
-                    .map_err(|source| PveFilesError::Io {
+                    .map_err(|error| PveFilesError::Io {
                         path: dir.clone(),
-                        source,
+                        error,
                     })?;
             }
-            Err(source) => return Err(PveFilesError::Io { path: dir, source }),
+            Err(error) => return Err(PveFilesError::Io { path: dir, error }),
         }
     }
     Ok(Some(dir))
@@ -697,10 +696,10 @@ fn read_nofollow(rootfs: &Path, rel: &str) -> Result<Option<String>, PveFilesErr
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.is_file() => std::fs::read(&path)
             .map(|b| Some(String::from_utf8_lossy(&b).into_owned()))
-            .map_err(|source| PveFilesError::Io { path, source }),
+            .map_err(|error| PveFilesError::Io { path, error }),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PveFilesError::Io { path, source }),
+        Err(error) => Err(PveFilesError::Io { path, error }),
     }
 }
 
@@ -718,9 +717,9 @@ fn write_nofollow(rootfs: &Path, rel: &str, content: &str) -> Result<PathBuf, Pv
     let dir = safe_parent(rootfs, rel, true)?.unwrap_or_else(|| rootfs.to_path_buf());
     let path = dir.join(file_name(rel));
     let tmp = dir.join(format!(".{}.haimg-tmp", file_name(rel)));
-    let io = |source| PveFilesError::Io {
+    let io = |error| PveFilesError::Io {
         path: path.clone(),
-        source,
+        error,
     };
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
@@ -756,7 +755,7 @@ mod tests {
         }
     }
 
-    /// The worked example of notes/proxmox.md §B.2 (Debian template with
+    /// What Proxmox writes for a Debian template (with
     /// `auto lo`/`iface lo inet loopback`, no /etc/hosts, host search lan).
     #[test]
     fn proxmox_example_fresh_template() {

@@ -153,10 +153,10 @@ pub struct LockGuard {
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LocalError + 'a {
-    move |source| LocalError::Io {
+    move |error| LocalError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

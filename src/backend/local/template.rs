@@ -47,17 +47,17 @@ pub fn check_filename(name: &str) -> Result<(), String> {
 }
 
 /// sha256 of a file, lowercase hex (the build's streaming hasher).
-pub use crate::build::hash::sha256_file;
+pub use crate::digest::sha256_file;
 
 /// Copy `src` to `dst` through a temp file, hashing on the way; the copy is
 /// renamed into place only when its sha256 is `expected`.
 pub fn copy_verified(src: &Path, dst: &Path, expected: &str) -> Result<u64, LocalError> {
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
-        move |source| LocalError::Io {
+        move |error| LocalError::Io {
             action,
             path,
-            source,
+            error,
         }
     };
     let tmp = dst.with_file_name(format!(
@@ -139,11 +139,11 @@ pub fn list(store: &Path) -> Result<Vec<(String, PathBuf, u64)>, LocalError> {
     let rd = match std::fs::read_dir(store) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
+        Err(error) => {
             return Err(LocalError::Io {
                 action: "read",
                 path: store.to_path_buf(),
-                source,
+                error,
             })
         }
     };

@@ -1,7 +1,7 @@
 //! The local backend against a simulated host: a [`FakeRunner`] that keeps
 //! the links, namespaces and container states `ip`, `tar` and `lxc-*` would,
 //! so every command sequence and every error a user sees is pinned by a
-//! snapshot without root or LXC. The real thing runs in `tests/local_lxc.rs`.
+//! snapshot without root or LXC. The real thing runs in `tests/it/local_lxc.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -169,7 +169,10 @@ impl Rig {
         let src = self._tmp.path().join("haimg-lb_1.0.0_amd64.tar.zst");
         std::fs::write(&src, b"template bytes").unwrap();
         let sha = template::sha256_file(&src).unwrap();
-        self.backend.upload_template("pve1", &src, &sha).unwrap()
+        let name = haimg_model::TemplateName::new(haimg_model::Role::Lb, "1.0.0").stored(&sha);
+        self.backend
+            .upload_template("pve1", &src, &name.file_name(), &sha)
+            .unwrap()
     }
 }
 
@@ -202,10 +205,8 @@ fn spec(t: &StoredTemplate, vmid: u32) -> ContainerSpec {
 }
 
 fn local(e: BackendError) -> LocalError {
-    match e {
-        BackendError::Local(l) => l,
-        other => panic!("not a local error: {other}"),
-    }
+    e.into_target::<LocalError>()
+        .unwrap_or_else(|other| panic!("not a local backend error: {other}"))
 }
 
 #[test]
@@ -571,7 +572,7 @@ fn templates_are_stored_once_and_listed() {
     std::fs::write(&src, "x").unwrap();
     let e = r
         .backend
-        .upload_template("pve1", &src, &"a".repeat(64))
+        .upload_template("pve1", &src, "x.tgz", &"a".repeat(64))
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -579,7 +580,7 @@ fn templates_are_stored_once_and_listed() {
     );
     let e = r
         .backend
-        .upload_template("pve1", &src.with_file_name("x.tar"), "abc")
+        .upload_template("pve1", &src.with_file_name("x.tar"), "x.tar", "abc")
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -639,4 +640,50 @@ fn concurrent_changes_to_a_fresh_state_are_all_kept() {
         }
     });
     assert_eq!(b.load().unwrap().templates.len(), 8);
+}
+
+#[test]
+fn the_policy_is_one_nftables_table_loaded_whole() {
+    let r = rig();
+    let b = &r.backend;
+    let c = haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
+        .unwrap()
+        .cluster;
+    let flows = haimg_model::policy::derive(&c);
+    let green = crate::backend::Guest {
+        member: &c.lb.members[0],
+        vmid: 1100,
+        fresh: true,
+        absent: false,
+    };
+    let policy = |target_wide| crate::backend::Policy {
+        cluster: &c,
+        flows: &flows,
+        target_wide,
+        guests: vec![green.clone()],
+    };
+    // A container joining: the bridge's table already filters it.
+    let joined = b.enforce_policy(&policy(false)).unwrap();
+    assert!(joined.ok() && joined.changes.is_empty(), "{joined:?}");
+    assert_eq!(r.fake.calls().len(), 0);
+    let first = b.enforce_policy(&policy(true)).unwrap();
+    assert_eq!(
+        r.redact(&first.changes.join("\n")),
+        "nftables table bridge haimg_[ID]: loaded"
+    );
+    assert!(first.ok() && first.enforced());
+    // Loaded again (the table may be gone with a reboot), reported unchanged.
+    let again = b.enforce_policy(&policy(true)).unwrap();
+    assert!(again.changes.is_empty(), "{again:?}");
+    insta::assert_snapshot!(r.transcript(), @r"
+    nft -f [STATE]/policy.nft
+    nft -f [STATE]/policy.nft
+    ");
+    r.fake.fail("nft", 1, "Error: Could not process rule");
+    let failed = b.enforce_policy(&policy(true)).unwrap();
+    assert!(
+        r.redact(&failed.errors.join("\n"))
+            .contains("Could not process rule"),
+        "{failed:?}"
+    );
 }

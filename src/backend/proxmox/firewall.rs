@@ -1,6 +1,6 @@
 //! Proxmox's firewall API: IP sets, security groups, rules and options, for the
 //! datacenter and per container. This module only speaks the API; what haimg
-//! wants there is decided in `crate::deploy::firewall`.
+//! wants there is decided in [`super::policy`].
 //!
 //! Read from Proxmox's own source (`proxmox/pve-firewall` at 6f1311f, 6.0.4):
 //! * paths and parameters: `src/PVE/API2/Firewall/{Cluster,IPSet,Groups,Rules,VM}.pm`;

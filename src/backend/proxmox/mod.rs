@@ -17,6 +17,7 @@
 pub mod client;
 pub mod firewall;
 pub mod params;
+pub mod policy;
 mod settle;
 pub mod tls;
 pub mod token;
@@ -42,8 +43,8 @@ use self::wire::{
     ContentItem, CtStatus, LogLine, Resource, StorageStatus, TaskStatus, VersionInfo,
 };
 use crate::backend::{
-    stored_template_name, Backend, BackendError, Capabilities, ContainerSpec, ContainerStatus,
-    CreateLeftover, PowerState, Result, StoredTemplate,
+    Backend, BackendError, Capabilities, ContainerSpec, ContainerStatus, CreateLeftover,
+    PowerState, Result, StoredTemplate,
 };
 pub use token::{ApiToken, TokenError, TOKEN_ENV};
 
@@ -543,16 +544,15 @@ impl Backend for ProxmoxBackend {
         "proxmox"
     }
 
-    fn upload_template(&self, node: &str, path: &Path, sha256: &str) -> Result<StoredTemplate> {
+    fn upload_template(
+        &self,
+        node: &str,
+        path: &Path,
+        name: &str,
+        sha256: &str,
+    ) -> Result<StoredTemplate> {
         let ctx = Ctx { node, vmid: None };
-        let file_name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            Self::err(
-                "upload",
-                ctx,
-                format!("{} has no usable file name", path.display()),
-            )
-        })?;
-        let name = stored_template_name(file_name, sha256);
+        let name = name.to_string();
         let size = std::fs::metadata(path)
             .map_err(|e| {
                 Self::err(
@@ -767,7 +767,7 @@ impl Backend for ProxmoxBackend {
         Ok(self
             .inventory()?
             .into_iter()
-            .filter(|c| c.tags.iter().any(|t| t == crate::deploy::tags::OWNER))
+            .filter(|c| c.tags.iter().any(|t| t == crate::backend::OWNER_TAG))
             .collect())
     }
 
@@ -876,8 +876,11 @@ impl Backend for ProxmoxBackend {
         self.leftover(node, vmid, None, &conf).map(Some)
     }
 
-    fn firewall(&self) -> Option<&dyn firewall::PveFirewall> {
-        Some(self)
+    fn enforce_policy(
+        &self,
+        p: &crate::backend::Policy<'_>,
+    ) -> Option<crate::backend::PolicyReport> {
+        policy::enforce(self, p, self.is_dry_run())
     }
 
     fn has_data_volume(&self, node: &str, vmid: u32) -> Result<bool> {

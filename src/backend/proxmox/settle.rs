@@ -37,8 +37,8 @@ use super::client::{seg, ApiError, Method, Params};
 use super::upid::Upid;
 use super::wire::{split_tags, CtStatus, TaskEntry};
 use super::{Ctx, ProxmoxBackend, TaskFailure};
+use crate::backend::OWNER_TAG as OWNER;
 use crate::backend::{BackendError, ContainerSpec, CreateLeftover, PowerState, Result};
-use crate::deploy::tags::OWNER;
 
 /// Tries of a start whose `vzstart` task failed while the container stayed
 /// stopped and unlocked (a second start is harmless; a third failure is not luck).

@@ -25,12 +25,8 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("failed to read the CA file {path}: {source}")]
-    ReadCa {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("failed to read the CA file {path}: {error}")]
+    ReadCa { path: String, error: std::io::Error },
     #[error("the CA file {path} holds no PEM certificate")]
     EmptyCa { path: String },
     #[error("failed to set up TLS: {0}")]
@@ -66,9 +62,9 @@ pub fn configure(builder: ClientBuilder, mode: &TlsMode) -> Result<ClientBuilder
     match mode {
         TlsMode::System => Ok(builder),
         TlsMode::CaFile(path) => {
-            let pem = std::fs::read(path).map_err(|source| TlsSetupError::ReadCa {
+            let pem = std::fs::read(path).map_err(|error| TlsSetupError::ReadCa {
                 path: path.clone(),
-                source,
+                error,
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| TlsSetupError::Rustls(format!("{path}: {e}")))?;

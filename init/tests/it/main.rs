@@ -1,0 +1,8 @@
+//! haimg-init's integration tests, one binary: each file is a module.
+
+mod boot;
+mod identity;
+mod mongo_join;
+mod net;
+mod render;
+mod supervise;

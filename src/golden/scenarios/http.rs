@@ -1,0 +1,109 @@
+//! What a user sees of a healthy cluster through the VIP: a page, the same
+//! backend for the same client (`ip_hash`), and the rate limit.
+
+use super::*;
+
+pub(super) fn http(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
+    let tb = r.tb;
+    let mut o = r.report();
+    let t0 = Instant::now();
+    let r = probe(tb, vip(tb), "/", r.client(0), Duration::from_secs(5))?;
+    o.figure("latency_ms", t0.elapsed().as_secs_f64() * 1000.0);
+    o.figure("status", r.status as usize);
+    o.expect(r.status == 200, format!("GET / answered {}", r.status));
+    let text = r.body.replace("<!-- -->", "");
+    let slot = tb
+        .cluster()
+        .webapp
+        .members
+        .iter()
+        .find(|m| text.contains(&format!("served by {}", m.slot)));
+    match slot {
+        Some(m) => {
+            o.figure("served_by", m.slot.as_str());
+        }
+        None => {
+            o.fail("the page does not name a webapp slot (\"served by <slot>\")");
+        }
+    }
+    if let Some(lb) = r.served_by {
+        o.figure("lb", lb);
+    }
+    Ok(o)
+}
+
+pub(super) fn sticky(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
+    let tb = r.tb;
+    let mut o = r.report();
+    let slot_from = |src: Ipv4Addr| -> anyhow::Result<String> {
+        let r = probe(tb, vip(tb), "/api/health", src, Duration::from_secs(5))
+            .map_err(|e| anyhow::anyhow!("GET /api/health via the VIP from {src}: {e}"))?;
+        health_slot(&r.body).ok_or_else(|| anyhow::anyhow!("/api/health has no slot: {:?}", r.body))
+    };
+    let one = r.client(0);
+    let mut slots = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        slots.insert(slot_from(one)?);
+    }
+    o.figure("requests", 20usize)
+        .figure("distinct_backends", slots.len());
+    o.expect(
+        slots.len() == 1,
+        format!("one client reached {} webapps", slots.len()),
+    );
+    // ip_hash keys on the first three octets: another address in the same /24 lands on the same backend.
+    let o3 = one.octets();
+    let neighbour = Ipv4Addr::new(o3[0], o3[1], o3[2], o3[3].wrapping_add(1).max(2));
+    let same = slot_from(neighbour)? == *slots.iter().next().unwrap_or(&String::new());
+    o.figure("same_24_same_backend", if same { "yes" } else { "no" });
+    if tb.cluster().lb.nginx.upstream_hash == haimg_model::UpstreamHash::IpHash {
+        o.expect(
+            same,
+            "ip_hash sent two clients of one /24 to different backends",
+        );
+    }
+    let spread: std::collections::BTreeSet<String> =
+        (1..9).filter_map(|i| slot_from(r.client(i)).ok()).collect();
+    o.figure("backends_over_8_subnets", spread.len());
+    Ok(o)
+}
+
+pub(super) fn rate_limit(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
+    let tb = r.tb;
+    let mut o = r.report();
+    let rl = &tb.cluster().lb.nginx.rate_limit;
+    let mut s = spec_from(tb, vip(tb), "/api/health", r.client(0));
+    s.total = 300;
+    s.concurrency = 300;
+    s.timeout = Duration::from_secs(20);
+    s.deadline = Duration::from_secs(40);
+    let r = load::run(&s, false)?;
+    let ok = r.count(200);
+    let limited = r.count(rl.status);
+    // Expected: one immediate + `burst` queued + what the rate refills while the burst drains.
+    let expect_max = 1 + rl.burst as usize + (rl.rate_per_s as f64 * r.elapsed_s).ceil() as usize;
+    let expect_min = (rl.burst as usize).saturating_sub(5);
+    o.figure("sent", r.sent)
+        .figure("ok_200", ok)
+        .figure(&format!("limited_{}", rl.status), limited);
+    o.figure("failed", r.failed)
+        .figure("elapsed_s", r.elapsed_s);
+    o.figure("expected_ok", format!("{expect_min}..={expect_max}"));
+    o.expect(
+        r.failed == 0,
+        format!("{} requests failed: {:?}", r.failed, r.failure_samples),
+    );
+    o.expect(
+        (expect_min..=expect_max).contains(&ok),
+        format!("{ok} x 200, expected {expect_min}..={expect_max}"),
+    );
+    o.expect(
+        ok + limited == r.sent,
+        format!(
+            "{} answers were neither 200 nor {}",
+            r.sent - ok - limited,
+            rl.status
+        ),
+    );
+    Ok(o)
+}

@@ -1,0 +1,270 @@
+//! The rollout commands through the binary, against the Proxmox fake:
+//! `deploy` prints the plan and refuses without `--yes` when nobody can
+//! answer, `--dry-run` prints the plan and every call, `status`, `rollback`
+//! and `gc` read the tags. Nothing here reaches a member: gates talk to
+//! member addresses, which tests must not contact, so the binary runs its
+//! probes (`HAIMG_PROBE_NETNS`) in an empty network namespace of the test's
+//! own, where every connect fails at once with "network is unreachable" and
+//! no packet leaves (this needs root; without it the tests that plan a mongo
+//! rollout say so and skip). Gates are covered with the fake gate in the
+//! other rollout tests, with loopback servers in `src/rollout/gate.rs` and
+//! with mongo replay servers in `tests/it/rollout_mongo.rs`.
+
+use crate::rollout_support;
+use crate::support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use rollout_support::{Bed, FakeGate, Recorder};
+use support::pve_fake;
+
+thread_local! {
+    /// The namespace this test's `haimg` runs its probes in.
+    static PROBE_NETNS: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// An empty network namespace (only `lo`, down) for this test's probes;
+/// deleted on drop.
+struct Isolated(String);
+
+impl Isolated {
+    fn new() -> Option<Isolated> {
+        let name = format!("haimg-cli-{}-{:x}", std::process::id(), fastrand::u32(..));
+        match Command::new("ip").args(["netns", "add", &name]).status() {
+            Ok(s) if s.success() => {}
+            other => {
+                eprintln!("skipping: `ip netns add` failed ({other:?}); the probes of a mongo rollout need an empty namespace (root, iproute2)");
+                return None;
+            }
+        }
+        PROBE_NETNS.with(|p| *p.borrow_mut() = Some(format!("/run/netns/{name}")));
+        Some(Isolated(name))
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        PROBE_NETNS.with(|p| *p.borrow_mut() = None);
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn haimg(args: &[&str], spec: &Path) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_haimg"));
+    if let Some(ns) = PROBE_NETNS.with(|p| p.borrow().clone()) {
+        cmd.env("HAIMG_PROBE_NETNS", ns);
+    } else {
+        // Never the host's namespace: a path that does not exist makes every probe fail.
+        cmd.env("HAIMG_PROBE_NETNS", "/nonexistent/haimg-test-netns");
+    }
+    let o = cmd
+        .arg("--spec")
+        .arg(spec)
+        .args(args)
+        .env("HAIMG_PVE_TOKEN", pve_fake::token())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+fn spec(bed: &Bed, version: &str) -> std::path::PathBuf {
+    let p = bed.dir.path().join(format!("haimg-{version}.yaml"));
+    let text = support::spec_text(&bed.fake.endpoint(), "templates", &support::ca_tls())
+        .replace("  version: 1.0.0\n", &format!("  version: {version}\n"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn clean(s: &str, bed: &Bed) -> String {
+    let re = regex::Regex::new(r"\d+\.\d+s").unwrap();
+    re.replace_all(
+        &s.replace(bed.dir.path().to_str().unwrap(), "[DIR]")
+            .replace(&bed.fake.endpoint(), "[ENDPOINT]"),
+        "[T]s",
+    )
+    .into_owned()
+}
+
+#[test]
+fn deploy_prints_the_plan_and_refuses_without_yes_and_without_a_terminal() {
+    let bed = Bed::new();
+    let tpl = bed.webapp_only("w2");
+    let out = tpl[&haimg::model::Role::Webapp]
+        .path
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let before = bed.table();
+    let (code, stdout, err) = haimg(
+        &[
+            "deploy",
+            "--no-progress",
+            "--templates",
+            out.to_str().unwrap(),
+        ],
+        &spec(&bed, "1.0.0"),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(stdout.is_empty());
+    insta::assert_snapshot!("cli_refuses_without_yes", clean(&err, &bed));
+    assert_eq!(bed.table(), before, "nothing changed");
+    assert!(bed.fake.requests().iter().all(|r| r.method == "GET"));
+}
+
+#[test]
+fn deploy_refuses_a_mongo_rollout_when_no_member_answers() {
+    let Some(_ns) = Isolated::new() else { return };
+    let bed = Bed::new();
+    let v2 = bed.cluster("1.1.0");
+    let tpl = bed.templates(&v2, "1.1.0");
+    let out = tpl[&haimg::model::Role::Lb]
+        .path
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let (code, _, err) = haimg(
+        &[
+            "deploy",
+            "--yes",
+            "--no-progress",
+            "--templates",
+            out.to_str().unwrap(),
+        ],
+        &spec(&bed, "1.1.0"),
+    );
+    assert_eq!(code, 1, "{err}");
+    let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    insta::assert_snapshot!(last, @"error: refusing to roll out: mongo tier: cannot find the primary: mongo: mongo1: 192.168.30.103:27017: Network is unreachable (os error 101); mongo2: 192.168.30.104:27017: Network is unreachable (os error 101); mongo3: 192.168.30.105:27017: Network is unreachable (os error 101)");
+    assert!(bed.fake.requests().iter().all(|r| r.method == "GET"));
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_every_call() {
+    let Some(_ns) = Isolated::new() else { return };
+    let bed = Bed::new();
+    let v2 = bed.cluster("1.1.0");
+    let tpl = bed.templates(&v2, "1.1.0");
+    let out = tpl[&haimg::model::Role::Lb]
+        .path
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let before = bed.table();
+    let (code, stdout, err) = haimg(
+        &["deploy", "--dry-run", "--templates", out.to_str().unwrap()],
+        &spec(&bed, "1.1.0"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(bed.table(), before);
+    assert!(bed.fake.requests().iter().all(|r| r.method == "GET"));
+    insta::assert_snapshot!("cli_dry_run_stderr", clean(&err, &bed));
+    assert_eq!(
+        stdout.matches("\nPOST /nodes/pve2/lxc\n").count(),
+        3,
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("/move_volume\n").count(), 3);
+    // 18 tag writes, and the firewall options of each of the 9 green containers.
+    assert_eq!(stdout.matches("\nPUT ").count(), 27);
+    assert_eq!(stdout.matches("/firewall/options").count(), 9);
+    assert!(!stdout.contains(pve_fake::TOKEN_SECRET) && !err.contains(pve_fake::TOKEN_SECRET));
+
+    let (code, stdout, err) = haimg(
+        &[
+            "deploy",
+            "--dry-run",
+            "--json",
+            "--templates",
+            out.to_str().unwrap(),
+        ],
+        &spec(&bed, "1.1.0"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["rollout_plan"]["kind"], "rollout");
+    assert_eq!(v["rollout_plan"]["gen"], 1);
+    assert_eq!(v["rollout_plan"]["slots"][0]["steps"][0]["step"], "create");
+    assert_eq!(v["rollout_plan"]["slots"][0]["green"]["vmid"], 1103);
+    assert_eq!(v["rollout"]["slots"][8]["slot"], "nginx1");
+    assert_eq!(v["rollout"]["slots"][8]["outcome"], "done");
+    assert_eq!(v["rollout"]["slots"][8]["steps"][2]["step"], "start");
+    // Uploads, five member calls per slot, three volume moves, and the green
+    // containers' firewall: a group rule and options each, and for the three lb
+    // members an ipfilter set with two entries.
+    assert_eq!(
+        v["planned_calls"].as_array().unwrap().len(),
+        3 + 9 * 5 + 3 + 9 * 2 + 3 * 3
+    );
+}
+
+#[test]
+fn status_rollback_and_gc_read_the_tags() {
+    let Some(_ns) = Isolated::new() else { return };
+    let bed = Bed::new();
+    let tl = Arc::new(Mutex::new(Vec::new()));
+    let gate = FakeGate::new(&bed, tl.clone());
+    let v2 = bed.cluster("1.1.0");
+    let tpl = bed.templates(&v2, "1.1.0");
+    let mut rec = Recorder::new(&bed, &v2, tl);
+    assert!(
+        rollout_support::roll(&bed.backend(&v2), &v2, &tpl, &gate, &mut rec)
+            .unwrap()
+            .ok()
+    );
+    let spec2 = spec(&bed, "1.1.0");
+
+    let (code, stdout, err) = haimg(&["status"], &spec2);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("cli_status", stdout);
+    let (code, stdout, _) = haimg(&["status", "--json"], &spec2);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["slots"][0]["live"]["vmid"], 1100);
+    assert_eq!(v["slots"][0]["standby"]["version"], "1.0.0");
+    assert_eq!(v["slots"][0]["phase"], "at_rest");
+
+    // rollback: refused without a terminal, planned with --dry-run.
+    let (code, _, err) = haimg(&["rollback"], &spec2);
+    assert_eq!(code, 1, "mongo order unknown when no member answers: {err}");
+    assert!(
+        err.contains("refusing to roll back: mongo tier: cannot find the primary"),
+        "{err}"
+    );
+    let (code, stdout, err) = haimg(&["rollback", "--dry-run"], &spec2);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.starts_with(
+            "rollback of cluster haimg: 1.1.0 -> 1.0.0, undoing generation 1; 9 slot(s)"
+        ),
+        "{err}"
+    );
+    assert_eq!(stdout.matches("/status/shutdown\n").count(), 9);
+    assert_eq!(stdout.matches("/move_volume\n").count(), 3);
+
+    // gc keeps the rollback target by default.
+    let (code, stdout, err) = haimg(&["gc", "--dry-run"], &spec2);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("nothing to remove"), "{err}");
+    assert!(stdout.is_empty(), "{stdout}");
+
+    // A slot that crashed shows in status (exit 1).
+    bed.crash(1107);
+    let (code, stdout, _) = haimg(&["status"], &spec2);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("webapp2  webapp  pve2  CT 1107 1.1.0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("DOWN: `haimg deploy` starts it"),
+        "{stdout}"
+    );
+}
