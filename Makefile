@@ -12,14 +12,22 @@ INIT_BIN := target/$(INIT_TARGET)/init/haimg-init
 INIT_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no
 VERSION := $(shell sed -n 's/^  version: //p' haimg.yaml | head -n 1)
 WEBAPP_TEMPLATE ?= out/haimg-webapp_$(VERSION)_amd64.tar.zst
-APT_PACKAGES := mmdebstrap debootstrap uidmap arch-test lxc nftables iproute2 binutils zstd \
-                libc6-dev ca-certificates busybox-static
+# Every Debian package haimg and its tests use: exactly the packages `haimg doctor` checks
+# (src/doctor/needs.rs; a unit test keeps the two lists equal). The fresh-host stage of
+# `make test` proves on a pristine Debian 12 root that nothing else is needed.
+APT_PACKAGES := apt binutils busybox-static ca-certificates curl debian-archive-keyring dpkg gcc \
+                gnupg gpgv iproute2 libc6-dev liblxc-common lxc mmdebstrap mount nftables python3 \
+                tar uidmap util-linux zstd
 
 .PHONY: setup build init release demo test lint unit templates app-test golden bench clean
 
-## setup: install the host tools haimg uses (idempotent)
+## setup: install the host tools haimg uses (idempotent); Rust (rustup) and make come first
 setup:
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust with rustup (https://rustup.rs)"; exit 1; }
+	@for c in fmt:rustfmt clippy:clippy; do \
+	  $(CARGO) $${c%%:*} --version >/dev/null 2>&1 && continue; \
+	  echo "setup: rustup component add $${c##*:}"; rustup component add $${c##*:} || exit 1; \
+	done
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing $$missing"; \
