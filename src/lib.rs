@@ -9,6 +9,7 @@ pub mod backend;
 pub mod build;
 pub mod cli;
 pub mod deploy;
+pub mod doctor;
 pub mod exec;
 pub mod golden;
 pub mod netpolicy;

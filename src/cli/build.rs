@@ -124,6 +124,7 @@ pub fn env(spec: Option<&Path>, offline: bool) -> Result<Env> {
 
 pub fn run(spec: Option<&Path>, args: &BuildArgs) -> Result<Exit> {
     let env = env(spec, args.offline)?;
+    super::doctor::preflight("haimg build", crate::doctor::Need::Build, None)?;
     let opts = BuildOptions {
         roles: roles_or_all(&args.role),
         out_dir: args.out.clone(),

@@ -68,6 +68,9 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let spec_cluster = &loaded.checked.cluster;
     let target = Target::open(&loaded, args.dry_run, !args.no_progress)?;
+    if let Target::Local(_) = &target {
+        super::doctor::preflight("haimg deploy", crate::doctor::Need::Deploy, None)?;
+    }
     let (templates, cluster, missing) = deployable(&target, spec_cluster, args)?;
     let cluster = &cluster;
     let backend = target.backend();

@@ -8,6 +8,7 @@
 pub mod build;
 mod check;
 pub mod deploy;
+pub mod doctor;
 pub mod down;
 mod gc;
 pub mod lock;
@@ -82,6 +83,8 @@ pub enum Command {
     Gc(gc::GcArgs),
     /// Remove everything a local deploy created
     Down(down::DownArgs),
+    /// Check this host's prerequisites of build, deploy and test, with fixes
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -131,6 +134,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Test(args) => test::run(cli.spec.as_deref(), args),
         Command::Gc(args) => gc::run(cli.spec.as_deref(), args),
         Command::Down(args) => down::run(cli.spec.as_deref(), args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 
