@@ -6,10 +6,6 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 HAIMG := target/release/haimg
-INIT_TARGET := x86_64-unknown-linux-gnu
-INIT_BIN := target/$(INIT_TARGET)/init/haimg-init
-# Keep in sync with INIT_RUSTFLAGS in src/build/mod.rs.
-INIT_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no
 VERSION := $(shell sed -n 's/^  version: //p' haimg.yaml | head -n 1)
 WEBAPP_TEMPLATE ?= out/haimg-webapp_$(VERSION)_amd64.tar.zst
 # Every Debian package haimg and its tests use: exactly the packages `haimg doctor` checks
@@ -35,11 +31,10 @@ setup:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "setup: host packages present"; fi
 
-## init: the static PID 1 baked into every image
-init:
-	RUSTFLAGS='$(INIT_RUSTFLAGS)' $(CARGO) build -p haimg-init --profile init --target $(INIT_TARGET)
-	@size=$$(stat -c %s $(INIT_BIN)); echo "haimg-init: $$size bytes"; \
-	  if [ $$size -gt 2097152 ]; then echo "error: haimg-init is over 2 MiB"; exit 1; fi
+## init: the static PID 1 baked into every image, built as `haimg build` builds it
+## (src/build/init.rs holds the flags); fails above 2 MiB
+init: release
+	$(HAIMG) build --init-only
 
 release:
 	$(CARGO) build --release -p haimg
@@ -58,7 +53,7 @@ lint:
 
 ## unit: every cargo test, including real template builds (twice, for reproducibility),
 ## LXC containers, network namespaces and the Proxmox fake (root)
-unit: init
+unit:
 	HAIMG_BUILD_TESTS=1 $(CARGO) test --workspace --all-features
 
 ## templates: lb and webapp into out/ (mongo's package is not reachable here), and the

@@ -54,7 +54,7 @@ pub enum BuildError {
     #[error("mmdebstrap failed: {0}")]
     Bootstrap(#[source] RunError),
     #[error("failed to build haimg-init: {0}\n  hint: or pass a prebuilt one with `--init PATH`")]
-    Init(#[source] RunError),
+    Init(#[source] super::init::InitError),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
