@@ -18,7 +18,6 @@ use serde::Serialize;
 
 use super::target::{self, Confirmed, Target};
 use super::{output, Exit};
-use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
 use crate::deploy::templates::LocalTemplate;
@@ -147,15 +146,21 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     if let Some(r) = &rollout_report {
         target::summary(r, cluster);
     }
-    if let Target::Local(b) = &target {
-        print_local_hint(b, cluster)?;
-    }
+    // Locally: what failed and how to see why, or whether the VIP answers.
+    let served = match &target {
+        Target::Local(b) if !args.dry_run => {
+            super::local_outcome::report(b, cluster, &report, &gate)
+        }
+        _ => true,
+    };
     let rolled = rollout_report.as_ref().is_none_or(exec::Report::ok);
-    Ok(if report.ok() && rolled && plan.blocked.is_empty() {
-        Exit::Ok
-    } else {
-        Exit::Error
-    })
+    Ok(
+        if report.ok() && rolled && plan.blocked.is_empty() && served {
+            Exit::Ok
+        } else {
+            Exit::Error
+        },
+    )
 }
 
 /// The templates to deploy, the cluster they make and the roles left out.
@@ -216,23 +221,6 @@ pub fn without_roles(cluster: &Cluster, missing: &[Role]) -> Cluster {
         }
     }
     c
-}
-
-/// How to reach the local cluster, which lives behind its own bridge.
-fn print_local_hint(backend: &LocalBackend, cluster: &Cluster) -> Result<()> {
-    if let Some(net) = backend
-        .network()
-        .context("failed to read the local network")?
-    {
-        let url = format!(
-            "http://{}:{}/",
-            cluster.network.vip, cluster.lb.nginx.listen_port
-        );
-        eprintln!("the VIP is reachable from the cluster's client namespace:");
-        eprintln!("  {}", net.curl_hint(&url));
-        eprintln!("remove everything with: haimg down");
-    }
-    Ok(())
 }
 
 /// Members and uploads, then one total line; the API call counts on Proxmox.

@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod doctor;
 pub mod down;
 mod gc;
+pub mod local_outcome;
 pub mod lock;
 pub mod output;
 mod rollback;

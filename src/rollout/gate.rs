@@ -345,8 +345,9 @@ impl NetGate {
     }
 
     /// One HTTP GET; in its own thread when a netns must be entered, so the
-    /// caller's thread keeps its namespace.
-    fn get(&self, addr: SocketAddr, path: &str) -> std::io::Result<load::Response> {
+    /// caller's thread keeps its namespace. Also how `haimg deploy` asks the
+    /// VIP of a local cluster whether it answers.
+    pub fn get(&self, addr: SocketAddr, path: &str) -> std::io::Result<load::Response> {
         let mut spec = LoadSpec::new((self.resolve)(addr), path);
         spec.timeout = self.probe_timeout;
         spec.source = self.source;
