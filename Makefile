@@ -12,10 +12,10 @@ WEBAPP_TEMPLATE ?= out/haimg-webapp_$(VERSION)_amd64.tar.zst
 # (src/doctor/needs.rs; a unit test keeps the two lists equal). The fresh-host stage of
 # `make test` proves on a pristine Debian 12 root that nothing else is needed.
 APT_PACKAGES := apt binutils busybox-static ca-certificates curl debian-archive-keyring dpkg gcc \
-                gnupg gpgv iproute2 libc6-dev liblxc-common lxc mmdebstrap mount nftables python3 \
-                tar uidmap util-linux zstd
+                gnupg gpgv iproute2 libc6-dev liblxc-common lxc mmdebstrap mount netbase nftables \
+                python3 tar uidmap util-linux zstd
 
-.PHONY: setup build init release demo test lint unit templates app-test golden bench clean
+.PHONY: setup build init release demo test lint fresh-host unit templates app-test golden bench clean
 
 ## setup: install the host tools haimg uses (idempotent); Rust (rustup) and make come first
 setup:
@@ -26,7 +26,7 @@ setup:
 	done
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "setup: installing $$missing"; \
+	  missing=$$(echo $$missing); echo "setup: installing $$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install packages"; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "setup: host packages present"; fi
@@ -46,6 +46,11 @@ build: setup release
 ## demo: build, then run the cluster on local LXC (without mongo, see README)
 demo: build
 	$(HAIMG) deploy --allow-missing mongo
+
+## fresh-host: on a pristine Debian 12 root (mmdebstrap minbase + make, Rust from this host),
+## `make setup` must leave `haimg doctor --for test` nothing missing (.ci/fresh-host)
+fresh-host: release
+	.ci/fresh-host $(HAIMG)
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -88,7 +93,7 @@ golden: templates
 	$(HAIMG) test --next-templates out-next
 
 ## test: everything CI runs
-test: setup lint unit app-test golden
+test: setup lint fresh-host unit app-test golden
 
 ## bench: see BENCHMARKS.md
 bench: setup release

@@ -165,7 +165,7 @@ fn idmapped_mount_probe(dir: &Path) -> Result<(), String> {
         .args(["--user", "--", "cat"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start `unshare --user cat`: {e}"))?;
     let result = (|| {
@@ -175,6 +175,17 @@ fn idmapped_mount_probe(dir: &Path) -> Result<(), String> {
         // The child unshares right after it starts; wait for that.
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::fs::read_link(&ns).map_err(|e| e.to_string())? == ours {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read as _;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!(
+                    "`unshare --user` failed ({status}): {}",
+                    err.trim()
+                ));
+            }
             if Instant::now() > deadline {
                 return Err("the probe's user namespace did not appear within 5 s".to_string());
             }

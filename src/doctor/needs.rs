@@ -218,6 +218,12 @@ pub struct PackageFile {
 
 pub const FILES: &[PackageFile] = &[
     PackageFile {
+        path: "/etc/protocols",
+        package: "netbase",
+        need: Need::Deploy,
+        why: "nft reads protocol names (vrrp) of the network policy from it",
+    },
+    PackageFile {
         path: "/usr/bin/python3",
         package: "python3",
         need: Need::Test,
