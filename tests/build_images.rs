@@ -58,10 +58,10 @@ fn haimg_build(dir: &Path, args: &[&str], env: &[(&str, &Path)], tz: &str, umask
         .args(args)
         .arg("--json")
         .current_dir(dir)
-        .envs(env.iter().map(|(k, v)| (*k, *v)))
-        .env("TZ", tz)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("HAIMG_SPEC")
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .env("TZ", tz)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
