@@ -148,19 +148,15 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     }
     // Locally: what failed and how to see why, or whether the VIP answers.
     let served = match &target {
-        Target::Local(b) if !args.dry_run => {
-            super::local_outcome::report(b, cluster, &report, &gate)
-        }
-        _ => true,
+        Target::Local(b) => super::local_outcome::report(b, cluster, &report, &gate),
+        Target::Proxmox(_) => true,
     };
-    let rolled = rollout_report.as_ref().is_none_or(exec::Report::ok);
-    Ok(
-        if report.ok() && rolled && plan.blocked.is_empty() && served {
-            Exit::Ok
-        } else {
-            Exit::Error
-        },
-    )
+    let rolled = rollout_report.as_ref().is_none_or(exec::Report::ok) && served;
+    Ok(if report.ok() && rolled && plan.blocked.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Error
+    })
 }
 
 /// The templates to deploy, the cluster they make and the roles left out.
