@@ -163,8 +163,12 @@ fn a_deploy_whose_vip_answers_says_how_to_reach_it() {
         .map(|(_, t)| format!("the VIP {t}"))
         .unwrap_or_else(|| panic!("no VIP line:\n{err}"))
         .replace(&net.netns, "[NETNS]");
+    let tail = regex::Regex::new(r"after \d+\.\d s")
+        .unwrap()
+        .replace(&tail, "after [T] s")
+        .into_owned();
     insta::assert_snapshot!(tail, @r"
-    the VIP 192.168.30.200:80 answered GET / with HTTP 200 in the cluster's client namespace; reach it with:
+    the VIP 192.168.30.200:80 answered GET / with HTTP 200 after [T] s in the cluster's client namespace; reach it with:
       ip netns exec [NETNS] curl http://192.168.30.200:80/
     remove everything with: haimg down
     ");

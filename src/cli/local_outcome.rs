@@ -107,8 +107,9 @@ pub fn render_vip(
     };
     match seen {
         VipSeen::Answered { status, served_by } => format!(
-            "the VIP {vip} answered GET / with HTTP {status}{} in the cluster's client namespace; reach it with:\n  {curl}\nremove everything with: haimg down\n",
-            by(served_by)
+            "the VIP {vip} answered GET / with HTTP {status}{} after {:.1} s in the cluster's client namespace; reach it with:\n  {curl}\nremove everything with: haimg down\n",
+            by(served_by),
+            waited.as_secs_f64()
         ),
         VipSeen::Errors { status, served_by } => format!(
             "deploy FAILED: the VIP {vip} answered GET / only with HTTP {status}{} for {:.0} s: the lb is up, what is behind it is not; see the webapp consoles:\n{}remove everything with: haimg down\n",
@@ -295,7 +296,7 @@ mod tests {
             .map(|s| render_vip(s, vip, curl, &consoles, w))
             .collect();
         insta::assert_snapshot!(text, @r"
-        the VIP 192.168.30.200:80 answered GET / with HTTP 200 from nginx1 in the cluster's client namespace; reach it with:
+        the VIP 192.168.30.200:80 answered GET / with HTTP 200 from nginx1 after 45.0 s in the cluster's client namespace; reach it with:
           ip netns exec haimg-haimg-0a1b2c3d curl http://192.168.30.200:80/
         remove everything with: haimg down
         deploy FAILED: the VIP 192.168.30.200:80 answered GET / only with HTTP 502 from nginx1 for 45 s: the lb is up, what is behind it is not; see the webapp consoles:
