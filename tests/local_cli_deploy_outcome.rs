@@ -4,7 +4,8 @@
 //! the VIP is reachable, and exits 1; a deploy whose VIP answers says so
 //! with the command to reach it. (A VIP that stays silent is the third end;
 //! its text is a unit snapshot in `cli::local_outcome`, since it takes the
-//! whole 45 s wait.) Needs root and LXC (prints SKIP without root).
+//! whole 45 s wait.) Needs root and LXC (prints SKIP without root; under
+//! `CI=true` that is a failure).
 
 mod local_support;
 
@@ -15,6 +16,20 @@ use haimg::model::{Cluster, Role};
 use local_support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_haimg");
+
+/// Root and LXC are here; without them the test says why it skips, and
+/// under `CI=true` (where they always are) that is a failure.
+fn runs_here(test: &str) -> bool {
+    if can_run(test) {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "{test} must run in CI"
+    );
+    false
+}
 
 /// One lb (the master) and one webapp of the default spec.
 fn write_spec(dir: &Path) -> (PathBuf, Cluster) {
@@ -101,7 +116,7 @@ fn deploy(state_root: &Path, spec: &Path, out: &Path) -> (i32, String) {
 
 #[test]
 fn a_deploy_that_fails_says_what_failed_and_where_to_look() {
-    if !can_run("a_deploy_that_fails_says_what_failed_and_where_to_look") {
+    if !runs_here("a_deploy_that_fails_says_what_failed_and_where_to_look") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -148,7 +163,7 @@ fn a_deploy_that_fails_says_what_failed_and_where_to_look() {
 
 #[test]
 fn a_deploy_whose_vip_answers_says_how_to_reach_it() {
-    if !can_run("a_deploy_whose_vip_answers_says_how_to_reach_it") {
+    if !runs_here("a_deploy_whose_vip_answers_says_how_to_reach_it") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
