@@ -6,32 +6,35 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 HAIMG := target/release/haimg
-INIT_TARGET := x86_64-unknown-linux-gnu
-INIT_BIN := target/$(INIT_TARGET)/init/haimg-init
-# Keep in sync with INIT_RUSTFLAGS in src/build/mod.rs.
-INIT_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no
 VERSION := $(shell sed -n 's/^  version: //p' haimg.yaml | head -n 1)
 WEBAPP_TEMPLATE ?= out/haimg-webapp_$(VERSION)_amd64.tar.zst
-APT_PACKAGES := mmdebstrap debootstrap uidmap arch-test lxc nftables iproute2 binutils zstd \
-                libc6-dev ca-certificates busybox-static
+# Every Debian package haimg and its tests use: exactly the packages `haimg doctor` checks
+# (src/doctor/needs.rs; a unit test keeps the two lists equal). The fresh-host stage of
+# `make test` proves on a pristine Debian 12 root that nothing else is needed.
+APT_PACKAGES := apt binutils busybox-static ca-certificates curl debian-archive-keyring dpkg gcc \
+                gnupg gpgv iproute2 libc6-dev liblxc-common lxc mmdebstrap mount netbase nftables \
+                python3 tar uidmap util-linux zstd
 
-.PHONY: setup build init release demo test lint unit templates app-test golden bench clean
+.PHONY: setup build init release demo test lint fresh-host unit templates app-test golden bench clean
 
-## setup: install the host tools haimg uses (idempotent)
+## setup: install the host tools haimg uses (idempotent); Rust (rustup) and make come first
 setup:
 	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install Rust with rustup (https://rustup.rs)"; exit 1; }
+	@for c in fmt:rustfmt clippy:clippy; do \
+	  $(CARGO) $${c%%:*} --version >/dev/null 2>&1 && continue; \
+	  echo "setup: rustup component add $${c##*:}"; rustup component add $${c##*:} || exit 1; \
+	done
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "setup: installing $$missing"; \
+	  missing=$$(echo $$missing); echo "setup: installing $$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root to install packages"; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "setup: host packages present"; fi
 
-## init: the static PID 1 baked into every image
-init:
-	RUSTFLAGS='$(INIT_RUSTFLAGS)' $(CARGO) build -p haimg-init --profile init --target $(INIT_TARGET)
-	@size=$$(stat -c %s $(INIT_BIN)); echo "haimg-init: $$size bytes"; \
-	  if [ $$size -gt 2097152 ]; then echo "error: haimg-init is over 2 MiB"; exit 1; fi
+## init: the static PID 1 baked into every image, built as `haimg build` builds it
+## (src/build/init.rs holds the flags); fails above 2 MiB
+init: release
+	$(HAIMG) build --init-only
 
 release:
 	$(CARGO) build --release -p haimg
@@ -44,13 +47,18 @@ build: setup release
 demo: build
 	$(HAIMG) deploy --allow-missing mongo
 
+## fresh-host: on a pristine Debian 12 root (mmdebstrap minbase + make, Rust from this host),
+## `make setup` must leave `haimg doctor --for test` nothing missing (.ci/fresh-host)
+fresh-host: release
+	.ci/fresh-host $(HAIMG)
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 ## unit: every cargo test, including real template builds (twice, for reproducibility),
 ## LXC containers, network namespaces and the Proxmox fake (root)
-unit: init
+unit:
 	HAIMG_BUILD_TESTS=1 $(CARGO) test --workspace --all-features
 
 ## templates: lb and webapp into out/ (mongo's package is not reachable here), and the
@@ -85,7 +93,7 @@ golden: templates
 	$(HAIMG) test --next-templates out-next
 
 ## test: everything CI runs
-test: setup lint unit app-test golden
+test: setup lint fresh-host unit app-test golden
 
 ## bench: see BENCHMARKS.md
 bench: setup release

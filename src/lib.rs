@@ -10,6 +10,7 @@ pub mod build;
 pub mod cli;
 pub mod deploy;
 pub mod digest;
+pub mod doctor;
 pub mod exec;
 pub mod fleet;
 pub mod golden;

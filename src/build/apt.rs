@@ -48,6 +48,15 @@ pub enum ResolveError {
         recipe: PathBuf,
         detail: String,
     },
+    #[error("{recipe}: the release file of {repository} does not verify against the signing key ({reason}); nothing was locked.\n  hint: the repository or its key changed since they were trusted: find out which from the vendor before you run `haimg lock --update --role {role}`")]
+    VendorSignature {
+        repository: String,
+        reason: String,
+        recipe: PathBuf,
+        role: haimg_model::Role,
+    },
+    #[error("the Debian source {repository} failed: {reason}")]
+    DebianSource { repository: String, reason: String },
     #[error("apt printed something haimg does not understand: {0}")]
     Parse(String),
 }
@@ -201,14 +210,42 @@ pub fn resolve(
             write_local_repo(recipe, runner, scratch)?;
         }
     }
-    let update = runner.run(&scratch.apt("apt-get").args(["-q", "update"]))?;
-    let failed = failed_fetches(&String::from_utf8_lossy(&update.stderr));
+    let update_cmd = scratch.apt("apt-get").args(["-q", "update"]);
+    let update = runner.output(&update_cmd)?;
+    let stderr = String::from_utf8_lossy(&update.stderr);
     let debian_uris: Vec<&str> = recipe.raw.sources.iter().map(|s| s.uri.as_str()).collect();
-    for f in &failed {
-        if debian_uris.iter().any(|u| f.starts_with(u)) {
-            return Err(ResolveError::Parse(format!("a Debian source failed: {f}")));
+    let key_missing = reasons.iter().any(|r| r.starts_with("signing key:"));
+    for (repository, reason) in signature_errors(&stderr) {
+        if debian_uris.iter().any(|u| repository.starts_with(u)) {
+            return Err(ResolveError::DebianSource { repository, reason });
         }
-        reasons.push(format!("apt repository: {f}"));
+        if !key_missing {
+            return Err(ResolveError::VendorSignature {
+                repository,
+                reason,
+                recipe: recipe.path.clone(),
+                role: recipe.role,
+            });
+        }
+        // Without its key the repository cannot verify: the key is the reason.
+        reasons.push(format!("apt repository: {repository}: {reason}"));
+    }
+    for f in failed_fetches(&stderr) {
+        if debian_uris.iter().any(|u| f.starts_with(u)) {
+            return Err(ResolveError::DebianSource {
+                repository: f,
+                reason: "failed to fetch".into(),
+            });
+        }
+        if !reasons
+            .iter()
+            .any(|r| r.contains(f.split_whitespace().next().unwrap_or("")))
+        {
+            reasons.push(format!("apt repository: {f}"));
+        }
+    }
+    if !update.success() && reasons.is_empty() {
+        return Err(RunError::failed(&update_cmd, &update).into());
     }
     let mut install = vec!["-s".to_string(), "install".to_string()];
     install.extend(selection(recipe));
@@ -321,12 +358,21 @@ pub fn vendor_unavailable(
         .map(|r| format!("{} {}", r.uri, r.suites.join(" ")))
         .unwrap_or_else(|| "the vendor's apt repository".into());
     let role = recipe.role;
+    let key = v
+        .and_then(|v| v.repository.as_ref())
+        .and_then(|r| r.key_url.as_deref())
+        .filter(|_| reasons.iter().any(|r| r.starts_with("signing key:")));
+    let reach = match key {
+        // haimg uses a vendor repository only with its signing key.
+        Some(k) => format!("make {repo} and its signing key {k} reachable from this host, then run `haimg lock --update --role {role}`"),
+        None => format!("make {repo} reachable from this host, then run `haimg lock --update --role {role}`"),
+    };
     ResolveError::VendorUnavailable {
         package: package.into(),
         recipe: recipe.path.clone(),
         reasons,
         hints: vec![
-            format!("make {repo} reachable from this host, then run `haimg lock --update --role {role}`"),
+            reach,
             format!(
                 "set `vendor.mirror:` in {} to a reachable mirror of that repository (same suite layout), then run `haimg lock --update --role {role}`",
                 recipe.path.display()
@@ -402,6 +448,48 @@ pub fn failed_fetches(stderr: &str) -> Vec<String> {
         })
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
+}
+
+/// Repositories whose release file did not verify, from `apt-get update`'s
+/// `W: GPG error: URI SUITE InRelease: REASON` and `E: The repository 'URI
+/// SUITE Release' is not signed.` lines, as (`URI SUITE`, reason); one entry
+/// per repository, the GPG reason preferred.
+pub fn signature_errors(stderr: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut add = |repo: String, reason: String| {
+        if !out.iter().any(|(r, _)| *r == repo) {
+            out.push((repo, reason));
+        }
+    };
+    for l in stderr.lines() {
+        if let Some(rest) = l
+            .strip_prefix("W: GPG error: ")
+            .or_else(|| l.strip_prefix("E: GPG error: "))
+        {
+            if let Some((what, reason)) = rest.split_once(": ") {
+                let repo = what
+                    .trim_end_matches(" InRelease")
+                    .trim_end_matches(" Release")
+                    .to_string();
+                add(repo, reason.trim().to_string());
+            }
+        }
+    }
+    for l in stderr.lines() {
+        if let Some(rest) = l.strip_prefix("E: The repository '") {
+            if let Some(what) = rest.strip_suffix("' is not signed.") {
+                let repo = what
+                    .trim_end_matches(" InRelease")
+                    .trim_end_matches(" Release")
+                    .to_string();
+                add(
+                    repo,
+                    "the release file is not signed by a trusted key".into(),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// The package apt could not locate, from `E: Unable to locate package X`.
@@ -557,6 +645,28 @@ mod tests {
             failed_fetches(err),
             ["https://repo.mongodb.org/apt/debian/dists/bookworm/mongodb-org/8.0/InRelease Could not resolve 'repo.mongodb.org'"]
         );
+    }
+
+    #[test]
+    fn finds_signature_errors() {
+        let err = "W: GPG error: http://127.0.0.1:4711/apt/debian bookworm/mongodb-org/8.0 InRelease: The following signatures were invalid: BADSIG 0123456789ABCDEF haimg stand-in\n\
+                   E: The repository 'http://127.0.0.1:4711/apt/debian bookworm/mongodb-org/8.0 InRelease' is not signed.\n\
+                   E: The repository 'http://x.example/debian bookworm Release' is not signed.\n";
+        assert_eq!(
+            signature_errors(err),
+            [
+                (
+                    "http://127.0.0.1:4711/apt/debian bookworm/mongodb-org/8.0".to_string(),
+                    "The following signatures were invalid: BADSIG 0123456789ABCDEF haimg stand-in"
+                        .to_string()
+                ),
+                (
+                    "http://x.example/debian bookworm".to_string(),
+                    "the release file is not signed by a trusted key".to_string()
+                ),
+            ]
+        );
+        assert!(signature_errors("W: Some index files failed to download.\n").is_empty());
     }
 
     #[test]

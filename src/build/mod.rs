@@ -22,6 +22,7 @@ pub mod apt;
 pub mod fetch;
 pub mod finish;
 pub mod hash;
+pub mod init;
 pub mod lock;
 pub mod lockup;
 pub mod recipe;
@@ -32,7 +33,7 @@ pub mod sbom;
 pub mod tarball;
 pub mod webapp;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -41,7 +42,7 @@ use serde::Serialize;
 
 pub use role::BuildError;
 
-use crate::exec::{Cmd, CommandRunner};
+use crate::exec::CommandRunner;
 use fetch::Fetcher;
 use report::StepTime;
 
@@ -126,7 +127,7 @@ impl Env {
                 if !self.project.root.join("Cargo.toml").is_file() {
                     return Vec::new();
                 }
-                let cmd = cargo_cmd(&self.project.root)
+                let cmd = init::cargo(&self.project.root, std::time::Duration::from_secs(600))
                     .args(["tree", "-p", "haimg-init", "-e", "normal,no-proc-macro"])
                     .args([
                         "--target",
@@ -149,65 +150,7 @@ impl Env {
     }
 }
 
-pub const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
-
-fn cargo_cmd(root: &Path) -> Cmd {
-    let mut c = Cmd::hermetic(
-        std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
-        std::time::Duration::from_secs(1800),
-    )
-    .cwd(root);
-    for (k, v) in std::env::vars() {
-        if !k.starts_with("CARGO_PKG") && !k.starts_with("CARGO_CRATE") && k != "RUSTFLAGS" {
-            c = c.env(k, v);
-        }
-    }
-    c
-}
-
-/// How the init is compiled: static glibc, not position-independent and
-/// without unwind tables (it is built with panic=abort), which keeps the
-/// stripped binary under 2 MiB. The Makefile's `init` target uses the same.
-pub const INIT_RUSTFLAGS: &str =
-    "-C target-feature=+crt-static -C relocation-model=static -C force-unwind-tables=no";
-
-/// Build the static init from the workspace; returns its path.
-///
-/// Paths of the workspace and of `$CARGO_HOME` are remapped so the binary does
-/// not depend on where the project is checked out.
-pub fn build_init(
-    runner: &dyn CommandRunner,
-    root: &Path,
-) -> Result<PathBuf, crate::exec::RunError> {
-    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
-        format!(
-            "{}/.cargo",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
-        )
-    });
-    let rustflags = format!(
-        "{INIT_RUSTFLAGS} --remap-path-prefix={}=/haimg --remap-path-prefix={cargo_home}=/cargo",
-        root.display()
-    );
-    let cmd = cargo_cmd(root)
-        .args([
-            "build",
-            "--locked",
-            "-p",
-            "haimg-init",
-            "--profile",
-            "init",
-            "--target",
-            INIT_TARGET,
-        ])
-        .env("RUSTFLAGS", rustflags);
-    runner.run(&cmd)?;
-    Ok(root
-        .join("target")
-        .join(INIT_TARGET)
-        .join("init")
-        .join("haimg-init"))
-}
+pub use init::INIT_TARGET;
 
 /// How one role ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -247,6 +190,8 @@ pub struct RoleReport {
 pub struct Summary {
     pub ok: bool,
     pub out_dir: PathBuf,
+    /// The haimg-init baked into the images.
+    pub init: init::InitArtifact,
     pub roles: Vec<RoleReport>,
 }
 
@@ -260,22 +205,39 @@ pub fn build(env: &Env, opts: &BuildOptions) -> Result<Summary, BuildError> {
         error,
     })?;
     let init = match &opts.init {
-        Some(p) => p.clone(),
+        Some(p) => {
+            let read = |error| BuildError::Io {
+                what: "read",
+                path: p.clone(),
+                error,
+            };
+            init::InitArtifact {
+                path: p.clone(),
+                size: std::fs::metadata(p).map_err(read)?.len(),
+                sha256: hash::sha256_file(p).map_err(read)?,
+            }
+        }
         None => {
             if !opts.quiet {
                 eprintln!("[init] cargo build -p haimg-init --profile init …");
             }
             let t = Instant::now();
-            let p = build_init(env.runner.as_ref(), &env.project.root).map_err(BuildError::Init)?;
+            let a =
+                init::build(env.runner.as_ref(), &env.project.root).map_err(BuildError::Init)?;
             if !opts.quiet {
-                eprintln!("[init] done in {:.1} s", t.elapsed().as_secs_f64());
+                eprintln!(
+                    "[init] {} ({} bytes) in {:.1} s",
+                    a.path.display(),
+                    a.size,
+                    t.elapsed().as_secs_f64()
+                );
             }
-            p
+            a
         }
     };
     let mut reports = Vec::new();
     for &r in &opts.roles {
-        reports.push(role::build_one(env, opts, r, &init));
+        reports.push(role::build_one(env, opts, r, &init.path));
     }
     let ok = reports.iter().all(|r| match r.status {
         Status::Built | Status::Cached => true,
@@ -285,6 +247,7 @@ pub fn build(env: &Env, opts: &BuildOptions) -> Result<Summary, BuildError> {
     Ok(Summary {
         ok,
         out_dir: opts.out_dir.clone(),
+        init,
         roles: reports,
     })
 }

@@ -46,6 +46,15 @@ pub enum BuildError {
         role: Role,
         error: FetchError,
     },
+    #[error("{package} {version} (pinned in {lock}): {fetch}.\n  hint: the source serves other bytes under the same name and version than when it was locked, which an update never does (it raises the version): find out why before you trust it; `haimg lock --update --role {role}` would pin the new bytes")]
+    Changed {
+        package: String,
+        version: String,
+        lock: PathBuf,
+        role: Role,
+        /// Printed in the message, so not chained as a source.
+        fetch: FetchError,
+    },
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]
@@ -53,7 +62,7 @@ pub enum BuildError {
     #[error("mmdebstrap failed: {0}")]
     Bootstrap(RunError),
     #[error("failed to build haimg-init: {0}\n  hint: or pass a prebuilt one with `--init PATH`")]
-    Init(RunError),
+    Init(super::init::InitError),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
@@ -717,6 +726,13 @@ fn fetch_debs(
 fn drift(e: FetchError, lock: &Path, role: Role, package: &str, version: &str) -> BuildError {
     match e {
         FetchError::Store { .. } => e.into(),
+        FetchError::Mismatch { .. } => BuildError::Changed {
+            package: package.to_string(),
+            version: version.to_string(),
+            lock: lock.to_path_buf(),
+            role,
+            fetch: e,
+        },
         e => BuildError::Drift {
             package: package.to_string(),
             version: version.to_string(),

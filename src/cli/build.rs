@@ -91,6 +91,9 @@ pub struct BuildArgs {
     /// Never download; build only from the download cache
     #[arg(long)]
     pub offline: bool,
+    /// Only build haimg-init (as the images get it) and print where it is
+    #[arg(long, conflicts_with_all = ["role", "verify", "allow_missing", "init", "no_cache"])]
+    pub init_only: bool,
 }
 
 /// The project root: the current directory, which must hold `images/`.
@@ -134,7 +137,11 @@ pub fn env(spec: Option<&Path>, offline: bool) -> Result<Env> {
 }
 
 pub fn run(spec: Option<&Path>, args: &BuildArgs) -> Result<Exit> {
+    if args.init_only {
+        return init_only(args.json);
+    }
     let env = env(spec, args.offline)?;
+    super::doctor::preflight("haimg build", crate::doctor::Need::Build, None)?;
     let opts = BuildOptions {
         roles: roles_or_all(&args.role),
         out_dir: args.out.clone(),
@@ -151,6 +158,23 @@ pub fn run(spec: Option<&Path>, args: &BuildArgs) -> Result<Exit> {
         output::json(&summary)?;
     }
     Ok(if summary.ok { Exit::Ok } else { Exit::Error })
+}
+
+/// `--init-only`: the init every image gets, from the workspace here.
+fn init_only(json: bool) -> Result<Exit> {
+    let root = project()?.root;
+    let a = build::init::build(&SystemRunner, &root).context("failed to build haimg-init")?;
+    eprintln!(
+        "haimg-init: {} ({} bytes, limit {}), sha256 {}",
+        a.path.display(),
+        a.size,
+        build::init::MAX_INIT_BYTES,
+        a.sha256
+    );
+    if json {
+        output::json(&a)?;
+    }
+    Ok(Exit::Ok)
 }
 
 /// The table people read at the end of a build.

@@ -18,7 +18,6 @@ use serde::Serialize;
 
 use super::target::{self, Confirmed, Target};
 use super::{output, show, Exit};
-use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
 use crate::backend::{PolicyReport, Switch};
@@ -70,6 +69,9 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let spec_cluster = &loaded.checked.cluster;
     let target = Target::open(&loaded, args.dry_run, !args.no_progress)?;
+    if let Target::Local(_) = &target {
+        super::doctor::preflight("haimg deploy", crate::doctor::Need::Deploy, None)?;
+    }
     let (templates, cluster, missing) = deployable(&target, spec_cluster, args)?;
     let cluster = &cluster;
     let backend = target.backend();
@@ -149,10 +151,12 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     if let Some(r) = &done.rollout {
         show::summary(r, cluster);
     }
-    if let Target::Local(b) = &target {
-        print_local_hint(b, cluster)?;
-    }
-    Ok(if done.ok(&plan) {
+    // Locally: what failed and how to see why, or whether the VIP answers.
+    let served = match &target {
+        Target::Local(b) => super::local_outcome::report(b, cluster, report, &gate),
+        Target::Proxmox(_) => true,
+    };
+    Ok(if done.ok(&plan) && served {
         Exit::Ok
     } else {
         Exit::Error
@@ -204,23 +208,6 @@ pub fn available_roles(
         }
     }
     Ok((present, missing))
-}
-
-/// How to reach the local cluster, which lives behind its own bridge.
-fn print_local_hint(backend: &LocalBackend, cluster: &Cluster) -> Result<()> {
-    if let Some(net) = backend
-        .network()
-        .context("failed to read the local network")?
-    {
-        let url = format!(
-            "http://{}:{}/",
-            cluster.network.vip, cluster.lb.nginx.listen_port
-        );
-        eprintln!("the VIP is reachable from the cluster's client namespace:");
-        eprintln!("  {}", net.curl_hint(&url));
-        eprintln!("remove everything with: haimg down");
-    }
-    Ok(())
 }
 
 /// Members and uploads, then one total line; the API call counts on Proxmox.

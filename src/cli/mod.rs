@@ -8,8 +8,10 @@
 pub mod build;
 mod check;
 pub mod deploy;
+pub mod doctor;
 pub mod down;
 mod gc;
+pub mod local_outcome;
 pub mod lock;
 pub mod output;
 mod rollback;
@@ -83,6 +85,8 @@ pub enum Command {
     Gc(gc::GcArgs),
     /// Remove everything a local deploy created
     Down(down::DownArgs),
+    /// Check this host's prerequisites of build, deploy and test, with fixes
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
@@ -132,6 +136,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Test(args) => test::run(cli.spec.as_deref(), args),
         Command::Gc(args) => gc::run(cli.spec.as_deref(), args),
         Command::Down(args) => down::run(cli.spec.as_deref(), args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 

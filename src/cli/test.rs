@@ -54,6 +54,11 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     }
     let loaded = spec_file::load(spec)?;
     let cluster = &loaded.checked.cluster;
+    super::doctor::preflight(
+        "haimg test",
+        crate::doctor::Need::Deploy,
+        Some(&args.state_root),
+    )?;
     // mongo cannot be built here (see README); its scenario reports a skip.
     let (roles, _missing) = available_roles(&args.templates, cluster, &["mongo".to_string()])?;
     let templates = templates::find_roles(&args.templates, cluster, &roles)

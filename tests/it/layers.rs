@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "backend",
             "probe",
             "build",
+            "doctor",
             "exec",
             "digest",
             "spec_file",
@@ -54,6 +55,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // targets
     ("backend", &["probe", "exec", "digest", "model"]),
     ("probe", &["model"]),
+    // host preflight: what build, local deploy and test need of this host; used by the face only
+    ("doctor", &["backend", "exec", "model"]),
     // build: its own pillar, used by the face only
     ("build", &["exec", "digest", "model"]),
     // base

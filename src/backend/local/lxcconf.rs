@@ -4,10 +4,18 @@
 //! Pure: [`LxcInput`] → text. Where the local backend deliberately differs
 //! from Proxmox, the line says so in the rendered comment header and the
 //! module docs below; everything else follows Proxmox's order and defaults
-//! (tty count 2, `TERM=linux`, `debian.common.conf` + `debian.userns.conf`,
+//! (tty count 2, `TERM=linux`, the Debian common and userns settings,
 //! `sys:mixed` for unprivileged CTs, `veth` with a fixed pair name and hwaddr).
 //!
 //! Differences from Proxmox, on purpose:
+//! - Proxmox includes `debian.common.conf` and `debian.userns.conf` from its
+//!   own LXC package (lxc-pve ships them). On Debian those two files come
+//!   with `lxc-templates`, a package the local backend does not otherwise
+//!   need, so the config includes only what `liblxc-common` ships
+//!   (`common.conf`, `userns.conf`, see [`host_files`]) and writes the few
+//!   lines the Debian files add in their place ([`DEBIAN_COMMON`]): same
+//!   settings, in the same order, without a file of a package setup does not
+//!   install.
 //! - `lxc.net.0.link` attaches the veth to the cluster bridge (Proxmox uses
 //!   its `lxcnetaddbr` up-script for the same effect).
 //! - PID-1 environment goes to `lxc.environment` (LXC 5.0 here has no
@@ -27,7 +35,8 @@
 //! `lxc.net.0.ipv4.address`, `ipv4.gateway` and `flags = up`.
 //!
 //! Invariant: every interpolated value was validated to be a single line
-//! without control characters (see `validate` in the parent module).
+//! without control characters (see `validate` in the parent module); every
+//! file the config includes is in [`host_files`], which `haimg doctor` checks.
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -108,19 +117,62 @@ pub struct LxcInput {
     pub gateway: Ipv4Addr,
 }
 
-const CFG: &str = "/usr/share/lxc/config";
+/// Where `liblxc-common` puts the shared configuration files.
+pub const LXC_CONFIG_DIR: &str = "/usr/share/lxc/config";
+
+/// What Debian's `debian.common.conf` (package `lxc-templates`) adds to
+/// `common.conf`: consoles not under `/dev/lxc/` (`lxc.tty.dir` empty), and
+/// access to the rtc, tun, hpet and kvm devices, as `(major:minor, access)`.
+/// Debian writes these as `lxc.cgroup.devices.allow` (v1) only, which a pure
+/// cgroup2 host ignores; here they use the key family of the host's layout.
+/// `debian.userns.conf` adds nothing to `userns.conf`. For an unprivileged CT
+/// `userns.conf`, included after these lines, clears the device list again,
+/// exactly as the two Debian files do in that order.
+pub const DEBIAN_COMMON: [(&str, &str); 4] = [
+    ("c 254:0", "rm"),
+    ("c 10:200", "rwm"),
+    ("c 10:228", "rwm"),
+    ("c 10:232", "rwm"),
+];
+
+/// The host files a config of this module includes (directly; `common.conf`
+/// itself includes `common.conf.d/` and names `common.seccomp`, which
+/// `haimg doctor` follows from the file's own lines).
+pub fn host_files(privileged: bool) -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from(format!("{LXC_CONFIG_DIR}/common.conf"))];
+    if !privileged {
+        v.push(PathBuf::from(format!("{LXC_CONFIG_DIR}/userns.conf")));
+    }
+    v
+}
 
 /// Render the config file LXC reads (`<lxcpath>/<name>/config`).
 pub fn render(i: &LxcInput) -> String {
     let mut o = String::new();
     let mut line = |k: &str, v: &dyn std::fmt::Display| {
-        // Writing to a String cannot fail.
-        let _ = writeln!(o, "{k} = {v}");
+        // Writing to a String cannot fail. An empty value clears a setting
+        // of an included file (`lxc.tty.dir =`).
+        let v = v.to_string();
+        let _ = if v.is_empty() {
+            writeln!(o, "{k} =")
+        } else {
+            writeln!(o, "{k} = {v}")
+        };
     };
     line("lxc.arch", &"amd64");
-    line("lxc.include", &format!("{CFG}/debian.common.conf"));
-    if i.idmap.is_some() {
-        line("lxc.include", &format!("{CFG}/debian.userns.conf"));
+    let files = host_files(i.idmap.is_none());
+    line("lxc.include", &files[0].display());
+    // debian.common.conf, in its own order (see DEBIAN_COMMON).
+    line("lxc.tty.dir", &"");
+    let devices = match i.cgroup {
+        CgroupMode::V1 => "lxc.cgroup.devices.allow",
+        CgroupMode::V2 => "lxc.cgroup2.devices.allow",
+    };
+    for (dev, access) in DEBIAN_COMMON {
+        line(devices, &format!("{dev} {access}"));
+    }
+    if let Some(userns) = files.get(1) {
+        line("lxc.include", &userns.display());
         line("lxc.mount.auto", &"sys:mixed");
     }
     if i.init_cmd.as_deref().is_some_and(|c| c != "/sbin/init") {
@@ -267,6 +319,32 @@ mod tests {
         let r = render(&i);
         assert!(r.contains("\nlxc.init.cmd = /sbin/init\n"));
         assert!(!r.contains("dev/shm"), "no extra /dev/shm for /sbin/init");
+    }
+
+    #[test]
+    fn includes_only_what_liblxc_common_ships() {
+        for privileged in [false, true] {
+            let mut i = input();
+            if privileged {
+                i.idmap = None;
+            }
+            let r = render(&i);
+            let included: Vec<PathBuf> = r
+                .lines()
+                .filter_map(|l| l.strip_prefix("lxc.include = "))
+                .map(PathBuf::from)
+                .collect();
+            assert_eq!(included, host_files(privileged), "{r}");
+            assert!(!r.contains("debian."), "{r}");
+            // Debian's device lines sit between common.conf and userns.conf,
+            // so userns.conf clears them for an unprivileged CT as it does there.
+            let pos = |needle: &str| r.find(needle).unwrap();
+            assert!(pos("common.conf") < pos("c 10:200 rwm"));
+            if !privileged {
+                assert!(pos("c 10:232 rwm") < pos("userns.conf"));
+            }
+            assert!(r.contains("\nlxc.tty.dir =\n"), "{r}");
+        }
     }
 
     #[test]
