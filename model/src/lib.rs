@@ -8,10 +8,12 @@
 //! at boot. It does no I/O.
 
 mod cluster;
+pub mod endpoint;
 pub mod image;
 pub mod policy;
 pub mod quote;
 pub mod render;
+pub mod secrets;
 pub mod spec;
 pub mod tolerance;
 
