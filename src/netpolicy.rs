@@ -13,13 +13,15 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use haimg_model::policy::{Peer, Policy, Service};
+use haimg_model::quote::{self, Unquotable};
 use haimg_model::Role;
 
 /// `nft -f -` input creating table `bridge <table>`. Only frames leaving through
 /// a port whose name starts with `port_prefix` (the host ends of the cluster's
 /// veths) are filtered, so other bridges on the machine are never touched.
 /// (`meta ibrname` would be the natural match; this kernel does not support it.)
-pub fn nft_ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
+/// Every quoted string goes through [`quote::nft`].
+pub fn nft_ruleset(policy: &Policy, table: &str, port_prefix: &str) -> Result<String, Unquotable> {
     let mut s = String::new();
     let set = |name: &str, ips: &[Ipv4Addr]| {
         let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
@@ -46,7 +48,8 @@ pub fn nft_ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
         s,
         "\t\ttype filter hook forward priority filter; policy accept;"
     );
-    let _ = writeln!(s, "\t\toifname != \"{port_prefix}*\" accept");
+    let ports = quote::nft(&format!("{port_prefix}*"))?;
+    let _ = writeln!(s, "\t\toifname != {ports} accept");
     let _ = writeln!(s, "\t\tether type != ip accept");
     let _ = writeln!(s, "\t\tip daddr != @protected accept");
     let _ = writeln!(
@@ -69,8 +72,8 @@ pub fn nft_ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
             Service::Tcp(port) => {
                 let _ = writeln!(
                     s,
-                    "\t\t{from}{to} tcp dport {port} accept comment \"{}\"",
-                    f.why
+                    "\t\t{from}{to} tcp dport {port} accept comment {}",
+                    quote::nft(f.why)?
                 );
                 if let (Peer::Tier(src), Peer::Tier(dst)) = (f.from, f.to) {
                     let _ = writeln!(
@@ -84,8 +87,8 @@ pub fn nft_ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
             Service::Vrrp => {
                 let _ = writeln!(
                     s,
-                    "\t\t{from}{to} ip protocol vrrp accept comment \"{}\"",
-                    f.why
+                    "\t\t{from}{to} ip protocol vrrp accept comment {}",
+                    quote::nft(f.why)?
                 );
             }
         }
@@ -95,7 +98,7 @@ pub fn nft_ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
         "\t\tcounter drop comment \"everything else to a member\""
     );
     let _ = writeln!(s, "\t}}\n}}");
-    s
+    Ok(s)
 }
 
 /// Which tier an address belongs to, if any (for reports).
@@ -117,7 +120,7 @@ mod tests {
             .unwrap()
             .cluster;
         let p = haimg_model::policy::derive(&c);
-        insta::assert_snapshot!(nft_ruleset(&p, "haimg_test", "hvtest"));
+        insta::assert_snapshot!(nft_ruleset(&p, "haimg_test", "hvtest").unwrap());
         assert_eq!(
             tier_of(&p, "192.168.30.104".parse().unwrap()),
             Some(Role::Mongo)
@@ -132,7 +135,8 @@ mod tests {
         let c = haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
             .unwrap()
             .cluster;
-        let rules = nft_ruleset(&haimg_model::policy::derive(&c), "haimg_check", "hvcheck");
+        let rules =
+            nft_ruleset(&haimg_model::policy::derive(&c), "haimg_check", "hvcheck").unwrap();
         let mut child = std::process::Command::new("nft")
             .args(["-c", "-f", "-"])
             .stdin(std::process::Stdio::piped())

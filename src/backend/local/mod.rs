@@ -136,6 +136,8 @@ pub enum LocalError {
     Command(#[from] RunError),
     #[error(transparent)]
     Files(#[from] PveFilesError),
+    #[error("network policy: {0}")]
+    Policy(#[from] haimg_model::quote::Unquotable),
 }
 
 type Result<T, E = LocalError> = std::result::Result<T, E>;
@@ -512,7 +514,7 @@ impl LocalBackend {
     /// (`nft -f` applies a file atomically). Removed again by [`Self::down`].
     pub fn apply_policy(&self, policy: &haimg_model::policy::Policy) -> Result<()> {
         let table = self.policy_table();
-        let rules = crate::netpolicy::nft_ruleset(policy, &table, &self.names.ct_veth_prefix());
+        let rules = crate::netpolicy::nft_ruleset(policy, &table, &self.names.ct_veth_prefix())?;
         // Declaring the table first makes the delete valid when it does not exist yet.
         let text = format!("table bridge {table} {{}}\ndelete table bridge {table}\n{rules}");
         let path = self.dir.root.join("policy.nft");
@@ -602,8 +604,13 @@ impl LocalBackend {
     fn prepare(&self, rec: &CtRecord, vmid: u32) -> Result<()> {
         let ct = self.dir.ct_dir(&rec.name);
         let cfg = ct.join("config");
-        std::fs::write(&cfg, lxcconf::render(&self.lxc_input(rec, vmid)))
-            .map_err(io_err("write", &cfg))?;
+        let text =
+            lxcconf::render(&self.lxc_input(rec, vmid)).map_err(|e| LocalError::InvalidSpec {
+                vmid,
+                field: "config",
+                message: e.to_string(),
+            })?;
+        std::fs::write(&cfg, text).map_err(io_err("write", &cfg))?;
         pvefiles::apply(&ct.join("rootfs"), &self.pve_input(rec))?;
         Ok(())
     }
@@ -791,6 +798,16 @@ impl LocalBackend {
             return Err(bad(
                 "vmid",
                 format!("{} is below 100 (Proxmox's lowest CT id)", s.vmid),
+            ));
+        }
+        if u64::from(s.vmid) > haimg_model::spec::MAX_VMID {
+            return Err(bad(
+                "vmid",
+                format!(
+                    "{} is above {}: its veth name would not carry the prefix the network policy matches",
+                    s.vmid,
+                    haimg_model::spec::MAX_VMID
+                ),
             ));
         }
         let host_ok = !s.hostname.is_empty()

@@ -474,6 +474,7 @@ fn bad_specs_are_refused_before_anything_happens() {
     let mut s = spec(&t, 103);
     s.template.volid = "/etc/passwd".into();
     cases.push(s);
+    cases.push(spec(&t, 10_000_000));
     let msgs: Vec<String> = cases
         .iter()
         .map(|s| r.redact(&b.create(s).unwrap_err().to_string()))
@@ -487,6 +488,7 @@ fn bad_specs_are_refused_before_anything_happens() {
     CT 103: data_mount: a data volume needs a mount path
     CT 103: hostname: "mongo 1" is not a valid host name
     template /etc/passwd is not in this cluster's store [STATE]/templates; upload it first
+    CT 10000000: vmid: 10000000 is above 9999999: its veth name would not carry the prefix the network policy matches
     "#);
     assert_eq!(r.fake.transcript(), "", "nothing ran");
     assert!(b.list().unwrap().is_empty());

@@ -644,10 +644,12 @@ impl Backend for ProxmoxBackend {
 
     fn create(&self, spec: &ContainerSpec) -> Result<()> {
         let path = format!("/nodes/{}/lxc", seg(&spec.node));
+        let p = params::create(spec, &self.rootfs_storage, self.net_firewall)
+            .map_err(|e| anyhow::anyhow!("CT {}: {e}", spec.vmid))?;
         self.task_call(
             Method::Post,
             &path,
-            &params::create(spec, &self.rootfs_storage, self.net_firewall),
+            &p,
             Ctx {
                 node: &spec.node,
                 vmid: Some(spec.vmid),
@@ -792,7 +794,7 @@ impl Backend for ProxmoxBackend {
 
     fn set_tags(&self, node: &str, vmid: u32, tags: &[String]) -> Result<()> {
         let path = format!("/nodes/{}/lxc/{vmid}/config", seg(node));
-        let p = params::tags(tags);
+        let p = params::tags(tags).map_err(|e| anyhow::anyhow!("CT {vmid}: {e}"))?;
         if self.plan(Method::Put, &path, &p) {
             return Ok(());
         }
