@@ -383,9 +383,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     mount_basics();
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("HAIMG_"))
-        .collect();
+    let env = haimg_env(std::env::vars_os());
     run_boot(
         Boot {
             root: PathBuf::from("/"),
@@ -398,11 +396,34 @@ pub fn main() -> ExitCode {
     )
 }
 
+/// PID 1's `HAIMG_*` variables. The environment is whatever the container
+/// was started with: a name or value that is not UTF-8 is skipped with a
+/// console line (`std::env::vars` would panic, and a panic ends PID 1).
+pub fn haimg_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (k, v) in vars {
+        if !k.as_encoded_bytes().starts_with(b"HAIMG_") {
+            continue;
+        }
+        match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => {
+                env.insert(k, v);
+            }
+            (Ok(k), Err(_)) => warn!("environment variable {k} is not UTF-8; ignored"),
+            (Err(k), _) => warn!(
+                "environment variable {} is not UTF-8; ignored",
+                k.to_string_lossy()
+            ),
+        }
+    }
+    env
+}
+
 /// `boot --root DIR`: the same steps against a directory, not as PID 1.
 pub fn boot_in_dir(root: &Path, status: &Path) -> ExitCode {
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("HAIMG_"))
-        .collect();
+    let env = haimg_env(std::env::vars_os());
     let _ = process::become_subreaper();
     run_boot(
         Boot {
@@ -589,6 +610,24 @@ mod tests {
         assert_eq!(decide_end(Finish::Reboot, false), End::Exit);
         assert_eq!(decide_end(Finish::Halt, true), End::Exit);
         assert_eq!(decide_end(Finish::Halt, false), End::Exit);
+    }
+
+    #[test]
+    fn non_utf8_environment_is_skipped_not_fatal() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let raw = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let env = haimg_env([
+            (raw(b"HAIMG_SLOT"), raw(b"nginx1")),
+            (raw(b"HAIMG_IP"), raw(b"\xff\xfe")),
+            (raw(b"HAIMG_\xff"), raw(b"x")),
+            (raw(b"PATH\xff"), raw(b"\xff")),
+            (raw(b"OTHER"), raw(b"y")),
+        ]);
+        assert_eq!(
+            env.into_iter().collect::<Vec<_>>(),
+            [("HAIMG_SLOT".to_string(), "nginx1".to_string())]
+        );
     }
 
     #[test]
