@@ -9,6 +9,8 @@
 
 mod cluster;
 pub mod endpoint;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod image;
 pub mod policy;
 pub mod quote;

@@ -13,6 +13,7 @@ use crate::secrets::{find_in_value, is_secret_name};
 
 /// Keys of the spec's own schema whose name matches a secret word but which
 /// hold none: a path to the key, not the key.
+#[cfg(feature = "yaml")]
 const SCHEMA_KEYS: [&str; 1] = ["roles.lb.nginx.tls.certificate_key"];
 
 pub(crate) fn looks_secret(key: &str) -> bool {
