@@ -2,10 +2,11 @@
 //!
 //! [`main`] is PID 1: mount what it needs, then [`prepare`] (identity,
 //! network, secrets, render), then the supervisor loop until a halt or reboot
-//! signal. Any failure in `prepare` becomes one `haimg-init[error]:` console
-//! line and the `error` of the status file, and the init stays up with no
-//! services: it still reaps, still answers the halt signal, never exits in a
-//! loop. [`Boot::root`] lets tests run the same steps against a directory
+//! signal. A failure in `prepare` becomes one `haimg-init[error]:` console
+//! line and the `error` of the status file, and is retried with backoff
+//! ([`retry_delay_ms`]: 1 s doubling to 1 min; a full /run or a file fixed by
+//! hand clears by itself): meanwhile the init has no services, still reaps,
+//! still answers the halt signal, never exits in a loop. [`Boot::root`] lets tests run the same steps against a directory
 //! instead of `/` (no mounts, no network changes, programs looked up under
 //! the directory).
 
@@ -190,11 +191,21 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
             .ok()
             .and_then(|p| services::passwd_lookup(&p, "mongodb")),
     };
+    // The hash is shown in every rendered config and the app's health answer;
+    // only hex is taken from the file.
+    let image_hash = match image.as_ref().map(ImageInfo::short_hash) {
+        Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()) => h.to_string(),
+        Some(_) => {
+            st.warnings.push(format!(
+                "{}: input_hash is not hex; the image is shown as unknown",
+                haimg_model::image::IMAGE_FILE
+            ));
+            "unknown".to_string()
+        }
+        None => "unknown".to_string(),
+    };
     let extras = Extras {
-        image_hash: image
-            .as_ref()
-            .map(|i| i.short_hash().to_string())
-            .unwrap_or_else(|| "unknown".into()),
+        image_hash,
         memory_mb: services::memory_limit_mb(&boot.path("/sys/fs/cgroup")),
         mongo_keyfile: secrets.mongo_key.is_some(),
         db_credentials: secrets.db.clone(),
@@ -448,20 +459,53 @@ fn run_boot(boot: Boot, status_path: PathBuf, start: Instant, pid1: bool) -> Exi
         }
     };
     let mut sf = StatusFile::new(status_path, Status::default());
-    let services = match prepare(&boot, &mut sf.status, start) {
-        Ok(p) => {
-            // Tests run the boot against a directory: no traffic to the plan's addresses.
-            if p.identity.role == Role::Mongo && boot.system {
-                sf.join = Some(crate::join::spawn(&p.cluster, &p.identity));
+    let mut attempt: u32 = 0;
+    let mut last_error: Option<String> = None;
+    let services = loop {
+        attempt += 1;
+        // Each attempt starts from a clean status: warnings of a failed one go away.
+        sf.status = Status {
+            boot_attempts: attempt,
+            ..Status::default()
+        };
+        match prepare(&boot, &mut sf.status, start) {
+            Ok(p) => {
+                if attempt > 1 {
+                    info!("boot attempt {attempt} succeeded");
+                }
+                // Tests run the boot against a directory: no traffic to the plan's addresses.
+                if p.identity.role == Role::Mongo && boot.system {
+                    sf.join = Some(crate::join::spawn(&p.cluster, &p.identity));
+                }
+                break p.services;
             }
-            p.services
-        }
-        Err(msg) => {
-            error!("{msg}");
-            error!("no services started; the init stays up and answers the halt signal");
-            sf.status.error = Some(msg);
-            sf.status.phase = Some(crate::supervise::Phase::Idle);
-            Vec::new()
+            Err(msg) => {
+                let delay = retry_delay_ms(attempt);
+                if last_error.as_deref() == Some(msg.as_str()) {
+                    info!(
+                        "boot attempt {attempt} failed the same way; next in {} s",
+                        delay / 1000
+                    );
+                } else {
+                    error!("{msg}");
+                    error!(
+                        "boot attempt {attempt} failed; no services started; retrying in {} s (the init stays up and answers the halt signal)",
+                        delay / 1000
+                    );
+                }
+                sf.status.error = Some(msg.clone());
+                sf.status.phase = Some(crate::supervise::Phase::Idle);
+                sf.status.next_attempt_ms = Some(elapsed(start) + delay);
+                sf.publish();
+                last_error = Some(msg);
+                if let Some(finish) = process::idle(&sfd, delay) {
+                    sf.status.phase = Some(crate::supervise::Phase::Done);
+                    sf.status.next_attempt_ms = None;
+                    sf.status.finish = Some(finish);
+                    sf.publish();
+                    return end(finish, pid1);
+                }
+            }
         }
     };
     sf.publish();
@@ -494,6 +538,13 @@ fn end(finish: Finish, pid1: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Milliseconds before boot attempt `attempt + 1`: 1 s, doubling, at most a minute.
+pub fn retry_delay_ms(attempt: u32) -> u64 {
+    1000u64
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
+        .min(60_000)
 }
 
 /// Last resort when even the signalfd cannot be set up: never exit, never spin.
@@ -610,6 +661,17 @@ mod tests {
         assert_eq!(decide_end(Finish::Reboot, false), End::Exit);
         assert_eq!(decide_end(Finish::Halt, true), End::Exit);
         assert_eq!(decide_end(Finish::Halt, false), End::Exit);
+    }
+
+    #[test]
+    fn boot_retries_back_off_to_a_minute() {
+        let delays: Vec<u64> = (1..=9).map(retry_delay_ms).collect();
+        assert_eq!(
+            delays,
+            [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+        );
+        assert_eq!(retry_delay_ms(u32::MAX), 60_000);
+        assert_eq!(retry_delay_ms(0), 1000);
     }
 
     #[test]
