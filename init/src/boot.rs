@@ -637,7 +637,11 @@ pub fn render_cmd(root: &Path, slot: &str, out: Option<&Path>) -> ExitCode {
                 .map_err(|e| e.to_string())?;
             match out {
                 Some(dir) => write_file(&dir.join(t.name), text.as_bytes(), 0o644)?,
-                None => print!("# ---- {} ----\n{text}", t.name),
+                None => {
+                    use std::io::Write;
+                    // A closed pipe ends the output, not the process with a panic.
+                    let _ = write!(std::io::stdout(), "# ---- {} ----\n{text}", t.name);
+                }
             }
         }
         Ok(())
