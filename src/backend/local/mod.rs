@@ -408,7 +408,7 @@ impl LocalBackend {
 
     /// Change the state under the directory lock.
     fn mutate<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
-        self.dir.init()?;
+        self.dir.init(self.traverse_gid())?;
         let _lock = self.dir.lock()?;
         let mut st = self.load()?;
         let r = f(&mut st)?;
@@ -468,6 +468,13 @@ impl LocalBackend {
         ])
     }
 
+    /// The host gid of an unprivileged CT's root, which must pass through the
+    /// state directory to `lxc/` (see `StateDir::init`); `None` when CTs are
+    /// privileged.
+    fn traverse_gid(&self) -> Option<u32> {
+        (!self.opts.privileged).then_some(self.opts.idmap.host_base)
+    }
+
     /// Give root the idmap range in /etc/subuid and /etc/subgid (LXC maps
     /// ids through newuidmap, which checks them). Call under the lock.
     fn ensure_subids(&self) -> Result<()> {
@@ -492,7 +499,7 @@ impl LocalBackend {
     /// ranges for an unprivileged CT), under the directory lock, so parallel
     /// creates and starts do not race to add the same bridge or line.
     fn prepare_host(&self, gateway: Ipv4Addr, prefix: u8, privileged: bool) -> Result<()> {
-        self.dir.init()?;
+        self.dir.init(self.traverse_gid())?;
         let _lock = self.dir.lock()?;
         if !privileged {
             self.ensure_subids()?;
@@ -654,9 +661,11 @@ impl LocalBackend {
         std::fs::create_dir_all(&rootfs).map_err(io_err("create", &rootfs))?;
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::Permissions::from_mode(0o755);
-            for d in [&ct, &rootfs] {
-                std::fs::set_permissions(d, mode.clone()).map_err(io_err("chmod", d))?;
+            // The CT's directory is owner-only (see `StateDir::init`); its
+            // rootfs is the CT's `/`, 0755 as on any system.
+            for (d, mode) in [(&ct, state::DIR_MODE), (&rootfs, 0o755)] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+                    .map_err(io_err("chmod", d))?;
             }
         }
         self.runner
@@ -980,7 +989,7 @@ impl Backend for LocalBackend {
         // Stored under its content hash, as on Proxmox: a rebuilt template
         // never overwrites the one running containers came from.
         let filename = super::stored_template_name(&filename, &sha256.to_ascii_lowercase());
-        self.dir.init()?;
+        self.dir.init(self.traverse_gid())?;
         let dst = self.dir.templates().join(&filename);
         let same = dst.is_file()
             && template::sha256_file(&dst)
@@ -1060,7 +1069,7 @@ impl Backend for LocalBackend {
             entrypoint: spec.entrypoint.clone(),
             host_managed: spec.host_managed,
         };
-        self.dir.init()?;
+        self.dir.init(self.traverse_gid())?;
         let _building = self.dir.creating_lock(vmid)?;
         self.mutate(|st| {
             match st.containers.get(&vmid) {

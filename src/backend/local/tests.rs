@@ -228,6 +228,32 @@ fn lifecycle_commands() {
     assert!(!b.state_dir().join("volumes/vm-103-disk-data").exists());
 }
 
+/// The state tree and each CT's directory are owner-only: behind them are
+/// root filesystems owned by host uids 0..65535 (a setuid file made by
+/// container root would be host root for whoever reaches it) and configs
+/// that carry PID 1's environment. Container root (the idmap's host gid) may
+/// pass through the root and `lxc/`, as lxc-start requires; only the CT's own
+/// `/` keeps 0755.
+#[test]
+fn state_and_container_directories_are_owner_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let r = rig();
+    let t = r.template();
+    r.backend.create(&spec(&t, 103)).unwrap();
+    let meta = |p: &std::path::Path| std::fs::metadata(p).unwrap();
+    let mode = |p: &std::path::Path| meta(p).permissions().mode() & 0o7777;
+    let root = r.backend.state_dir().to_path_buf();
+    let ct = r.backend.lxcpath().join(r.backend.container_name(103));
+    for d in [root.join("templates"), ct.clone()] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    for d in [root.clone(), root.join("lxc"), root.join("volumes")] {
+        assert_eq!(mode(&d), 0o710, "{}", d.display());
+        assert_eq!(meta(&d).gid(), 100_000, "{}", d.display());
+    }
+    assert_eq!(mode(&ct.join("rootfs")), 0o755);
+}
+
 #[test]
 fn files_written_into_the_rootfs_at_create() {
     let r = rig();
