@@ -186,11 +186,8 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
     st.boot.network_ms = Some(elapsed(start));
 
     let secrets = secrets(&boot.env, id.role)?;
-    let users = Users {
-        mongodb: std::fs::read_to_string(boot.path("/etc/passwd"))
-            .ok()
-            .and_then(|p| services::passwd_lookup(&p, "mongodb")),
-    };
+    let users =
+        Users::from_passwd(&std::fs::read_to_string(boot.path("/etc/passwd")).unwrap_or_default());
     // The hash is shown in every rendered config and the app's health answer;
     // only hex is taken from the file.
     let image_hash = match image.as_ref().map(ImageInfo::short_hash) {
@@ -228,14 +225,18 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
         };
         let text = render::render(t.name, &source, &cluster, &id.member, &extras)
             .map_err(|e| format!("render: {e}"))?;
-        // The ecosystem file carries the database password when one is delivered.
+        // The ecosystem file carries the database password when one is
+        // delivered: then only the web app's user reads it.
+        let target = boot.path(t.target);
         let mode = if t.role == Role::Webapp && secrets.db.is_some() {
             0o600
         } else {
             0o644
         };
-        write_file(&boot.path(t.target), text.as_bytes(), mode)
-            .map_err(|e| format!("render: {e}"))?;
+        write_file(&target, text.as_bytes(), mode).map_err(|e| format!("render: {e}"))?;
+        if t.role == Role::Webapp {
+            chown(&target, Some(users.webapp())).map_err(|e| format!("render: {e}"))?;
+        }
         n += 1;
     }
     info!("rendered {n} config(s) (+{} ms)", elapsed(start));
@@ -344,8 +345,13 @@ fn prepare_role(
             chown(&db, uid_gid)?;
         }
         Role::Webapp => {
-            std::fs::create_dir_all(boot.path(render::PM2_HOME))
+            // PM2 keeps its sockets, pids and dumps here; only the app's user may.
+            let home = boot.path(render::PM2_HOME);
+            std::fs::create_dir_all(&home)
                 .map_err(|e| format!("failed to create {}: {e}", render::PM2_HOME))?;
+            std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("failed to chmod {}: {e}", render::PM2_HOME))?;
+            chown(&home, Some(users.webapp()))?;
         }
     }
     Ok(())

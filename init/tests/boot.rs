@@ -477,6 +477,46 @@ fn a_missing_service_binary() {
     assert_eq!(b.halt(), 0);
 }
 
+/// PM2 and the app run as the image's unprivileged web app user, with
+/// PM2_HOME and the rendered ecosystem file theirs; never as root.
+#[test]
+fn the_web_app_runs_unprivileged() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let r = Root::new("webapp", "webapp2", "192.168.30.107");
+    r.write(
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/bash\nwebapp:x:990:990:haimg web app:/nonexistent:/usr/sbin/nologin\n",
+    );
+    let seen = r.path("seen");
+    fs::create_dir(&seen).unwrap();
+    fs::set_permissions(&seen, fs::Permissions::from_mode(0o777)).unwrap();
+    r.executable("opt/pm2/node_modules/pm2/bin/pm2-runtime", "");
+    r.executable(
+        "opt/node/bin/node",
+        &format!(
+            "#!/bin/sh\necho \"$(id -u):$(id -g):$(id -G):$HOME\" > {}/id\nexec sleep 1000\n",
+            seen.display()
+        ),
+    );
+    let mut b = r.boot("webapp2");
+    b.wait_for("the app's id", |_| seen.join("id").is_file());
+    b.wait_for("the whole line", |_| {
+        fs::read_to_string(seen.join("id")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert_eq!(
+        fs::read_to_string(seen.join("id")).unwrap(),
+        "990:990:990:/run/pm2\n"
+    );
+    let home = fs::metadata(r.path("run/pm2")).unwrap();
+    assert_eq!(
+        (home.uid(), home.gid(), home.mode() & 0o7777),
+        (990, 990, 0o700)
+    );
+    let eco = fs::metadata(r.path("run/haimg/pm2/ecosystem.config.js")).unwrap();
+    assert_eq!((eco.uid(), eco.gid()), (990, 990));
+    assert_eq!(b.halt(), 0);
+}
+
 #[test]
 fn a_good_boot_renders_and_spawns() {
     let r = Root::new("lb", "nginx2", "192.168.30.101");

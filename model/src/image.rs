@@ -25,6 +25,14 @@ pub const TEMPLATES_DIR: &str = "/etc/haimg/templates";
 /// Where the init reports its state at run time.
 pub const STATUS_FILE: &str = "/run/haimg/status.json";
 
+/// The unprivileged user the web app (PM2 and Node) runs as in webapp
+/// images. The build adds it with these fixed ids (reproducible), and the
+/// init falls back to the same ids when /etc/passwd lacks it, so the app never
+/// runs as root. Port 3000 is above 1024: no capability is needed.
+pub const WEBAPP_USER: &str = "webapp";
+pub const WEBAPP_UID: u32 = 990;
+pub const WEBAPP_GID: u32 = 990;
+
 /// Identity of a built image, baked at `/etc/haimg/image.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
