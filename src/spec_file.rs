@@ -68,11 +68,37 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, LoadError> {
     }
 }
 
+/// Read at most one byte past the size limit: a bigger (or endless, like
+/// `/dev/zero`) file is refused without being read whole.
 fn read(p: &Path) -> Result<String, LoadError> {
-    let bytes = std::fs::read(p).map_err(|error| LoadError::Read {
+    use std::io::Read;
+    let fail = |error| LoadError::Read {
         path: p.to_path_buf(),
         error,
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(p)
+        .and_then(|f| {
+            f.take(spec::MAX_SPEC_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(fail)?;
+    if bytes.len() > spec::MAX_SPEC_BYTES {
+        return Err(LoadError::Invalid {
+            source_name: Source::File(p.to_path_buf()),
+            err: SpecError {
+                problems: vec![Problem::error(
+                    "",
+                    format!(
+                        "the file has more than {} bytes; a spec is at most {} bytes",
+                        spec::MAX_SPEC_BYTES,
+                        spec::MAX_SPEC_BYTES
+                    ),
+                )
+                .hint("is this the right file?")],
+            },
+        });
+    }
     String::from_utf8(bytes).map_err(|e| LoadError::Invalid {
         source_name: Source::File(p.to_path_buf()),
         err: SpecError {

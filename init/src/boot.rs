@@ -2,10 +2,11 @@
 //!
 //! [`main`] is PID 1: mount what it needs, then [`prepare`] (identity,
 //! network, secrets, render), then the supervisor loop until a halt or reboot
-//! signal. Any failure in `prepare` becomes one `haimg-init[error]:` console
-//! line and the `error` of the status file, and the init stays up with no
-//! services: it still reaps, still answers the halt signal, never exits in a
-//! loop. [`Boot::root`] lets tests run the same steps against a directory
+//! signal. A failure in `prepare` becomes one `haimg-init[error]:` console
+//! line and the `error` of the status file, and is retried with backoff
+//! ([`retry_delay_ms`]: 1 s doubling to 1 min; a full /run or a file fixed by
+//! hand clears by itself): meanwhile the init has no services, still reaps,
+//! still answers the halt signal, never exits in a loop. [`Boot::root`] lets tests run the same steps against a directory
 //! instead of `/` (no mounts, no network changes, programs looked up under
 //! the directory).
 
@@ -185,16 +186,23 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
     st.boot.network_ms = Some(elapsed(start));
 
     let secrets = secrets(&boot.env, id.role)?;
-    let users = Users {
-        mongodb: std::fs::read_to_string(boot.path("/etc/passwd"))
-            .ok()
-            .and_then(|p| services::passwd_lookup(&p, "mongodb")),
+    let users =
+        Users::from_passwd(&std::fs::read_to_string(boot.path("/etc/passwd")).unwrap_or_default());
+    // The hash is shown in every rendered config and the app's health answer;
+    // only hex is taken from the file.
+    let image_hash = match image.as_ref().map(ImageInfo::short_hash) {
+        Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()) => h.to_string(),
+        Some(_) => {
+            st.warnings.push(format!(
+                "{}: input_hash is not hex; the image is shown as unknown",
+                haimg_model::image::IMAGE_FILE
+            ));
+            "unknown".to_string()
+        }
+        None => "unknown".to_string(),
     };
     let extras = Extras {
-        image_hash: image
-            .as_ref()
-            .map(|i| i.short_hash().to_string())
-            .unwrap_or_else(|| "unknown".into()),
+        image_hash,
         memory_mb: services::memory_limit_mb(&boot.path("/sys/fs/cgroup")),
         mongo_keyfile: secrets.mongo_key.is_some(),
         db_credentials: secrets.db.clone(),
@@ -217,14 +225,22 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
         };
         let text = render::render(t.name, &source, &cluster, &id.member, &extras)
             .map_err(|e| format!("render: {e}"))?;
-        // The ecosystem file carries the database password when one is delivered.
-        let holds_secret = match t.role {
-            Role::Webapp => secrets.db.is_some(),
+        // The ecosystem file carries the database password when one is
+        // delivered: then only the web app's user reads it.
+        let target = boot.path(t.target);
+        let app_owned = match t.role {
+            Role::Webapp => true,
             Role::Lb | Role::Mongo => false,
         };
-        let mode = if holds_secret { 0o600 } else { 0o644 };
-        write_file(&boot.path(t.target), text.as_bytes(), mode)
-            .map_err(|e| format!("render: {e}"))?;
+        let mode = if app_owned && secrets.db.is_some() {
+            0o600
+        } else {
+            0o644
+        };
+        write_file(&target, text.as_bytes(), mode).map_err(|e| format!("render: {e}"))?;
+        if app_owned {
+            chown(&target, Some(users.webapp())).map_err(|e| format!("render: {e}"))?;
+        }
         n += 1;
     }
     info!("rendered {n} config(s) (+{} ms)", elapsed(start));
@@ -331,8 +347,13 @@ fn prepare_role(
             chown(&db, uid_gid)?;
         }
         Role::Webapp => {
-            std::fs::create_dir_all(boot.path(render::PM2_HOME))
+            // PM2 keeps its sockets, pids and dumps here; only the app's user may.
+            let home = boot.path(render::PM2_HOME);
+            std::fs::create_dir_all(&home)
                 .map_err(|e| format!("failed to create {}: {e}", render::PM2_HOME))?;
+            std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("failed to chmod {}: {e}", render::PM2_HOME))?;
+            chown(&home, Some(users.webapp()))?;
         }
     }
     Ok(())
@@ -381,9 +402,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     mount_basics();
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("HAIMG_"))
-        .collect();
+    let env = haimg_env(std::env::vars_os());
     run_boot(
         Boot {
             root: PathBuf::from("/"),
@@ -396,11 +415,34 @@ pub fn main() -> ExitCode {
     )
 }
 
+/// PID 1's `HAIMG_*` variables. The environment is whatever the container
+/// was started with: a name or value that is not UTF-8 is skipped with a
+/// console line (`std::env::vars` would panic, and a panic ends PID 1).
+pub fn haimg_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (k, v) in vars {
+        if !k.as_encoded_bytes().starts_with(b"HAIMG_") {
+            continue;
+        }
+        match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => {
+                env.insert(k, v);
+            }
+            (Ok(k), Err(_)) => warn!("environment variable {k} is not UTF-8; ignored"),
+            (Err(k), _) => warn!(
+                "environment variable {} is not UTF-8; ignored",
+                k.to_string_lossy()
+            ),
+        }
+    }
+    env
+}
+
 /// `boot --root DIR`: the same steps against a directory, not as PID 1.
 pub fn boot_in_dir(root: &Path, status: &Path) -> ExitCode {
-    let env: BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("HAIMG_"))
-        .collect();
+    let env = haimg_env(std::env::vars_os());
     let _ = process::become_subreaper();
     run_boot(
         Boot {
@@ -425,20 +467,53 @@ fn run_boot(boot: Boot, status_path: PathBuf, start: Instant, pid1: bool) -> Exi
         }
     };
     let mut sf = StatusFile::new(status_path, Status::default());
-    let services = match prepare(&boot, &mut sf.status, start) {
-        Ok(p) => {
-            // Tests run the boot against a directory: no traffic to the plan's addresses.
-            if p.identity.role.elects_primary() && boot.system {
-                sf.join = Some(crate::join::spawn(&p.cluster, &p.identity));
+    let mut attempt: u32 = 0;
+    let mut last_error: Option<String> = None;
+    let services = loop {
+        attempt += 1;
+        // Each attempt starts from a clean status: warnings of a failed one go away.
+        sf.status = Status {
+            boot_attempts: attempt,
+            ..Status::default()
+        };
+        match prepare(&boot, &mut sf.status, start) {
+            Ok(p) => {
+                if attempt > 1 {
+                    info!("boot attempt {attempt} succeeded");
+                }
+                // Tests run the boot against a directory: no traffic to the plan's addresses.
+                if p.identity.role.elects_primary() && boot.system {
+                    sf.join = Some(crate::join::spawn(&p.cluster, &p.identity));
+                }
+                break p.services;
             }
-            p.services
-        }
-        Err(msg) => {
-            error!("{msg}");
-            error!("no services started; the init stays up and answers the halt signal");
-            sf.status.error = Some(msg);
-            sf.status.phase = Some(crate::supervise::Phase::Idle);
-            Vec::new()
+            Err(msg) => {
+                let delay = retry_delay_ms(attempt);
+                if last_error.as_deref() == Some(msg.as_str()) {
+                    info!(
+                        "boot attempt {attempt} failed the same way; next in {} s",
+                        delay / 1000
+                    );
+                } else {
+                    error!("{msg}");
+                    error!(
+                        "boot attempt {attempt} failed; no services started; retrying in {} s (the init stays up and answers the halt signal)",
+                        delay / 1000
+                    );
+                }
+                sf.status.error = Some(msg.clone());
+                sf.status.phase = Some(crate::supervise::Phase::Idle);
+                sf.status.next_attempt_ms = Some(elapsed(start) + delay);
+                sf.publish();
+                last_error = Some(msg);
+                if let Some(finish) = process::idle(&sfd, delay) {
+                    sf.status.phase = Some(crate::supervise::Phase::Done);
+                    sf.status.next_attempt_ms = None;
+                    sf.status.finish = Some(finish);
+                    sf.publish();
+                    return end(finish, pid1);
+                }
+            }
         }
     };
     sf.publish();
@@ -471,6 +546,13 @@ fn end(finish: Finish, pid1: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Milliseconds before boot attempt `attempt + 1`: 1 s, doubling, at most a minute.
+pub fn retry_delay_ms(attempt: u32) -> u64 {
+    1000u64
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
+        .min(60_000)
 }
 
 /// Last resort when even the signalfd cannot be set up: never exit, never spin.
@@ -563,7 +645,11 @@ pub fn render_cmd(root: &Path, slot: &str, out: Option<&Path>) -> ExitCode {
                 .map_err(|e| e.to_string())?;
             match out {
                 Some(dir) => write_file(&dir.join(t.name), text.as_bytes(), 0o644)?,
-                None => print!("# ---- {} ----\n{text}", t.name),
+                None => {
+                    use std::io::Write;
+                    // A closed pipe ends the output, not the process with a panic.
+                    let _ = write!(std::io::stdout(), "# ---- {} ----\n{text}", t.name);
+                }
             }
         }
         Ok(())
@@ -587,6 +673,35 @@ mod tests {
         assert_eq!(decide_end(Finish::Reboot, false), End::Exit);
         assert_eq!(decide_end(Finish::Halt, true), End::Exit);
         assert_eq!(decide_end(Finish::Halt, false), End::Exit);
+    }
+
+    #[test]
+    fn boot_retries_back_off_to_a_minute() {
+        let delays: Vec<u64> = (1..=9).map(retry_delay_ms).collect();
+        assert_eq!(
+            delays,
+            [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+        );
+        assert_eq!(retry_delay_ms(u32::MAX), 60_000);
+        assert_eq!(retry_delay_ms(0), 1000);
+    }
+
+    #[test]
+    fn non_utf8_environment_is_skipped_not_fatal() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let raw = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let env = haimg_env([
+            (raw(b"HAIMG_SLOT"), raw(b"nginx1")),
+            (raw(b"HAIMG_IP"), raw(b"\xff\xfe")),
+            (raw(b"HAIMG_\xff"), raw(b"x")),
+            (raw(b"PATH\xff"), raw(b"\xff")),
+            (raw(b"OTHER"), raw(b"y")),
+        ]);
+        assert_eq!(
+            env.into_iter().collect::<Vec<_>>(),
+            [("HAIMG_SLOT".to_string(), "nginx1".to_string())]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! haimg-init: PID 1 of every haimg image. A thin binary over the library:
 //! it parses the command line and hands over; see lib.rs for the boot order.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use haimg_init::cli::{self, Command};
@@ -10,7 +11,8 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             haimg_init::error!("{e}");
-            eprintln!("{}", cli::USAGE);
+            // A closed console must not panic the process (println! would).
+            let _ = writeln!(std::io::stderr(), "{}", cli::USAGE);
             return ExitCode::from(2);
         }
     };
@@ -23,11 +25,15 @@ fn main() -> ExitCode {
         }
         Command::BootDir { root, status } => haimg_init::boot::boot_in_dir(&root, &status),
         Command::Version => {
-            println!("haimg-init {}", env!("CARGO_PKG_VERSION"));
+            let _ = writeln!(
+                std::io::stdout(),
+                "haimg-init {}",
+                env!("CARGO_PKG_VERSION")
+            );
             ExitCode::SUCCESS
         }
         Command::Help => {
-            println!("{}", cli::USAGE);
+            let _ = writeln!(std::io::stdout(), "{}", cli::USAGE);
             ExitCode::SUCCESS
         }
     }

@@ -8,7 +8,10 @@
 //! port; keepalived has none and counts as ready once spawned — it only
 //! starts after nginx answers, so the VIP never lands on a node that cannot
 //! serve it. Stop signals: nginx SIGQUIT (graceful), the rest SIGTERM
-//! (pm2-runtime forwards it to the app and waits `kill_timeout`).
+//! (pm2-runtime forwards it to the app and waits `kill_timeout`). Users:
+//! nginx and keepalived start as root (nginx's workers drop to www-data;
+//! keepalived manages the VIP), mongod as `mongodb`, PM2 and the app as the
+//! unprivileged web app user (never root).
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::Path;
@@ -29,6 +32,28 @@ const PATH: &str = "/opt/node/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Users {
     pub mongodb: Option<(u32, u32)>,
+    /// The web app's user; `None` means the image's fixed ids.
+    pub webapp: Option<(u32, u32)>,
+}
+
+impl Users {
+    /// Read from an /etc/passwd text. A user mapped to uid or gid 0 is not
+    /// taken: the services these users exist for must not run as root.
+    pub fn from_passwd(passwd: &str) -> Users {
+        let unprivileged = |u: Option<(u32, u32)>| u.filter(|(uid, gid)| *uid != 0 && *gid != 0);
+        Users {
+            mongodb: unprivileged(passwd_lookup(passwd, "mongodb")),
+            webapp: unprivileged(passwd_lookup(passwd, haimg_model::image::WEBAPP_USER)),
+        }
+    }
+
+    /// `(uid, gid)` of the web app: from /etc/passwd, else the image's fixed ids.
+    pub fn webapp(&self) -> (u32, u32) {
+        self.webapp.unwrap_or((
+            haimg_model::image::WEBAPP_UID,
+            haimg_model::image::WEBAPP_GID,
+        ))
+    }
 }
 
 fn base_env() -> Vec<(String, String)> {
@@ -123,7 +148,7 @@ pub fn for_role(cluster: &Cluster, id: &Identity, users: &Users) -> Vec<ServiceS
                     "/run/haimg/pm2/ecosystem.config.js".into(),
                 ],
                 env,
-                user: None,
+                user: Some(users.webapp()),
                 ready: Readiness::Tcp(SocketAddr::V4(SocketAddrV4::new(
                     id.member.ip,
                     cluster.webapp.port,
@@ -172,6 +197,21 @@ mod tests {
     }
 
     #[test]
+    fn users_are_never_root() {
+        let p = "root:x:0:0:root:/root:/bin/bash\nmongodb:x:0:0::/:/bin/sh\nwebapp:x:990:990::/nonexistent:/usr/sbin/nologin\n";
+        let u = Users::from_passwd(p);
+        assert_eq!(u.mongodb, None);
+        assert_eq!(u.webapp(), (990, 990));
+        let u = Users::from_passwd("webapp:x:1234:1235::/:/bin/false\n");
+        assert_eq!(u.webapp(), (1234, 1235));
+        assert_eq!(
+            Users::from_passwd("webapp:x:0:990::/:/bin/false\n").webapp(),
+            (990, 990)
+        );
+        assert_eq!(Users::default().webapp(), (990, 990));
+    }
+
+    #[test]
     fn cgroup_memory() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(memory_limit_mb(d.path()), None);
@@ -217,6 +257,7 @@ mod snapshots {
             };
             let users = Users {
                 mongodb: Some((101, 65534)),
+                webapp: None,
             };
             insta::assert_json_snapshot!(format!("services-{role}"), for_role(&c, &id, &users));
         }

@@ -4,8 +4,8 @@
 //! The file is rewritten whole (temp file + rename, so a reader never sees
 //! half a document) and only when its content changed. It holds the
 //! identity, the image, the phase, a boot error if any (the same text as the
-//! console line), each service's state, the rs0 join state and the boot
-//! timings.
+//! console line) with the attempts so far and when the next is due, each
+//! service's state, the rs0 join state and the boot timings.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,11 @@ pub struct Status {
     pub phase: Option<Phase>,
     /// Why the init is idle instead of running services.
     pub error: Option<String>,
+    /// Boot attempts so far (identity, network, render); a failed one is
+    /// retried with backoff.
+    pub boot_attempts: u32,
+    /// When the next boot attempt is due (ms after exec), while one failed.
+    pub next_attempt_ms: Option<Millis>,
     pub identity: Option<IdentitySummary>,
     pub image: Option<ImageInfo>,
     pub services: Vec<ServiceStatus>,

@@ -25,6 +25,14 @@ pub const TEMPLATES_DIR: &str = "/etc/haimg/templates";
 /// Where the init reports its state at run time.
 pub const STATUS_FILE: &str = "/run/haimg/status.json";
 
+/// The unprivileged user the web app (PM2 and Node) runs as in webapp
+/// images. The build adds it with these fixed ids (reproducible), and the
+/// init falls back to the same ids when /etc/passwd lacks it, so the app never
+/// runs as root. Port 3000 is above 1024: no capability is needed.
+pub const WEBAPP_USER: &str = "webapp";
+pub const WEBAPP_UID: u32 = 990;
+pub const WEBAPP_GID: u32 = 990;
+
 /// Identity of a built image, baked at `/etc/haimg/image.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,9 +50,14 @@ impl ImageInfo {
         Role::parse(&self.role)
     }
 
-    /// The first 12 hex digits, as shown in tags and `/api/health`.
+    /// The first 12 hex digits, as shown in tags and `/api/health`. The file
+    /// is read at boot: a hash that is not hex comes back as its first 12
+    /// characters (never a slice inside a character).
     pub fn short_hash(&self) -> &str {
-        &self.input_hash[..self.input_hash.len().min(12)]
+        let h = &self.input_hash;
+        h.char_indices()
+            .nth(12)
+            .map_or(h.as_str(), |(i, _)| &h[..i])
     }
 }
 
@@ -61,4 +74,24 @@ pub mod env {
     pub const IP: &str = "HAIMG_IP";
     /// The default gateway.
     pub const GATEWAY: &str = "HAIMG_GATEWAY";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_hash_of_any_text() {
+        let info = |h: &str| ImageInfo {
+            role: "lb".into(),
+            version: "1".into(),
+            input_hash: h.into(),
+            source_date_epoch: 0,
+        };
+        assert_eq!(info("0123456789abcdef").short_hash(), "0123456789ab");
+        assert_eq!(info("01234").short_hash(), "01234");
+        assert_eq!(info("ééééééééééééé").short_hash(), "éééééééééééé");
+        assert_eq!(info("0123456789aé").short_hash(), "0123456789aé");
+        assert_eq!(info("").short_hash(), "");
+    }
 }

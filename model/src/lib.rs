@@ -2,15 +2,21 @@
 //! (`haimg-init`).
 //!
 //! It holds the cluster spec ([`spec`]: raw shape, strict validation), the
-//! validated [`Cluster`] and what follows from it alone ([`tolerance`]). Both
+//! validated [`Cluster`] and what follows from it alone ([`tolerance`]), and
+//! the one quoting function per config language ([`quote`]). Both
 //! binaries depend on it, so a plan baked at build time means the same thing
 //! at boot. It does no I/O.
 
 mod cluster;
+pub mod endpoint;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod image;
 pub mod policy;
+pub mod quote;
 pub mod render;
 mod role;
+pub mod secrets;
 pub mod spec;
 mod template;
 pub mod tolerance;

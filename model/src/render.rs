@@ -7,15 +7,20 @@
 //! environment) so templates only place values; [`render`] fills a template
 //! with it. Invariants: a template may only name values that exist (strict
 //! undefined: a typo fails the render instead of producing an empty
-//! directive), nothing is auto-escaped (the JavaScript template quotes with
-//! `tojson`), the only filters are `length` and `tojson` (a small binary), and
-//! no secret ever comes from the plan — secrets arrive in [`Extras`] at boot.
+//! directive); every string a template prints goes through the quoting
+//! function of the template's language ([`crate::quote`], chosen by
+//! [`TemplateInfo::lang`]), so no value can add a directive, and a value the
+//! language cannot carry fails the render; numbers and booleans print as they
+//! are; there is no filter that marks a value safe (the only filter is
+//! `length`, which keeps the binary small); and no secret ever comes from the
+//! plan — secrets arrive in [`Extras`] at boot.
 
 use std::net::Ipv4Addr;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
+use crate::quote::{self, Lang};
 use crate::{Cluster, ExecMode, Member, Role, UpstreamHash, VrrpMode};
 
 /// The init binary inside every image; keepalived calls it to check nginx.
@@ -36,6 +41,8 @@ pub struct TemplateInfo {
     pub name: &'static str,
     /// Where the init writes the rendered file.
     pub target: &'static str,
+    /// The file's language: every printed string is quoted for it.
+    pub lang: Lang,
     /// The default template, as committed.
     pub source: &'static str,
 }
@@ -45,24 +52,28 @@ pub const TEMPLATES: [TemplateInfo; 4] = [
     TemplateInfo {
         role: Role::Lb,
         name: "nginx.conf",
+        lang: Lang::Nginx,
         target: "/run/haimg/nginx/nginx.conf",
         source: include_str!("../../roles/lb/templates/nginx.conf"),
     },
     TemplateInfo {
         role: Role::Lb,
         name: "keepalived.conf",
+        lang: Lang::Keepalived,
         target: "/run/haimg/keepalived/keepalived.conf",
         source: include_str!("../../roles/lb/templates/keepalived.conf"),
     },
     TemplateInfo {
         role: Role::Mongo,
         name: "mongod.conf",
+        lang: Lang::Yaml,
         target: "/run/haimg/mongod/mongod.conf",
         source: include_str!("../../roles/mongo/templates/mongod.conf"),
     },
     TemplateInfo {
         role: Role::Webapp,
         name: "ecosystem.config.js",
+        lang: Lang::Js,
         target: "/run/haimg/pm2/ecosystem.config.js",
         source: include_str!("../../roles/webapp/templates/ecosystem.config.js"),
     },
@@ -99,8 +110,10 @@ pub enum RenderError {
     },
     #[error("{slot} is not a member of the plan")]
     NotAMember { slot: String },
-    #[error("HAIMG_VRRP_PASS must be 1 to 8 printable characters without spaces or quotes")]
+    #[error("HAIMG_VRRP_PASS must be 1 to 8 letters, digits or ._:/,+=-")]
     VrrpPass,
+    #[error("template {name} is not one haimg knows, so there are no quoting rules for it")]
+    Unknown { name: String },
 }
 
 #[derive(Serialize)]
@@ -191,6 +204,8 @@ struct LbCtx {
     tls: Option<TlsCtx>,
     rate_limit: RateLimitCtx,
     keepalived: KeepalivedCtx,
+    /// What `/haimg/lb-health` answers: the slot and a newline.
+    health_body: String,
 }
 
 #[derive(Serialize)]
@@ -328,6 +343,7 @@ fn lb_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<LbCtx, 
             vip: format!("{}/{}", cluster.network.vip, cluster.network.cidr.prefix),
             check_script: format!("{INIT_PATH} check-tcp 127.0.0.1:{}", n.listen_port),
         },
+        health_body: format!("{}\n", member.slot),
     })
 }
 
@@ -342,10 +358,11 @@ pub fn derive_vrrp_pass(cluster_name: &str) -> String {
     format!("{:08x}", (h >> 32) as u32)
 }
 
+/// What keepalived can carry ([`quote::keepalived`]) without a space.
 fn valid_vrrp_pass(p: &str) -> bool {
     (1..=8).contains(&p.len())
         && p.chars()
-            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\'')
+            .all(|c| c.is_ascii_alphanumeric() || "._:/,+=-".contains(c))
 }
 
 /// MongoDB's own default is max(0.25, (RAM - 1 GiB) / 2) GiB of *host* RAM;
@@ -387,17 +404,20 @@ pub fn mongodb_uri(cluster: &Cluster, credentials: Option<&(String, String)>) ->
         ),
         None => (String::new(), ""),
     };
+    // The database and the set name are validated, but `&`, `=`, `?` and `#`
+    // are legal in a MongoDB database name: encoded, they stay one path segment
+    // (the driver decodes it) and cannot add options to the query.
     format!(
         "mongodb://{auth}{}/{}?replicaSet={}{source}",
         hosts.join(","),
-        cluster.webapp.database,
-        m.replica_set
+        percent_encode(&cluster.webapp.database),
+        percent_encode(&m.replica_set)
     )
 }
 
 /// RFC 3986 unreserved characters stay, everything else is %XX (as the URI spec requires
-/// for user and password).
-fn percent_encode(s: &str) -> String {
+/// for user, password, path segment and query value).
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -464,6 +484,13 @@ pub fn render(
             member_role: member.role,
         });
     }
+    let lang = TEMPLATES
+        .iter()
+        .find(|t| t.name == name)
+        .map(|t| t.lang)
+        .ok_or_else(|| RenderError::Unknown {
+            name: name.to_string(),
+        })?;
     let ctx = context(cluster, member, extras)?;
     let err = |e: minijinja::Error| RenderError::Template {
         name: name.to_string(),
@@ -471,11 +498,15 @@ pub fn render(
     };
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    // minijinja's `builtins` feature would add some 60 filters (and their code) to a
-    // binary with a 2 MB budget; the templates need these two.
+    // Nothing may bypass the quoting: no `safe`, no HTML `escape`. minijinja's
+    // `builtins` feature (some 60 more filters) stays off in a binary with a
+    // 2 MB budget; the templates need `length` only.
+    for f in ["safe", "escape", "e"] {
+        env.remove_filter(f);
+    }
     env.add_filter("length", filter_length);
-    env.add_filter("tojson", filter_tojson);
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_formatter(move |out, _state, value| write_quoted(out, lang, value));
     let mut syntax = minijinja::syntax::SyntaxConfig::builder();
     syntax
         .trim_blocks(true)
@@ -491,6 +522,36 @@ pub fn render(
         detail: e.to_string(),
     })?;
     tmpl.render(to_template_value(value)).map_err(err)
+}
+
+/// What `{{ value }}` prints: a number or boolean as it is, a string through
+/// the language's quoting function, anything else is an error.
+fn write_quoted(
+    out: &mut minijinja::Output,
+    lang: Lang,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind;
+    let bad =
+        |detail: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, detail);
+    let text = match value.kind() {
+        ValueKind::Number | ValueKind::Bool => value.to_string(),
+        ValueKind::String => {
+            let s = value.as_str().unwrap_or_default();
+            match lang {
+                Lang::Nginx => quote::nginx(s).map(|c| c.into_owned()),
+                Lang::Keepalived => quote::keepalived(s).map(|c| c.into_owned()),
+                Lang::Yaml => Ok(quote::yaml(s).into_owned()),
+                Lang::Js => Ok(quote::js(s)),
+                Lang::Lxc => quote::lxc(s).map(str::to_string),
+                Lang::Nft => quote::nft(s),
+                Lang::Pve => quote::pve(s).map(str::to_string),
+            }
+            .map_err(|e| bad(e.to_string()))?
+        }
+        k => return Err(bad(format!("cannot print a {k} value"))),
+    };
+    out.write_str(&text).map_err(|e| bad(e.to_string()))
 }
 
 /// Render a role's committed default template.
@@ -531,22 +592,6 @@ fn filter_length(v: minijinja::Value) -> Result<usize, minijinja::Error> {
             format!("cannot take the length of {}", v.kind()),
         )
     })
-}
-
-/// A JSON (and so JavaScript) literal of a string, number or boolean.
-fn filter_tojson(v: minijinja::Value) -> Result<String, minijinja::Error> {
-    use minijinja::value::ValueKind;
-    match v.kind() {
-        ValueKind::String => serde_json::to_string(v.as_str().unwrap_or_default()).map_err(|e| {
-            minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
-        }),
-        ValueKind::Number | ValueKind::Bool => Ok(v.to_string()),
-        ValueKind::None => Ok("null".into()),
-        k => Err(minijinja::Error::new(
-            minijinja::ErrorKind::InvalidOperation,
-            format!("tojson takes a string, number or boolean, not {k}"),
-        )),
-    }
 }
 
 fn one_line(e: &minijinja::Error) -> String {

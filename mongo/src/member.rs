@@ -413,7 +413,7 @@ pub fn step_down_with(
     let req = step_down_request(secs);
     let catch_up = secs.saturating_sub(1).min(MAX_CATCH_UP_SECS);
     // The server answers after the catch-up wait at the latest.
-    conn.set_read_timeout(timeout + Duration::from_secs(u64::from(catch_up)));
+    conn.set_read_timeout(timeout.saturating_add(Duration::from_secs(u64::from(catch_up))));
     let id = conn.send(&req)?;
     match conn.receive(id) {
         Ok(reply) => parse_step_down(addr, &reply, catch_up),

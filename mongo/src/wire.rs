@@ -105,22 +105,27 @@ pub struct Msg {
     pub body: Document,
 }
 
-/// Decode one whole OP_MSG (header included).
+/// Decode one whole OP_MSG (header included). The bytes come from whatever
+/// answers on a peer's port, so every length in them is checked before it is
+/// used: a negative or oversized section size, a length field that disagrees
+/// with the bytes, a truncated section, two bodies: all are errors, never a
+/// slice out of bounds.
 pub fn decode(bytes: &[u8]) -> Result<Msg, String> {
     if bytes.len() < 21 {
         return Err(format!("{} bytes is shorter than an OP_MSG", bytes.len()));
     }
+    // Invariant: every offset read below is at most 16 + 4 <= bytes.len().
     let i32_at =
         |o: usize| i32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
     let len = i32_at(0);
-    if len as usize != bytes.len() {
+    if usize::try_from(len).ok() != Some(bytes.len()) {
         return Err(format!("length field {len} but {} bytes", bytes.len()));
     }
     let op = i32_at(12);
     if op != OP_MSG {
         return Err(format!("opCode {op}, expected {OP_MSG} (OP_MSG)"));
     }
-    let flags = i32_at(16) as u32;
+    let flags = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
     let end = if flags & CHECKSUM_PRESENT != 0 {
         bytes
             .len()
@@ -135,23 +140,28 @@ pub fn decode(bytes: &[u8]) -> Result<Msg, String> {
     while off < end {
         let kind = bytes[off];
         off += 1;
-        let size = bytes
+        let raw = bytes
             .get(off..off + 4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .filter(|_| off + 4 <= end)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .ok_or("truncated section")?;
-        if size < 5 || off + size > end {
-            return Err(format!("section size {size} does not fit"));
-        }
+        // The size counts its own 4 bytes; a BSON document is at least 5.
+        let stop = usize::try_from(raw)
+            .ok()
+            .filter(|size| *size >= 5)
+            .and_then(|size| off.checked_add(size))
+            .filter(|stop| *stop <= end)
+            .ok_or_else(|| format!("section size {raw} does not fit"))?;
         match kind {
+            0 if body.is_some() => return Err("two body sections".into()),
             0 => {
-                let doc =
-                    Document::from_reader(&bytes[off..off + size]).map_err(|e| e.to_string())?;
+                let doc = Document::from_reader(&bytes[off..stop]).map_err(|e| e.to_string())?;
                 body = Some(doc);
             }
             1 => {} // document sequences: never sent by a server in a command reply
             k => return Err(format!("unknown section kind {k}")),
         }
-        off += size;
+        off = stop;
     }
     Ok(Msg {
         request_id: i32_at(4),
@@ -337,6 +347,55 @@ mod tests {
         let mut bad_kind = good;
         bad_kind[20] = 9;
         assert_eq!(decode(&bad_kind).unwrap_err(), "unknown section kind 9");
+    }
+
+    /// A 26-byte reply whose section size is negative: `as usize` made it
+    /// huge, `off + size` wrapped and the slice panicked (PID 1 aborted).
+    #[test]
+    fn negative_and_oversized_section_sizes() {
+        let frame = |size: i32| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&26i32.to_le_bytes());
+            b.extend_from_slice(&1i32.to_le_bytes());
+            b.extend_from_slice(&1i32.to_le_bytes());
+            b.extend_from_slice(&OP_MSG.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.push(0);
+            b.extend_from_slice(&size.to_le_bytes());
+            b.push(0);
+            b
+        };
+        for size in [-1, i32::MIN, -21, 4, 6, i32::MAX] {
+            let b = frame(size);
+            assert_eq!(b.len(), 26);
+            assert_eq!(
+                decode(&b).unwrap_err(),
+                format!("section size {size} does not fit")
+            );
+        }
+        let mut neg_len = frame(5);
+        neg_len[0..4].copy_from_slice(&(-26i32).to_le_bytes());
+        assert_eq!(
+            decode(&neg_len).unwrap_err(),
+            "length field -26 but 26 bytes"
+        );
+        // A section size field cut off by the checksum.
+        let mut cut = frame(5);
+        cut.truncate(23);
+        cut[16] = 1;
+        cut.extend_from_slice(&[0; 4]);
+        cut[0..4].copy_from_slice(&27i32.to_le_bytes());
+        assert_eq!(decode(&cut).unwrap_err(), "truncated section");
+    }
+
+    #[test]
+    fn two_bodies_are_refused() {
+        let one = encode_reply(1, 1, &doc! {"ok": 1.0}).unwrap();
+        let mut two = one.clone();
+        two.extend_from_slice(&one[20..]);
+        let len = two.len() as i32;
+        two[0..4].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(decode(&two).unwrap_err(), "two body sections");
     }
 
     proptest::proptest! {

@@ -11,8 +11,12 @@
 //! (resolv.conf, mmdebstrap's apt/dpkg settings, the build CA), apt lists and
 //! caches, logs, `*-old` backups, the ld.so aux cache, temp files, npm and
 //! PM2 state in /root, documentation (copyright files stay), man and info
-//! pages, translations beyond the recipe's `keep_locales`. It never follows a
-//! symlink out of the tree.
+//! pages, translations beyond the recipe's `keep_locales`; and every setuid
+//! and setgid bit except those in [`KEEP_SETID`] (none: see there). It never
+//! follows a symlink out of the tree.
+//!
+//! [`add_user`] gives an image a system user with fixed ids (the web app's),
+//! so the passwd, group and shadow files are the same in every build.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -166,10 +170,25 @@ const EMPTY: &[&str] = &[
     "var/cache/apt",
 ];
 
+/// Setuid and setgid bits an image keeps, with the reason; all others are
+/// cleared by [`normalize`]. None is kept. Debian minbase and the role
+/// packages bring `su`, `mount`, `umount`, `passwd`, `chsh`, `chfn`,
+/// `gpasswd`, `newgrp` (setuid root) and `chage`, `expiry`, `unix_chkpwd`
+/// (setgid shadow), and setgid directories such as `/var/mail` and
+/// `/var/local`. In a haimg image nobody logs in and nothing changes user
+/// through them: haimg-init starts every service as its user, `pct enter` and
+/// `lxc-attach` give root directly, and no mail is delivered. And an
+/// unprivileged container's files are owned by host uids (0..65535 mapped),
+/// so a setuid binary is a risk on the host side too. To keep one, list it
+/// here with the reason; the test beside this module pins the list.
+pub const KEEP_SETID: &[(&str, &str)] = &[];
+
 /// What [`normalize`] did, for the build log.
 #[derive(Debug, Default)]
 pub struct Normalized {
     pub removed: usize,
+    /// `path (mode before)` of every entry whose setuid/setgid bits were cleared.
+    pub setid_cleared: Vec<String>,
 }
 
 pub fn normalize(
@@ -226,6 +245,7 @@ pub fn normalize(
             }
         }
     }
+    n.setid_cleared = clear_setid(root, Path::new(""))?;
     // The dpkg filters stay documented in the image, without build-only options.
     put(
         root,
@@ -234,6 +254,103 @@ pub fn normalize(
         0o644,
     )?;
     Ok(n)
+}
+
+/// Clear setuid and setgid on every file and directory below `root/rel`
+/// (never following a symlink), except [`KEEP_SETID`]; sorted by path.
+fn clear_setid(root: &Path, rel: &Path) -> Result<Vec<String>, FinishError> {
+    let dir = root.join(rel);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(err("read", &dir))?
+        .collect::<Result<_, _>>()
+        .map_err(err("read", &dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut cleared = Vec::new();
+    for e in entries {
+        let rel = rel.join(e.file_name());
+        let p = root.join(&rel);
+        let m = p.symlink_metadata().map_err(err("inspect", &p))?;
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        let mode = m.permissions().mode() & 0o7777;
+        let shown = format!("/{}", rel.display());
+        if mode & 0o6000 != 0 && !KEEP_SETID.iter().any(|(k, _)| *k == shown) {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & !0o6000))
+                .map_err(err("chmod", &p))?;
+            cleared.push(format!("{shown} ({mode:04o})"));
+        }
+        if m.is_dir() {
+            cleared.extend(clear_setid(root, &rel)?);
+        }
+    }
+    Ok(cleared)
+}
+
+/// Add system user `name` with group `name`, fixed `uid`/`gid`, no login and
+/// no password, to the image's passwd, group, shadow and gshadow files (same
+/// bytes in every build). Already there with these ids: nothing to do; the
+/// name or an id taken otherwise: an error.
+pub fn add_user(
+    root: &Path,
+    name: &str,
+    uid: u32,
+    gid: u32,
+    gecos: &str,
+) -> Result<bool, FinishError> {
+    let taken = |what: &str| FinishError {
+        what: "add user to",
+        path: root.join(what),
+        error: io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{name} ({uid}:{gid}) clashes with an entry there"),
+        ),
+    };
+    let read = |rel: &str| -> Result<String, FinishError> {
+        let p = root.join(rel);
+        std::fs::read_to_string(&p).map_err(err("read", &p))
+    };
+    let passwd = read("etc/passwd")?;
+    let want = format!("{name}:x:{uid}:{gid}:{gecos}:/nonexistent:/usr/sbin/nologin");
+    let fields = |l: &str| l.split(':').map(str::to_string).collect::<Vec<_>>();
+    let clash = |text: &str, id: u32| {
+        text.lines()
+            .map(fields)
+            .any(|f| f.len() > 2 && (f[0] == name || f[2] == id.to_string()))
+    };
+    if passwd.lines().any(|l| l == want) {
+        return Ok(false);
+    }
+    if clash(&passwd, uid) {
+        return Err(taken("etc/passwd"));
+    }
+    let group = read("etc/group")?;
+    if clash(&group, gid) {
+        return Err(taken("etc/group"));
+    }
+    let append = |rel: &str, line: &str| -> Result<(), FinishError> {
+        let p = root.join(rel);
+        let Ok(mut text) = std::fs::read_to_string(&p) else {
+            // shadow files are optional (minbase has them; tests may not).
+            return Ok(());
+        };
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(line);
+        text.push('\n');
+        let mode = std::fs::metadata(&p)
+            .map_err(err("read", &p))?
+            .permissions();
+        std::fs::write(&p, text).map_err(err("write", &p))?;
+        std::fs::set_permissions(&p, mode).map_err(err("chmod", &p))
+    };
+    append("etc/passwd", &want)?;
+    append("etc/group", &format!("{name}:x:{gid}:"))?;
+    // `!` : no password, never a login; 0 as the change date keeps builds equal.
+    append("etc/shadow", &format!("{name}:!:0::::::"))?;
+    append("etc/gshadow", &format!("{name}:!::"))?;
+    Ok(true)
 }
 
 /// Remove a file, symlink or tree without following symlinks; count entries.
@@ -322,5 +439,104 @@ mod tests {
             Path::new("/etc/hostname").exists(),
             "normalize followed a symlink out of the tree"
         );
+    }
+
+    /// No image keeps a setuid or setgid bit; the list of exceptions is empty
+    /// (see [`KEEP_SETID`] for why each of Debian's is not needed).
+    #[test]
+    fn setid_bits_are_cleared() {
+        assert!(KEEP_SETID.is_empty(), "review the reasons: {KEEP_SETID:?}");
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for (p, mode) in [
+            ("usr/bin/su", 0o4755),
+            ("usr/bin/chage", 0o2755),
+            ("usr/bin/sudoedit", 0o6755),
+            ("usr/bin/ls", 0o755),
+            ("etc/shadow", 0o640),
+        ] {
+            put(r, p, b"x", mode).unwrap();
+        }
+        mkdirs(&r.join("var/mail")).unwrap();
+        std::fs::set_permissions(r.join("var/mail"), std::fs::Permissions::from_mode(0o2775))
+            .unwrap();
+        std::fs::set_permissions(r.join("tmp"), std::fs::Permissions::from_mode(0o1777)).ok();
+        // A setuid file outside the tree, reached through a symlink, is not touched.
+        let outside = tempfile::tempdir().unwrap();
+        let o = outside.path().join("outside");
+        std::fs::write(&o, b"x").unwrap();
+        std::fs::set_permissions(&o, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        std::os::unix::fs::symlink(&o, r.join("usr/bin/link")).unwrap();
+        let n = normalize(r, &[], &[]).unwrap();
+        assert_eq!(
+            n.setid_cleared,
+            [
+                "/usr/bin/chage (2755)",
+                "/usr/bin/su (4755)",
+                "/usr/bin/sudoedit (6755)",
+                "/var/mail (2775)"
+            ]
+        );
+        let mode = |p: &str| std::fs::metadata(r.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            (
+                mode("usr/bin/su"),
+                mode("usr/bin/chage"),
+                mode("usr/bin/sudoedit")
+            ),
+            (0o755, 0o755, 0o755)
+        );
+        assert_eq!(
+            (mode("var/mail"), mode("usr/bin/ls"), mode("etc/shadow")),
+            (0o775, 0o755, 0o640)
+        );
+        assert_eq!(
+            std::fs::metadata(&o).unwrap().permissions().mode() & 0o7777,
+            0o4755
+        );
+    }
+
+    #[test]
+    fn the_webapp_user_is_added_the_same_way_every_time() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        put(r, "etc/passwd", b"root:x:0:0:root:/root:/bin/bash\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n", 0o644).unwrap();
+        put(r, "etc/group", b"root:x:0:\nwww-data:x:33:\n", 0o644).unwrap();
+        put(r, "etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o640).unwrap();
+        put(r, "etc/gshadow", b"root:*::\n", 0o640).unwrap();
+        assert!(add_user(r, "webapp", 990, 990, "haimg web app").unwrap());
+        let first: Vec<String> = ["passwd", "group", "shadow", "gshadow"]
+            .iter()
+            .map(|f| std::fs::read_to_string(r.join("etc").join(f)).unwrap())
+            .collect();
+        assert!(
+            !add_user(r, "webapp", 990, 990, "haimg web app").unwrap(),
+            "idempotent"
+        );
+        insta::assert_snapshot!(first.join("----\n"), @r"
+        root:x:0:0:root:/root:/bin/bash
+        www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin
+        webapp:x:990:990:haimg web app:/nonexistent:/usr/sbin/nologin
+        ----
+        root:x:0:
+        www-data:x:33:
+        webapp:x:990:
+        ----
+        root:*:19000:0:99999:7:::
+        webapp:!:0::::::
+        ----
+        root:*::
+        webapp:!::
+        ");
+        assert_eq!(
+            std::fs::metadata(r.join("etc/shadow"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o640
+        );
+        let e = add_user(r, "other", 33, 991, "x").unwrap_err();
+        assert!(e.to_string().contains("clashes"), "{e}");
     }
 }

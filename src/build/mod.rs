@@ -47,7 +47,7 @@ use fetch::Fetcher;
 use report::StepTime;
 
 /// Bump when the build logic changes what an image contains: it is part of every input hash.
-pub const BUILD_FORMAT: u32 = 2;
+pub const BUILD_FORMAT: u32 = 3;
 
 /// The host CA bundle npm needs in the build root (never in an image).
 pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";

@@ -563,6 +563,11 @@ pub fn produce(
         })();
         wb.cleanup()?;
         r?;
+        // PM2 and the app run as this user, never root (haimg-init).
+        steps.run("user", "webapp 990:990, no login", || {
+            use haimg_model::image::{WEBAPP_GID, WEBAPP_UID, WEBAPP_USER};
+            finish::add_user(&root, WEBAPP_USER, WEBAPP_UID, WEBAPP_GID, "haimg web app")
+        })?;
     }
 
     let info = ImageInfo {
@@ -596,9 +601,14 @@ pub fn produce(
             },
         )
     })?;
-    steps.run("normalize", "caches, logs, docs, host traces", || {
-        finish::normalize(&root, &p.recipe.raw.keep_locales, &[])
-    })?;
+    let normalized = steps.run(
+        "normalize",
+        "caches, logs, docs, host traces, setid bits",
+        || finish::normalize(&root, &p.recipe.raw.keep_locales, &[]),
+    )?;
+    for c in &normalized.setid_cleared {
+        steps.say(&format!("setuid/setgid cleared: {c}"));
+    }
 
     let out = w.join("out");
     std::fs::create_dir_all(&out).map_err(io("create", &out))?;

@@ -596,7 +596,18 @@ fn nftables(host: &dyn Host) -> Check {
         }
     };
     let policy = haimg_model::policy::derive(&cluster);
-    let rules = crate::backend::local::nftables::ruleset(&policy, "haimg_doctor_probe", "hdoctor");
+    let rules =
+        match crate::backend::local::nftables::ruleset(&policy, "haimg_doctor_probe", "hdoctor") {
+            Ok(r) => r,
+            Err(e) => {
+                return Check::missing(
+                    name,
+                    Need::Deploy,
+                    format!("the embedded spec's policy cannot be written for nft: {e}"),
+                    "report this as a bug",
+                )
+            }
+        };
     let file = match tempfile::Builder::new()
         .prefix("haimg-doctor-")
         .suffix(".nft")

@@ -108,6 +108,37 @@ fn unprivileged_member_lifecycle() {
         b.status("pve1", 100).unwrap().unwrap().state,
         PowerState::Running
     );
+    // The unprivileged CT started from owner-only directories, and no other
+    // host user can reach its rootfs (files there are owned by host uids
+    // 0..65535, setuid ones included).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let ct = b.lxcpath().join(b.container_name(100));
+        assert_eq!(mode(&ct), 0o700);
+        // Container root passes through these (lxc-start checks it can).
+        for d in [
+            b.state_dir().to_path_buf(),
+            b.lxcpath(),
+            b.state_dir().join("volumes"),
+        ] {
+            assert_eq!(mode(&d), 0o710, "{}", d.display());
+        }
+        let nobody = std::process::Command::new("stat")
+            .arg(rootfs.join("etc/hostname"))
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(!nobody.status.success(), "nobody reached the rootfs");
+        assert!(
+            String::from_utf8_lossy(&nobody.stderr).contains("Permission denied"),
+            "{}",
+            String::from_utf8_lossy(&nobody.stderr)
+        );
+    }
     let init = b.init_pid(100).unwrap().expect("init pid") as i32;
     let procs = b.processes(100);
     assert!(procs.iter().any(|p| p.pid == init), "{procs:?}");

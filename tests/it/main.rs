@@ -33,4 +33,5 @@ mod rollout_resume;
 mod rollout_rollback;
 mod rollout_swap;
 mod spec_check;
+mod spec_worst;
 mod vendor_repo;

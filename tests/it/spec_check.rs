@@ -85,6 +85,44 @@ fn bad_specs_exit_2_and_name_the_path() {
     assert!(seen >= 15, "only {seen} bad-spec fixtures");
 }
 
+/// The endpoint is shown as parsed: lowercase host, no trailing slash.
+#[test]
+fn check_prints_the_parsed_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("haimg.yaml");
+    let yaml = haimg_model::DEFAULT_SPEC.replace(
+        "  # endpoint: https://pve1:8006\n",
+        "  endpoint: HTTPS://PVE1.Example.org:8006/\n",
+    );
+    std::fs::write(&spec, yaml).unwrap();
+    let out = haimg(&["check", "--spec", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("proxmox https://pve1.example.org:8006 (nodes pve1, pve2, pve3)"),
+        "{stdout}"
+    );
+    let out = haimg(&["check", "--spec", spec.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["cluster"]["proxmox"]["endpoint"],
+        "https://pve1.example.org:8006"
+    );
+}
+
+/// A password in the endpoint is refused and never printed.
+#[test]
+fn an_endpoint_password_is_never_printed() {
+    let out = haimg(&[
+        "check",
+        "--spec",
+        "tests/fixtures/spec/fails/endpoint-password.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
 #[test]
 fn unreadable_spec_is_an_error_naming_the_file() {
     let out = haimg(&["check", "--spec", "no/such/haimg.yaml"]);

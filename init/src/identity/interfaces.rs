@@ -1,13 +1,19 @@
 //! Parser for ifupdown's `/etc/network/interfaces`, as Proxmox writes it for
 //! `ostype=debian`, and as a person might edit it.
 //!
-//! Only the shape is parsed here: `auto`/`allow-*` lines, `iface` stanzas with
-//! their options, and the lines ifupdown lets stand alone (`source`,
-//! `source-directory`, `mapping` blocks), which are kept but not followed.
-//! [`Interfaces::static_v4`] then reads one interface's IPv4 address (CIDR or
-//! `address` + `netmask`) and gateway. Invariants: no input panics (a proptest
-//! feeds arbitrary text), every error names the line it concerns, and files
-//! larger than [`MAX_BYTES`] are refused rather than read.
+//! Identity needs one thing from this file: eth0's static IPv4 address. So
+//! only the shape is parsed (`auto`/`allow-*` lines, `iface` stanzas with
+//! their options, and the lines ifupdown lets stand alone: `source`,
+//! `source-directory`, `mapping` blocks, kept but not followed), and anything
+//! else — an option outside a stanza, an `iface` line that is cut short, an
+//! unknown address family — is kept as a *stray* line, reported as a warning,
+//! never an error: a typo next to eth0 must not stop a container whose
+//! hostname and address agree. [`Interfaces::static_v4`] then reads one
+//! interface's address (CIDR or `address` + `netmask`), the only values that
+//! can make it fail, and its gateway (a bad one is a warning: the network
+//! comes from the plan). Invariants: no input panics (proptests and a fuzz
+//! target feed arbitrary text), every problem names its line, and files larger
+//! than [`MAX_BYTES`] are refused rather than read.
 
 use std::net::Ipv4Addr;
 
@@ -20,16 +26,6 @@ pub const MAX_BYTES: usize = 64 * 1024;
 pub enum InterfacesError {
     #[error("the file is {size} bytes; at most {MAX_BYTES} are read")]
     TooLarge { size: usize },
-    #[error("line {line}: `{keyword}` needs {what}")]
-    Incomplete {
-        line: usize,
-        keyword: String,
-        what: &'static str,
-    },
-    #[error("line {line}: option `{option}` is outside an iface stanza")]
-    OrphanOption { line: usize, option: String },
-    #[error("line {line}: address family {family:?} is not inet, inet6, can or ipx")]
-    Family { line: usize, family: String },
     #[error("line {line}: {value:?} is not an IPv4 {what}")]
     BadValue {
         line: usize,
@@ -38,6 +34,21 @@ pub enum InterfacesError {
     },
     #[error("line {line}: {iface} has an address without a prefix length or netmask")]
     NoPrefix { line: usize, iface: String },
+}
+
+/// A line the parser could not place, and why; reported, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stray {
+    #[error("line {line}: `{keyword}` needs {what}; ignored")]
+    Incomplete {
+        line: usize,
+        keyword: String,
+        what: &'static str,
+    },
+    #[error("line {line}: option `{option}` is outside an iface stanza; ignored")]
+    OrphanOption { line: usize, option: String },
+    #[error("line {line}: address family {family:?} is not inet, inet6, can or ipx; ignored")]
+    Family { line: usize, family: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +86,17 @@ pub struct Interfaces {
     pub stanzas: Vec<Stanza>,
     /// `source`/`source-directory` targets; recorded, never followed (Proxmox does not write them).
     pub sources: Vec<String>,
+    /// Lines that fit nowhere, in file order.
+    pub stray: Vec<Stray>,
 }
 
 /// The static IPv4 configuration of one interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticV4 {
     pub address: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
+    /// A gateway line that is not an address (the gateway is then `None`).
+    pub bad_gateway: Option<InterfacesError>,
 }
 
 enum Block {
@@ -90,7 +105,8 @@ enum Block {
     Mapping,
 }
 
-/// Parse the text of an interfaces file.
+/// Parse the text of an interfaces file. Only a file over [`MAX_BYTES`] is an
+/// error; lines that fit nowhere end up in [`Interfaces::stray`].
 pub fn parse(text: &str) -> Result<Interfaces, InterfacesError> {
     if text.len() > MAX_BYTES {
         return Err(InterfacesError::TooLarge { size: text.len() });
@@ -103,7 +119,7 @@ pub fn parse(text: &str) -> Result<Interfaces, InterfacesError> {
             continue;
         };
         let rest: Vec<&str> = words.collect();
-        let incomplete = |what| InterfacesError::Incomplete {
+        let incomplete = |what| Stray::Incomplete {
             line: line_no,
             keyword: keyword.to_string(),
             what,
@@ -119,17 +135,23 @@ pub fn parse(text: &str) -> Result<Interfaces, InterfacesError> {
             }
             "iface" => {
                 let [name, family, method, ..] = rest[..] else {
-                    return Err(incomplete("a name, an address family and a method"));
+                    out.stray
+                        .push(incomplete("a name, an address family and a method"));
+                    // Its options belong to no stanza we know of.
+                    block = Block::Mapping;
+                    continue;
                 };
                 let family = match family {
                     "inet" => Family::Inet,
                     "inet6" => Family::Inet6,
                     "can" | "ipx" => Family::Other,
                     other => {
-                        return Err(InterfacesError::Family {
+                        out.stray.push(Stray::Family {
                             line: line_no,
                             family: other.to_string(),
-                        })
+                        });
+                        block = Block::Mapping;
+                        continue;
                     }
                 };
                 out.stanzas.push(Stanza {
@@ -143,16 +165,17 @@ pub fn parse(text: &str) -> Result<Interfaces, InterfacesError> {
             }
             "mapping" => {
                 if rest.is_empty() {
-                    return Err(incomplete("an interface pattern"));
+                    out.stray.push(incomplete("an interface pattern"));
                 }
                 block = Block::Mapping;
             }
             "source" | "source-directory" => {
-                if rest.is_empty() {
-                    return Err(incomplete("a path"));
-                }
                 block = Block::None;
-                out.sources.push(rest.join(" "));
+                if rest.is_empty() {
+                    out.stray.push(incomplete("a path"));
+                } else {
+                    out.sources.push(rest.join(" "));
+                }
             }
             option => match block {
                 Block::Iface => {
@@ -164,12 +187,10 @@ pub fn parse(text: &str) -> Result<Interfaces, InterfacesError> {
                     }
                 }
                 Block::Mapping => {}
-                Block::None => {
-                    return Err(InterfacesError::OrphanOption {
-                        line: line_no,
-                        option: option.to_string(),
-                    })
-                }
+                Block::None => out.stray.push(Stray::OrphanOption {
+                    line: line_no,
+                    option: option.to_string(),
+                }),
             },
         }
     }
@@ -237,11 +258,18 @@ impl Interfaces {
             let prefix = netmask_prefix(mask).ok_or_else(|| bad(mask, mask_line, "netmask"))?;
             Ipv4Net { addr: ip, prefix }
         };
-        let gateway = match s.option("gateway") {
-            Some((g, l)) => Some(g.parse().map_err(|_| bad(g, l, "gateway"))?),
-            None => None,
+        let (gateway, bad_gateway) = match s.option("gateway") {
+            Some((g, l)) => match g.parse() {
+                Ok(ip) => (Some(ip), None),
+                Err(_) => (None, Some(bad(g, l, "gateway"))),
+            },
+            None => (None, None),
         };
-        Ok(Some(StaticV4 { address, gateway }))
+        Ok(Some(StaticV4 {
+            address,
+            gateway,
+            bad_gateway,
+        }))
     }
 }
 
@@ -291,24 +319,39 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_line() {
+    fn stray_lines_are_kept_not_fatal() {
         let cases = [
             (
                 "address 1.2.3.4/24\n",
-                "line 1: option `address` is outside an iface stanza",
+                "line 1: option `address` is outside an iface stanza; ignored",
             ),
             (
-                "auto eth0\niface eth0\n",
-                "line 2: `iface` needs a name, an address family and a method",
+                "auto eth0\niface eth0\n address 1.2.3.4/24\n",
+                "line 2: `iface` needs a name, an address family and a method; ignored",
             ),
             (
-                "iface eth0 inet4 static\n",
-                "line 1: address family \"inet4\" is not inet, inet6, can or ipx",
+                "iface eth0 inet4 static\n address 1.2.3.4/24\n",
+                "line 1: address family \"inet4\" is not inet, inet6, can or ipx; ignored",
             ),
+            ("source\n", "line 1: `source` needs a path; ignored"),
         ];
         for (text, want) in cases {
-            assert_eq!(parse(text).unwrap_err().to_string(), want);
+            let i = parse(text).unwrap();
+            assert_eq!(i.stray.len(), 1, "{text}");
+            assert_eq!(i.stray[0].to_string(), want);
+            // The options of a broken stanza are not taken for eth0's.
+            assert_eq!(i.static_v4("eth0").unwrap(), None, "{text}");
         }
+        // A stray line beside a good eth0 stanza changes nothing about eth0.
+        let t = format!("dns-nameservers 1.1.1.1\niface eth1 inet4 static\n{PVE}");
+        let i = parse(&t).unwrap();
+        assert_eq!(i.stray.len(), 2);
+        let s = i.static_v4("eth0").unwrap().unwrap();
+        assert_eq!(s.address.to_string(), "192.168.30.100/24");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
         let bad = [
             (
                 "iface eth0 inet static\n address 300.1.1.1/24\n",
@@ -322,15 +365,22 @@ mod tests {
                 "iface eth0 inet static\n address 1.1.1.1\n netmask 255.0.255.0\n",
                 "line 3: \"255.0.255.0\" is not an IPv4 netmask",
             ),
-            (
-                "iface eth0 inet static\n address 1.1.1.1/8\n gateway gw\n",
-                "line 3: \"gw\" is not an IPv4 gateway",
-            ),
         ];
         for (text, want) in bad {
             let i = parse(text).unwrap();
             assert_eq!(i.static_v4("eth0").unwrap_err().to_string(), want);
         }
+        // A bad gateway leaves the address usable.
+        let i = parse("iface eth0 inet static\n address 1.1.1.1/8\n gateway gw\n").unwrap();
+        let s = i.static_v4("eth0").unwrap().unwrap();
+        assert_eq!(
+            (s.address.to_string(), s.gateway),
+            ("1.1.1.1/8".to_string(), None)
+        );
+        assert_eq!(
+            s.bad_gateway.unwrap().to_string(),
+            "line 3: \"gw\" is not an IPv4 gateway"
+        );
         let big = "#".repeat(MAX_BYTES + 1);
         assert!(matches!(parse(&big), Err(InterfacesError::TooLarge { .. })));
     }

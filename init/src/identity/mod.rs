@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use haimg_model::{Cluster, Ipv4Net, Member, Role};
 use serde::Serialize;
 
-pub use interfaces::{Interfaces, InterfacesError, StaticV4};
+pub use interfaces::{Interfaces, InterfacesError, StaticV4, Stray};
 
 /// Identity variables read from PID 1's environment (Proxmox ≥ 9.1 `env`).
 pub const ENV_SLOT: &str = "HAIMG_SLOT";
@@ -36,6 +36,9 @@ const MAX_FILE: u64 = 64 * 1024;
 
 /// Where Proxmox writes the network configuration of `ostype=debian` containers.
 pub const INTERFACES_FILE: &str = "/etc/network/interfaces";
+
+/// Stray lines of the interfaces file reported one by one; the rest are counted.
+const MAX_STRAY_WARNINGS: usize = 3;
 
 /// What could be read of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,11 +211,6 @@ pub enum IdentityError {
         b_slot: String,
         expected: Expected,
     },
-    #[error("{path}: {error}")]
-    Interfaces {
-        path: PathBuf,
-        error: InterfacesError,
-    },
 }
 
 /// The members a role's image may be, printed as `slot (hostname, ip)`.
@@ -279,7 +277,7 @@ pub fn resolve(cluster: &Cluster, ev: &Evidence) -> Result<Identity, IdentityErr
     let mut ignored = Vec::new();
 
     let name_clue = name_clue(cluster, ev, &mut ignored);
-    let (addr_clue, static_v4) = addr_clue(cluster, ev, &mut ignored, &mut warnings)?;
+    let (addr_clue, static_v4) = addr_clue(cluster, ev, &mut ignored, &mut warnings);
     let clues: Vec<Clue> = name_clue.into_iter().chain(addr_clue).collect();
     if clues.is_empty() {
         return Err(IdentityError::NoEvidence {
@@ -335,7 +333,7 @@ pub fn resolve(cluster: &Cluster, ev: &Evidence) -> Result<Identity, IdentityErr
         });
     };
     let net = &cluster.network;
-    if let Some(s) = static_v4 {
+    if let Some(s) = &static_v4 {
         if s.address.prefix != net.cidr.prefix {
             warnings.push(format!(
                 "/etc/network/interfaces has prefix /{} but the plan's network is {}; using the plan",
@@ -427,12 +425,15 @@ fn member_by_hostname<'a>(cluster: &'a Cluster, host: &str) -> Option<&'a Member
 }
 
 /// HAIMG_IP, else the eth0 stanza of /etc/network/interfaces, else eth0's address.
+/// Only eth0's address in that file matters: stray lines and a bad gateway
+/// are warnings, and an eth0 address that cannot be read is set aside (named
+/// in the error if nothing else identifies the container).
 fn addr_clue(
     cluster: &Cluster,
     ev: &Evidence,
     ignored: &mut Vec<String>,
     warnings: &mut Vec<String>,
-) -> Result<(Option<Clue>, Option<StaticV4>), IdentityError> {
+) -> (Option<Clue>, Option<StaticV4>) {
     let by_ip = |ip: Ipv4Addr| {
         cluster
             .members()
@@ -440,38 +441,56 @@ fn addr_clue(
             .map(|m| (m.role, m.slot.clone()))
     };
     let mut static_v4 = None;
-    let path = PathBuf::from(INTERFACES_FILE);
+    let path = INTERFACES_FILE;
     match &ev.interfaces {
-        FileRead::Text(t) => match interfaces::parse(t).and_then(|i| i.static_v4("eth0")) {
-            Ok(s) => static_v4 = s,
-            Err(error) if ev.env.contains_key(ENV_IP) => {
-                warnings.push(format!("{}: {error}; using HAIMG_IP", path.display()))
+        FileRead::Text(t) => match interfaces::parse(t) {
+            Ok(i) => {
+                // A hand-edited file may have many; the first few say enough.
+                for stray in i.stray.iter().take(MAX_STRAY_WARNINGS) {
+                    warnings.push(format!("{path}: {stray}"));
+                }
+                if i.stray.len() > MAX_STRAY_WARNINGS {
+                    warnings.push(format!(
+                        "{path}: {} more stray lines ignored",
+                        i.stray.len() - MAX_STRAY_WARNINGS
+                    ));
+                }
+                match i.static_v4("eth0") {
+                    Ok(s) => {
+                        if let Some(e) = s.as_ref().and_then(|s| s.bad_gateway.as_ref()) {
+                            warnings.push(format!("{path}: {e}; using the plan's gateway"));
+                        }
+                        static_v4 = s;
+                    }
+                    Err(e) => {
+                        warnings.push(format!("{path}: {e}; eth0's address there is not used"));
+                        ignored.push(format!("{path}: {e}"));
+                    }
+                }
             }
-            Err(error) => return Err(IdentityError::Interfaces { path, error }),
+            Err(e) => ignored.push(format!("{path}: {e}")),
         },
-        FileRead::Unreadable(r) => ignored.push(format!("{}: {r}", path.display())),
+        FileRead::Unreadable(r) => ignored.push(format!("{path}: {r}")),
         FileRead::Missing => {}
     }
     if let Some(v) = ev.env.get(ENV_IP).map(|s| s.trim()) {
         let ip = v.split('/').next().unwrap_or("").parse::<Ipv4Addr>().ok();
-        return Ok((
+        return (
             Some(Clue {
                 source: Source::EnvIp,
                 value: v.to_string(),
                 names: ip.and_then(by_ip),
             }),
             static_v4,
-        ));
+        );
     }
-    if let Some(s) = static_v4 {
-        return Ok((
-            Some(Clue {
-                source: Source::Interfaces,
-                value: s.address.addr.to_string(),
-                names: by_ip(s.address.addr),
-            }),
-            static_v4,
-        ));
+    if let Some(s) = &static_v4 {
+        let clue = Clue {
+            source: Source::Interfaces,
+            value: s.address.addr.to_string(),
+            names: by_ip(s.address.addr),
+        };
+        return (Some(clue), static_v4);
     }
     // eth0 may carry several addresses (the VIP on an lb MASTER after a restart of the
     // init is not possible, but be tolerant): the first one that is a member wins.
@@ -480,14 +499,14 @@ fn addr_clue(
         .iter()
         .find(|n| by_ip(n.addr).is_some())
         .or(ev.eth0.first());
-    Ok((
+    (
         on_eth0.map(|n| Clue {
             source: Source::Eth0,
             value: n.addr.to_string(),
             names: by_ip(n.addr),
         }),
         None,
-    ))
+    )
 }
 
 #[cfg(test)]

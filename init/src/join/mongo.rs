@@ -105,9 +105,20 @@ pub enum Decision {
 
 /// The pure decision for member `me` (an index into `peers`) of set `rs`.
 pub fn decide(rs: &str, peers: &[Peer], hellos: &[Hello], me: usize) -> Decision {
+    // Invariant: one hello per peer and `me` among them; checked, not trusted.
+    let (Some(own), Some(first)) = (hellos.get(me), peers.first()) else {
+        return Decision::Wait {
+            reason: format!("member {me} of {} is not in the plan's {rs}", peers.len()),
+        };
+    };
+    if hellos.len() != peers.len() {
+        return Decision::Wait {
+            reason: format!("{} answers for {} members", hellos.len(), peers.len()),
+        };
+    }
     if let Hello::InSet {
         set_name, primary, ..
-    } = &hellos[me]
+    } = own
     {
         if set_name == rs {
             return Decision::Member { primary: *primary };
@@ -140,7 +151,7 @@ pub fn decide(rs: &str, peers: &[Peer], hellos: &[Hello], me: usize) -> Decision
     }
     if me != 0 {
         return Decision::Wait {
-            reason: format!("{} initiates {rs}; waiting to be added", peers[0].slot),
+            reason: format!("{} initiates {rs}; waiting to be added", first.slot),
         };
     }
     let down: Vec<String> = peers
@@ -208,7 +219,12 @@ pub fn step(rs: &str, peers: &[Peer], me: usize, timeout: Duration) -> (Outcome,
         Decision::Member { primary } => Outcome::Member { primary },
         Decision::Wait { reason } => Outcome::Waiting { reason },
         Decision::Conflict { reason } => Outcome::Conflict { reason },
-        Decision::Initiate { config } => initiate(&peers[me], config, peers.len(), timeout),
+        Decision::Initiate { config } => match peers.get(me) {
+            Some(local) => initiate(local, config, peers.len(), timeout),
+            None => Outcome::Failed {
+                reason: format!("member {me} is not in the plan"),
+            },
+        },
     };
     (outcome, hellos)
 }
@@ -274,6 +290,24 @@ mod tests {
             primary: false,
             hosts: vec![],
         }
+    }
+
+    #[test]
+    fn a_member_outside_the_list_waits() {
+        let fresh = [
+            Hello::Uninitialized,
+            Hello::Uninitialized,
+            Hello::Uninitialized,
+        ];
+        assert!(matches!(
+            decide("rs0", &peers(), &fresh, 3),
+            Decision::Wait { .. }
+        ));
+        assert!(matches!(decide("rs0", &[], &[], 0), Decision::Wait { .. }));
+        assert!(matches!(
+            decide("rs0", &peers(), &fresh[..2], 0),
+            Decision::Wait { .. }
+        ));
     }
 
     #[test]

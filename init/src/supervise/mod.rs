@@ -408,7 +408,7 @@ impl Supervisor {
                 s.state = State::Starting {
                     pid,
                     since: now,
-                    next_probe: now + PROBE_FAST_MS,
+                    next_probe: now.saturating_add(PROBE_FAST_MS),
                 };
                 out.push(Action::Probe { svc, addr });
             }
@@ -447,14 +447,16 @@ impl Supervisor {
             s.state = State::Stopped;
         } else {
             let delay = s.delay_ms;
-            s.delay_ms = (s.delay_ms * 2).min(self.backoff.max_ms);
+            s.delay_ms = s.delay_ms.saturating_mul(2).min(self.backoff.max_ms);
             s.restarts += 1;
             Self::log(
                 out,
                 Level::Error,
                 format!("{}: {error}; retry in {delay} ms", s.spec.name),
             );
-            s.state = State::Backoff { until: now + delay };
+            s.state = State::Backoff {
+                until: now.saturating_add(delay),
+            };
         }
     }
 
@@ -486,7 +488,7 @@ impl Supervisor {
                     s.delay_ms = backoff.initial_ms;
                 }
                 let delay = s.delay_ms;
-                s.delay_ms = (s.delay_ms * 2).min(backoff.max_ms);
+                s.delay_ms = s.delay_ms.saturating_mul(2).min(backoff.max_ms);
                 s.restarts += 1;
                 Self::log(
                     out,
@@ -496,7 +498,9 @@ impl Supervisor {
                         s.spec.name
                     ),
                 );
-                s.state = State::Backoff { until: now + delay };
+                s.state = State::Backoff {
+                    until: now.saturating_add(delay),
+                };
             }
             _ => {}
         }
@@ -531,7 +535,7 @@ impl Supervisor {
             s.state = State::Starting {
                 pid,
                 since,
-                next_probe: now + step,
+                next_probe: now.saturating_add(step),
             };
         }
     }
@@ -584,7 +588,7 @@ impl Supervisor {
                         });
                         self.svcs[i].state = State::Stopping {
                             pid,
-                            deadline: now + KILL_WAIT_MS,
+                            deadline: now.saturating_add(KILL_WAIT_MS),
                             killed: true,
                         };
                     }
@@ -659,7 +663,7 @@ impl Supervisor {
             });
             s.state = State::Stopping {
                 pid,
-                deadline: now + s.spec.grace_ms,
+                deadline: now.saturating_add(s.spec.grace_ms),
                 killed: false,
             };
             return;

@@ -200,6 +200,44 @@ pub fn reap() -> Vec<(i32, ExitStatus)> {
     out
 }
 
+/// Wait up to `timeout_ms` with no services (between boot attempts), reaping
+/// whatever exits meanwhile. `Some` when a halt or reboot signal arrived.
+pub fn idle(sfd: &SignalFd, timeout_ms: u64) -> Option<Finish> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX);
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                log::emit(Level::Warn, &format!("poll failed: {e}"));
+                // Never spin: sleep out the rest of the wait.
+                std::thread::sleep(left.min(Duration::from_secs(1)));
+            }
+        }
+        let mut finish = None;
+        while let Ok(Some(info)) = sfd.read_signal() {
+            let signo = info.ssi_signo as i32;
+            match classify(signo) {
+                SignalMeaning::Shutdown(kind) => finish = finish.or(Some(kind)),
+                SignalMeaning::Child => {}
+                SignalMeaning::Ignore => {
+                    log::emit(Level::Info, &format!("ignoring signal {signo}"))
+                }
+            }
+        }
+        reap();
+        if finish.is_some() {
+            return finish;
+        }
+    }
+}
+
 /// Called after every loop turn so the owner can publish state (status file).
 pub trait Observer {
     fn changed(&mut self, sup: &Supervisor, now: Millis);

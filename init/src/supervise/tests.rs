@@ -406,3 +406,42 @@ fn no_services_means_idle_until_a_signal() {
         [Action::Finish(Finish::Reboot)]
     );
 }
+
+/// A `supervise` file can carry any numbers: backoff and grace times at the
+/// top of the u64 range, at times near the end of it, never overflow (a
+/// panic ends PID 1; without overflow checks the deadline would wrap to 0).
+#[test]
+fn huge_times_saturate() {
+    let mut s = Supervisor::new(
+        vec![spec("x", tcp(80), Sig::Term, u64::MAX)],
+        Backoff {
+            initial_ms: u64::MAX / 2 + 1,
+            max_ms: u64::MAX,
+            reset_after_ms: u64::MAX,
+        },
+    );
+    let late = u64::MAX - 10;
+    s.handle(late, Event::Start);
+    s.handle(late, Event::Spawned { svc: 0, pid: 10 });
+    s.handle(
+        late,
+        Event::Exited {
+            pid: 10,
+            status: ExitStatus::Code(1),
+        },
+    );
+    assert_eq!(s.next_wakeup(), Some(u64::MAX));
+    s.handle(u64::MAX, Event::Tick);
+    s.handle(u64::MAX, Event::Spawned { svc: 0, pid: 11 });
+    s.handle(
+        u64::MAX,
+        Event::Exited {
+            pid: 11,
+            status: ExitStatus::Code(1),
+        },
+    );
+    s.handle(u64::MAX, Event::Tick);
+    s.handle(u64::MAX, Event::Spawned { svc: 0, pid: 12 });
+    let a = s.handle(u64::MAX, Event::Shutdown(Finish::Halt));
+    assert!(a.iter().any(|a| matches!(a, Action::Kill { pgid: 12, .. })));
+}

@@ -160,14 +160,23 @@ fn fails_and_stays_up(root: &Root, uts: &str, expected: &str) {
     assert_eq!(b.status()["error"], expected);
     assert_eq!(b.status()["services"], serde_json::json!([]));
     assert_eq!(b.status()["phase"], "idle");
+    assert_eq!(b.status()["boot_attempts"], 1);
+    assert!(b.status()["next_attempt_ms"].is_number());
     assert_eq!(
         b.errors(),
         [
             format!("haimg-init[error]: {expected}"),
-            "haimg-init[error]: no services started; the init stays up and answers the halt signal"
+            "haimg-init[error]: boot attempt 1 failed; no services started; retrying in 1 s (the init stays up and answers the halt signal)"
                 .to_string()
         ]
     );
+    // The same failure again is one info line, not another error.
+    b.wait_for("the second attempt", |b| b.status()["boot_attempts"] == 2);
+    b.wait_for("its console line", |b| {
+        b.console()
+            .contains("haimg-init[info]: boot attempt 2 failed the same way; next in 2 s")
+    });
+    assert_eq!(b.errors().len(), 2, "{}", b.console());
     assert!(b.running(), "the init exited:\n{}", b.console());
     assert_eq!(b.halt(), 0);
     assert_eq!(b.status()["finish"], "halt");
@@ -195,18 +204,180 @@ fn unknown_role() {
     );
 }
 
+/// Identity reads only eth0's address from /etc/network/interfaces: a stray
+/// line and a bad gateway are warnings, and the boot goes on.
 #[test]
-fn garbled_interfaces() {
+fn stray_lines_in_interfaces_do_not_stop_the_boot() {
     let r = Root::new("lb", "nginx1", "192.168.30.100");
     r.write(
         "etc/network/interfaces",
-        "iface eth0 inet static\n\taddress 192.168.30.100/24\n\tgateway 192.168.30.x\n",
+        "\tmtu 1400\niface eth0 inet static\n\taddress 192.168.30.100/24\n\tgateway 192.168.30.x\n",
     );
-    fails_and_stays_up(
-        &r,
-        "nginx1",
-        "identity: /etc/network/interfaces: line 3: \"192.168.30.x\" is not an IPv4 gateway",
+    r.executable("usr/sbin/nginx", "#!/bin/sh\nexec sleep 1000\n");
+    r.executable("usr/sbin/keepalived", "#!/bin/sh\nexec sleep 1000\n");
+    let mut b = r.boot("nginx1");
+    b.wait_for("nginx to be spawned", |b| {
+        b.status()["services"][0]["pid"].is_number()
+    });
+    let st = b.status();
+    assert_eq!(st["error"], Value::Null);
+    assert_eq!(st["identity"]["slot"], "nginx1");
+    assert_eq!(
+        st["warnings"],
+        serde_json::json!([
+            "/etc/network/interfaces: line 1: option `mtu` is outside an iface stanza; ignored",
+            "/etc/network/interfaces: line 4: \"192.168.30.x\" is not an IPv4 gateway; using the plan's gateway"
+        ])
     );
+    assert_eq!(b.halt(), 0);
+}
+
+/// A non-UTF-8 environment variable and a non-ASCII image hash used to abort
+/// PID 1 (`std::env::vars` and byte slicing panic; the init has panic=abort).
+#[test]
+fn hostile_environment_and_image_json_do_not_abort() {
+    use std::os::unix::ffi::OsStrExt;
+    let r = Root::new("lb", "nginx1", "192.168.30.100");
+    r.write(
+        "etc/haimg/image.json",
+        r#"{"role":"lb","version":"1.0.0","input_hash":"ééééééééééééééé","source_date_epoch":1700000000}"#,
+    );
+    r.executable("usr/sbin/nginx", "#!/bin/sh\nexec sleep 1000\n");
+    r.executable("usr/sbin/keepalived", "#!/bin/sh\nexec sleep 1000\n");
+    let log = fs::File::create(r.path("console.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_haimg-init"))
+        .args(["boot", "--root"])
+        .arg(r.dir.path())
+        .env_clear()
+        .env("HAIMG_TEST_UTS", "nginx1")
+        .env(
+            std::ffi::OsStr::from_bytes(b"HAIMG_NOTE"),
+            std::ffi::OsStr::from_bytes(b"caf\xe9"),
+        )
+        .env(
+            std::ffi::OsStr::from_bytes(b"HAIMG_\xff"),
+            std::ffi::OsStr::from_bytes(b"x"),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut b = Boot {
+        child: Some(child),
+        root: r.dir.path().to_path_buf(),
+    };
+    b.wait_for("nginx to be spawned", |b| {
+        b.status()["services"][0]["pid"].is_number()
+    });
+    let nginx = fs::read_to_string(r.path("run/haimg/nginx/nginx.conf")).unwrap();
+    assert!(nginx.contains("image unknown)."), "{nginx}");
+    assert_eq!(
+        b.status()["warnings"],
+        serde_json::json!([
+            "/etc/haimg/image.json: input_hash is not hex; the image is shown as unknown"
+        ])
+    );
+    let c = b.console();
+    assert!(
+        c.contains("haimg-init[warn]: environment variable HAIMG_NOTE is not UTF-8; ignored"),
+        "{c}"
+    );
+    assert!(b.running());
+    assert_eq!(b.halt(), 0);
+}
+
+/// A boot step that fails for a reason that can pass (here: something in the
+/// way of /run/haimg/nginx) is retried with backoff and reported in the
+/// status file meanwhile; once the cause is gone the services start.
+#[test]
+fn a_failed_boot_step_is_retried_until_it_succeeds() {
+    let r = Root::new("lb", "nginx1", "192.168.30.100");
+    r.executable("usr/sbin/nginx", "#!/bin/sh\nexec sleep 1000\n");
+    r.executable("usr/sbin/keepalived", "#!/bin/sh\nexec sleep 1000\n");
+    r.write("run/haimg/nginx", "a file where a directory belongs\n");
+    let mut b = r.boot("nginx1");
+    b.wait_for("the failure in the status file", |b| {
+        b.status()["error"].is_string()
+    });
+    let st = b.status();
+    let err = st["error"].as_str().unwrap();
+    assert!(err.starts_with("render: failed to write "), "{err}");
+    assert_eq!(st["phase"], "idle");
+    assert_eq!(st["boot_attempts"], 1);
+    assert_eq!(st["services"], serde_json::json!([]));
+    fs::remove_file(r.path("run/haimg/nginx")).unwrap();
+    b.wait_for("the retry to start nginx", |b| {
+        b.status()["services"][0]["pid"].is_number()
+    });
+    let st = b.status();
+    assert_eq!(st["error"], Value::Null);
+    assert_eq!(st["boot_attempts"], 2);
+    assert_eq!(st["next_attempt_ms"], Value::Null);
+    assert!(b
+        .console()
+        .contains("haimg-init[info]: boot attempt 2 succeeded"));
+    assert_eq!(b.halt(), 0);
+}
+
+/// The same with a real ENOSPC: a 4 KiB tmpfs at /run/haimg/nginx, full.
+/// Needs root (mount); CI runs as root and must not skip it.
+#[test]
+fn enospc_on_run_is_retried() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run this as root"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let r = Root::new("lb", "nginx1", "192.168.30.100");
+    r.executable("usr/sbin/nginx", "#!/bin/sh\nexec sleep 1000\n");
+    r.executable("usr/sbin/keepalived", "#!/bin/sh\nexec sleep 1000\n");
+    let dir = r.path("run/haimg/nginx");
+    fs::create_dir_all(&dir).unwrap();
+    let mounted = Mount::tmpfs(&dir, "size=4k");
+    // Fill it: the first write that does not fit fails with ENOSPC.
+    let filler = dir.join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut f, &[0u8; 1024]).is_ok() {}
+    drop(f);
+    let mut b = r.boot("nginx1");
+    b.wait_for("ENOSPC in the status file", |b| {
+        b.status()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left on device"))
+    });
+    assert!(b.running());
+    fs::remove_file(&filler).unwrap();
+    b.wait_for("the retry to start nginx", |b| {
+        b.status()["services"][0]["pid"].is_number()
+    });
+    assert!(b.status()["boot_attempts"].as_u64().unwrap() >= 2);
+    assert_eq!(b.halt(), 0);
+    drop(mounted);
+}
+
+/// A mount this test made, unmounted when dropped (also when the test fails).
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, opts: &str) -> Mount {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "haimg-test"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount tmpfs on {}", at.display());
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 #[test]
@@ -303,6 +474,46 @@ fn a_missing_service_binary() {
     let eco = fs::read_to_string(r.path("run/haimg/pm2/ecosystem.config.js")).unwrap();
     assert!(eco.contains("\"HOSTNAME\": \"192.168.30.107\""));
     assert!(b.running());
+    assert_eq!(b.halt(), 0);
+}
+
+/// PM2 and the app run as the image's unprivileged web app user, with
+/// PM2_HOME and the rendered ecosystem file theirs; never as root.
+#[test]
+fn the_web_app_runs_unprivileged() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let r = Root::new("webapp", "webapp2", "192.168.30.107");
+    r.write(
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/bash\nwebapp:x:990:990:haimg web app:/nonexistent:/usr/sbin/nologin\n",
+    );
+    let seen = r.path("seen");
+    fs::create_dir(&seen).unwrap();
+    fs::set_permissions(&seen, fs::Permissions::from_mode(0o777)).unwrap();
+    r.executable("opt/pm2/node_modules/pm2/bin/pm2-runtime", "");
+    r.executable(
+        "opt/node/bin/node",
+        &format!(
+            "#!/bin/sh\necho \"$(id -u):$(id -g):$(id -G):$HOME\" > {}/id\nexec sleep 1000\n",
+            seen.display()
+        ),
+    );
+    let mut b = r.boot("webapp2");
+    b.wait_for("the app's id", |_| seen.join("id").is_file());
+    b.wait_for("the whole line", |_| {
+        fs::read_to_string(seen.join("id")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert_eq!(
+        fs::read_to_string(seen.join("id")).unwrap(),
+        "990:990:990:/run/pm2\n"
+    );
+    let home = fs::metadata(r.path("run/pm2")).unwrap();
+    assert_eq!(
+        (home.uid(), home.gid(), home.mode() & 0o7777),
+        (990, 990, 0o700)
+    );
+    let eco = fs::metadata(r.path("run/haimg/pm2/ecosystem.config.js")).unwrap();
+    assert_eq!((eco.uid(), eco.gid()), (990, 990));
     assert_eq!(b.halt(), 0);
 }
 

@@ -1,6 +1,7 @@
 //! haimg-init's integration tests, one binary: each file is a module.
 
 mod boot;
+mod fuzz_identity;
 mod identity;
 mod mongo_join;
 mod net;

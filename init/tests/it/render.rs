@@ -62,22 +62,106 @@ fn keepalived_multicast_and_pass_override() {
     let c = spec(|t| *t = t.replace("mode: unicast", "mode: multicast"));
     let m = &c.lb.members[2];
     let e = Extras {
-        vrrp_pass: Some("s3cret!".into()),
+        vrrp_pass: Some("s3cret+1".into()),
         ..extras()
     };
     let out = render::render_default(&TEMPLATES[1], &c, m, &e).unwrap();
     assert!(!out.contains("unicast_peer"));
-    assert!(out.contains("auth_pass s3cret!"));
+    assert!(out.contains("auth_pass s3cret+1"));
     insta::assert_snapshot!("keepalived.conf@nginx3-multicast", out);
 
-    let bad = Extras {
-        vrrp_pass: Some("too long password".into()),
+    // keepalived strips `!` and `#` comments and expands `$NAME`: such a password
+    // would silently become a shorter one.
+    for bad in ["too long password", "s3cret!", "pa#ss", "$PASS", "a b"] {
+        let bad = Extras {
+            vrrp_pass: Some(bad.into()),
+            ..extras()
+        };
+        let err = render::render_default(&TEMPLATES[1], &c, m, &bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "HAIMG_VRRP_PASS must be 1 to 8 letters, digits or ._:/,+=-"
+        );
+    }
+}
+
+/// Values that got past validation (a plan edited in an image, a hostile
+/// image.json) cannot add a directive to any config: each is quoted for the
+/// file's language, or the render fails naming the character.
+#[test]
+fn hostile_values_are_quoted_or_refused() {
+    let mut c = spec(|t| {
+        *t = t.replace(
+            "      listen_port: 80\n",
+            "      listen_port: 80\n      tls: { certificate: /etc/haimg/tls/cert.pem, certificate_key: /run/haimg/tls/key.pem }\n",
+        );
+    });
+    let inject = "x;\n}\nevil {\n";
+    if let Some(t) = c.lb.nginx.tls.as_mut() {
+        t.certificate = format!("/etc/c.pem{inject}");
+        t.certificate_key = "/etc/k \"quoted\" \\ key".into();
+    }
+    c.lb.nginx.rate_limit.zone = format!("z{inject}");
+    c.webapp.database = "app&replicaSet=evil#x".into();
+    c.webapp.env = vec![("BANNER".into(), format!("*/\n}};evil();//{inject}\u{2028}"))];
+    c.mongo.replica_set = format!("rs0{inject}");
+    let hostile_image = Extras {
+        image_hash: format!("ab{inject}"),
         ..extras()
     };
-    let err = render::render_default(&TEMPLATES[1], &c, m, &bad).unwrap_err();
+    let mut out = String::new();
+    for role in Role::ALL {
+        let m = &c.members_of(role)[0];
+        for t in render::templates_for(role) {
+            out += &format!("==== {} ({})\n", t.name, t.lang);
+            match render::render_default(t, &c, m, &hostile_image) {
+                Ok(text) => {
+                    for line in text.lines() {
+                        assert!(!line.trim_start().starts_with("evil"), "{}: {line}", t.name);
+                    }
+                    out += &text;
+                }
+                Err(e) => out += &format!("error: {e}\n"),
+            }
+        }
+    }
+    assert!(
+        out.contains("app%26replicaSet%3Devil%23x?replicaSet=rs0x%3B%0A"),
+        "{out}"
+    );
+    insta::assert_snapshot!("hostile-values", out);
+
+    // An nginx value with `$` (a variable reference) is refused, not expanded.
+    if let Some(t) = c.lb.nginx.tls.as_mut() {
+        t.certificate = "/etc/$ssl_server_name.pem".into();
+    }
+    let err = render::render_default(&TEMPLATES[0], &c, &c.lb.members[0], &extras()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "HAIMG_VRRP_PASS must be 1 to 8 printable characters without spaces or quotes"
+        "template nginx.conf: invalid operation: a value cannot be written into nginx: '$' at character 6 (nginx expands `$` as a variable and has no escape for it) (line 48)"
+    );
+}
+
+#[test]
+fn no_filter_bypasses_the_quoting() {
+    let c = spec(|_| {});
+    let lb = &c.lb.members[0];
+    for f in ["safe", "escape", "e", "tojson"] {
+        let err = render::render(
+            "nginx.conf",
+            &format!("{{{{ member.slot | {f} }}}}"),
+            &c,
+            lb,
+            &extras(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown filter"), "{f}: {err}");
+    }
+    let err = render::render("other.conf", "x", &c, lb, &extras()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "template other.conf is not one haimg knows, so there are no quoting rules for it"
     );
 }
 

@@ -6,6 +6,8 @@
 //! once, each with its YAML path and a hint. Warnings (legal but risky
 //! choices) travel with the `Cluster` so `haimg check` can print them.
 
+#[cfg(feature = "yaml")]
+mod guard;
 pub mod raw;
 mod secrets;
 mod validate;
@@ -16,7 +18,7 @@ use serde::Serialize;
 
 use crate::Cluster;
 pub use raw::RawSpec;
-pub use validate::validate;
+pub use validate::{validate, MAX_VMID};
 
 /// The spec schema this haimg understands.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -139,7 +141,7 @@ pub fn parse_yaml_raw(text: &str) -> Result<RawSpec, SpecError> {
             Problem::error(
                 "",
                 format!(
-                    "the file is {} bytes; a spec is at most {MAX_SPEC_BYTES}",
+                    "the file is {} bytes; a spec is at most {MAX_SPEC_BYTES} bytes",
                     text.len()
                 ),
             )
@@ -167,6 +169,10 @@ pub fn parse_yaml_raw(text: &str) -> Result<RawSpec, SpecError> {
                 .at(n + 1, col),
         ));
     }
+    // Bound the nesting and refuse aliases before anything builds the document:
+    // past that the parser's time grows with the square of the depth, and an
+    // alias can expand a small file into a huge one.
+    guard::check(text).map_err(SpecError::single)?;
     // Scan for secrets first, so a secret is reported as such and not as an unknown key.
     // A file that does not even parse as YAML gets its error from the typed parse below.
     let value = serde_yaml::from_str::<serde_yaml::Value>(text);
@@ -181,7 +187,7 @@ pub fn parse_yaml_raw(text: &str) -> Result<RawSpec, SpecError> {
     // Deserialize from the text (not the Value) so errors keep their line and column.
     let de = serde_yaml::Deserializer::from_str(text);
     let raw = serde_path_to_error::deserialize::<_, RawSpec>(de).map_err(|e| {
-        let path = yaml_path(&e.path().to_string());
+        let path = shorten(yaml_path(&e.path().to_string()));
         yaml_problem(&path, e.inner())
     })?;
     value.map_err(|e| yaml_problem("", &e))?;
@@ -208,6 +214,8 @@ fn yaml_problem(path: &str, e: &serde_yaml::Error) -> SpecError {
     if msg.contains("as u128") || msg.contains("as i128") {
         msg = "the number is too large".to_string();
     }
+    // serde_yaml quotes the offending value whole; a value can be as long as the file.
+    msg = shorten(msg);
     let mut p = Problem::error(path, msg);
     if let Some(loc) = e.location() {
         p = p.at(loc.line(), loc.column());
@@ -223,6 +231,16 @@ fn yaml_problem(path: &str, e: &serde_yaml::Error) -> SpecError {
         p = p.hint("see the key reference in README.md");
     }
     SpecError::single(p)
+}
+
+/// A path or message cut to 300 characters: keys and values can be as long as the file.
+#[cfg(feature = "yaml")]
+fn shorten(s: String) -> String {
+    if s.chars().count() > 300 {
+        s.chars().take(299).chain(['…']).collect()
+    } else {
+        s
+    }
 }
 
 /// serde_path_to_error writes `roles.lb.members[1].ip`; `.` alone means the root.

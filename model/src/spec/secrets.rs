@@ -1,26 +1,23 @@
 //! Secrets never live in `haimg.yaml`.
 //!
-//! Templates and specs are shared, reviewed, reproducible artifacts. Before the
-//! strict parse, every mapping key is checked against words that name secrets;
-//! a hit is an error that points to where the secret belongs instead.
+//! Templates and specs are shared, reviewed, reproducible artifacts, and the
+//! spec is baked into every image as `/etc/haimg/plan.json`. Before the strict
+//! parse, every mapping key is checked against the names of secrets and every
+//! string value against what a secret looks like ([`crate::secrets`], the same
+//! rules that redact the dry run's output); a hit is an error that points to
+//! where the secret belongs instead and never repeats the value.
 
 #[cfg(feature = "yaml")]
 use super::Problem;
+use crate::secrets::{find_in_value, is_secret_name};
 
-/// Words that mark a key as holding a secret.
-const SECRET_WORDS: [&str; 7] = [
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "private_key",
-];
+/// Keys of the spec's own schema whose name matches a secret word but which
+/// hold none: a path to the key, not the key.
+#[cfg(feature = "yaml")]
+const SCHEMA_KEYS: [&str; 1] = ["roles.lb.nginx.tls.certificate_key"];
 
 pub(crate) fn looks_secret(key: &str) -> bool {
-    let k = key.to_ascii_lowercase().replace('-', "_");
-    SECRET_WORDS.iter().any(|w| k.contains(w))
+    is_secret_name(key)
 }
 
 fn hint_for(key: &str) -> &'static str {
@@ -32,6 +29,23 @@ fn hint_for(key: &str) -> &'static str {
     }
 }
 
+/// The problem with a string value that carries a secret, if it does.
+pub(crate) fn value_problem(path: &str, value: &str) -> Option<(String, String)> {
+    let kind = find_in_value(value)?;
+    Some((
+        format!(
+            "the value looks like {}; secrets never live in haimg.yaml",
+            kind.describe()
+        ),
+        match kind {
+            crate::secrets::SecretKind::UrlCredentials => {
+                "give the URL without `user:password@` and deliver credentials at run time: see \"Secrets\" in README.md".to_string()
+            }
+            _ => hint_for(path).to_string(),
+        },
+    ))
+}
+
 #[cfg(feature = "yaml")]
 pub(crate) fn find(value: &serde_yaml::Value) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -39,6 +53,7 @@ pub(crate) fn find(value: &serde_yaml::Value) -> Vec<Problem> {
     out
 }
 
+/// Recursive, so the caller bounds the nesting first (`guard::check`).
 #[cfg(feature = "yaml")]
 fn walk(value: &serde_yaml::Value, path: String, out: &mut Vec<Problem>) {
     use serde_yaml::Value;
@@ -52,16 +67,25 @@ fn walk(value: &serde_yaml::Value, path: String, out: &mut Vec<Problem>) {
                         .trim()
                         .to_string(),
                 };
-                let p = if path.is_empty() {
-                    key.clone()
+                // A key can be as long as the file; paths are built for every
+                // node below it, so they carry at most 64 characters of it.
+                let shown: String = if key.chars().count() > 64 {
+                    key.chars().take(63).chain(['…']).collect()
                 } else {
-                    format!("{path}.{key}")
+                    key.clone()
                 };
-                if looks_secret(&key) {
+                let p = if path.is_empty() {
+                    shown
+                } else {
+                    format!("{path}.{shown}")
+                };
+                if looks_secret(&key) && !SCHEMA_KEYS.contains(&p.as_str()) {
                     out.push(
                         Problem::error(&p, "looks like a secret; secrets never live in haimg.yaml")
                             .hint(hint_for(&key)),
                     );
+                } else if let Some((msg, hint)) = value_problem(&p, &key) {
+                    out.push(Problem::error(&p, format!("the key: {msg}")).hint(hint));
                 }
                 walk(v, p, out);
             }
@@ -72,27 +96,11 @@ fn walk(value: &serde_yaml::Value, path: String, out: &mut Vec<Problem>) {
             }
         }
         Value::Tagged(t) => walk(&t.value, path, out),
+        Value::String(s) => {
+            if let Some((msg, hint)) = value_problem(&path, s) {
+                out.push(Problem::error(&path, msg).hint(hint));
+            }
+        }
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::looks_secret;
-
-    #[test]
-    fn secret_words() {
-        for k in [
-            "password",
-            "PVE_TOKEN",
-            "api-key",
-            "db_secret",
-            "private_key",
-        ] {
-            assert!(looks_secret(k), "{k}");
-        }
-        for k in ["certificate_key", "keepalived", "replica_set", "tags"] {
-            assert!(!looks_secret(k), "{k}");
-        }
     }
 }

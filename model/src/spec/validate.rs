@@ -4,12 +4,13 @@
 //! pushes a [`Problem`] with the YAML path of the offending key and a fix-it
 //! hint. Only when no error was found is a `Cluster` assembled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use super::raw::*;
 use super::{secrets, Checked, Problem, Severity, SpecError, SCHEMA_VERSION};
 use crate::cluster::*;
+use crate::endpoint::Endpoint;
 
 /// Validate a parsed spec into a [`Cluster`].
 pub fn validate(raw: &RawSpec) -> Result<Checked, SpecError> {
@@ -27,8 +28,13 @@ pub fn validate(raw: &RawSpec) -> Result<Checked, SpecError> {
     }
 }
 
+/// Highest VMID a member (blue or green) may have. Proxmox accepts up to
+/// 999,999,999; haimg stops at 9,999,999 so the local backend's veth names
+/// (`h` + 6 hex digits + `v` + the VMID, at most 15 bytes) always carry the
+/// full 6-digit prefix its nftables policy matches on.
+pub const MAX_VMID: u64 = 9_999_999;
 /// Highest VMID Proxmox accepts.
-const MAX_VMID: u64 = 999_999_999;
+const PVE_MAX_VMID: u64 = 999_999_999;
 
 #[derive(Default)]
 struct Validator {
@@ -97,6 +103,24 @@ impl Validator {
             false
         } else {
             true
+        }
+    }
+
+    /// An address that can be on a cluster LAN: not "this network", loopback,
+    /// link-local, multicast, reserved or broadcast. `dns`: a resolver may be
+    /// link-local (clouds put one there), never the others.
+    fn lan_addr(&mut self, path: &str, ip: Ipv4Addr, dns: bool) -> bool {
+        match special_address(ip) {
+            Some((_, "link-local")) if dns => true,
+            Some((range, what)) => {
+                self.err(
+                    path,
+                    format!("{ip} is a {what} address ({range}), not one on a cluster LAN"),
+                    "use an address of the cluster network, e.g. in 192.168.30.0/24",
+                );
+                false
+            }
+            None => true,
         }
     }
 
@@ -187,7 +211,27 @@ impl Validator {
 
     fn network(&mut self, n: &RawNetwork) -> Option<Network> {
         let cidr = match Ipv4Net::parse(&n.cidr) {
-            Some(c) if c.addr == c.network() => Some(c),
+            Some(c) if c.addr == c.network() && !(MIN_PREFIX..=MAX_PREFIX).contains(&c.prefix) => {
+                self.err(
+                    "network.cidr",
+                    format!("/{} cannot be a cluster LAN", c.prefix),
+                    format!(
+                        "use a prefix from /{MIN_PREFIX} to /{MAX_PREFIX}: room for the gateway, the VIP and the members, and no wider than a /8"
+                    ),
+                );
+                None
+            }
+            Some(c) if c.addr == c.network() => match special_address(c.addr) {
+                Some((range, what)) => {
+                    self.err(
+                        "network.cidr",
+                        format!("{} is inside {range}, the {what} range", n.cidr),
+                        "use a private network such as 192.168.30.0/24",
+                    );
+                    None
+                }
+                None => Some(c),
+            },
             Some(c) => {
                 self.err(
                     "network.cidr",
@@ -205,11 +249,15 @@ impl Validator {
                 None
             }
         };
-        let gateway = self.ipv4("network.gateway", &n.gateway);
+        let gateway = self
+            .ipv4("network.gateway", &n.gateway)
+            .filter(|g| self.lan_addr("network.gateway", *g, false));
         if let Some(g) = gateway {
             self.in_net("network.gateway", g, cidr);
         }
-        let vip = self.ipv4("network.vip", &n.vip);
+        let vip = self
+            .ipv4("network.vip", &n.vip)
+            .filter(|v| self.lan_addr("network.vip", *v, false));
         if let Some(vip) = vip {
             self.in_net("network.vip", vip, cidr);
             if Some(vip) == gateway {
@@ -234,7 +282,11 @@ impl Validator {
         }
         let mut dns = Vec::new();
         for (i, d) in n.dns.iter().enumerate() {
-            dns.extend(self.ipv4(&format!("network.dns[{i}]"), d));
+            let path = format!("network.dns[{i}]");
+            dns.extend(
+                self.ipv4(&path, d)
+                    .filter(|ip| self.lan_addr(&path, *ip, true)),
+            );
         }
         if let Some(sd) = &n.search_domain {
             if !is_dns_name(sd) {
@@ -248,7 +300,10 @@ impl Validator {
         let mut admin = Vec::new();
         for (i, a) in n.admin.iter().enumerate() {
             let path = format!("network.admin[{i}]");
-            if let Some(ip) = self.ipv4(&path, a) {
+            if let Some(ip) = self
+                .ipv4(&path, a)
+                .filter(|ip| self.lan_addr(&path, *ip, false))
+            {
                 if Some(ip) == vip {
                     self.err(
                         &path,
@@ -292,10 +347,20 @@ impl Validator {
         let mut out = Vec::new();
         let mut ok = true;
         let mut by_node: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let nodes: HashSet<&str> = px.nodes.iter().map(String::as_str).collect();
         for (i, m) in raw.iter().enumerate() {
             let p = format!("{base}[{i}]");
             ok &= self.dns_label(&format!("{p}.slot"), &m.slot, "slot name");
-            let vmid = self.range(&format!("{p}.vmid"), m.vmid, 100, MAX_VMID);
+            let vmid = if m.vmid > MAX_VMID && m.vmid <= PVE_MAX_VMID {
+                self.err(
+                    &format!("{p}.vmid"),
+                    format!("{} is above {MAX_VMID}", m.vmid),
+                    format!("haimg keeps every VMID, green ones (vmid + rollout.green_vmid_offset) included, from 100 to {MAX_VMID}, so local container interfaces stay inside the network policy"),
+                );
+                None
+            } else {
+                self.range(&format!("{p}.vmid"), m.vmid, 100, MAX_VMID)
+            };
             if !is_dns_name(&m.hostname) {
                 self.err(
                     &format!("{p}.hostname"),
@@ -305,11 +370,11 @@ impl Validator {
                 ok = false;
             }
             ok &= self.dns_label(&format!("{p}.node"), &m.node, "Proxmox node name");
-            if !px.nodes.is_empty() && !px.nodes.contains(&m.node) {
+            if !nodes.is_empty() && !nodes.contains(m.node.as_str()) {
                 self.err(
                     &format!("{p}.node"),
                     format!("node {:?} is not listed in proxmox.nodes", m.node),
-                    format!("use one of: {}", px.nodes.join(", ")),
+                    format!("use one of: {}", some_of(&px.nodes)),
                 );
                 ok = false;
             }
@@ -322,7 +387,10 @@ impl Validator {
                 ok = false;
             }
             by_node.entry(&m.node).or_default().push(&m.slot);
-            let ip = self.ipv4(&format!("{p}.ip"), &m.ip);
+            let ip_path = format!("{p}.ip");
+            let ip = self
+                .ipv4(&ip_path, &m.ip)
+                .filter(|ip| self.lan_addr(&ip_path, *ip, false));
             if let (Some(vmid), Some(ip)) = (vmid, ip) {
                 out.push(Member {
                     role,
@@ -391,7 +459,11 @@ impl Validator {
                         seen[k].insert(value, here);
                     }
                 }
-                if let Ok(ip) = m.ip.parse::<Ipv4Addr>() {
+                if let Some(ip) =
+                    m.ip.parse::<Ipv4Addr>()
+                        .ok()
+                        .filter(|ip| special_address(*ip).is_none())
+                {
                     let path = format!("{p}.ip");
                     if self.in_net(&path, ip, net) {
                         if let Some(n) = network {
@@ -460,6 +532,13 @@ impl Validator {
                         &format!("{p}.tls.{k}"),
                         format!("{v:?} is not an absolute path"),
                         "give the path inside the container, e.g. /etc/haimg/tls/cert.pem",
+                    );
+                    tls_ok = false;
+                } else if !is_safe_path(v) {
+                    self.err(
+                        &format!("{p}.tls.{k}"),
+                        format!("{v:?} is not a plain path"),
+                        "use letters, digits, '_', '-', '.' and '/' (no `..`, no spaces, at most 255 characters): the path goes into nginx.conf as it is",
                     );
                     tls_ok = false;
                 }
@@ -729,6 +808,9 @@ impl Validator {
                     "use a single-line value",
                 );
                 env_ok = false;
+            } else if let Some((msg, hint)) = secrets::value_problem(&kp, val) {
+                self.err(&kp, msg, hint);
+                env_ok = false;
             }
         }
         Some(WebappTier {
@@ -755,21 +837,19 @@ impl Validator {
 
     fn proxmox(&mut self, px: &RawProxmox) -> Option<Proxmox> {
         let mut ok = true;
+        let mut endpoint = None;
         if let Some(ep) = &px.endpoint {
-            let rest = ep.strip_prefix("https://");
-            let host_ok = rest.is_some_and(|r| {
-                let host = r.trim_end_matches('/').split(':').next().unwrap_or("");
-                !host.is_empty()
-                    && !r.contains(char::is_whitespace)
-                    && !r.trim_end_matches('/').contains('/')
-            });
-            if !host_ok {
-                self.err(
-                    "proxmox.endpoint",
-                    format!("{ep:?} is not a Proxmox API endpoint"),
-                    "write https://<node>:8006 (no path; haimg adds /api2/json)",
-                );
-                ok = false;
+            match Endpoint::parse(ep) {
+                Ok(e) => endpoint = Some(e.to_string()),
+                Err(e) => {
+                    // The message describes the problem; the value may hold a password.
+                    self.err(
+                        "proxmox.endpoint",
+                        e.to_string(),
+                        "write https://<node>:8006 (no user, path, query or fragment; haimg adds /api2/json)",
+                    );
+                    ok = false;
+                }
             }
             if px.nodes.is_empty() {
                 self.err(
@@ -829,7 +909,7 @@ impl Validator {
             Some(TlsMode::System)
         };
         Some(Proxmox {
-            endpoint: ok.then(|| px.endpoint.clone())?,
+            endpoint: ok.then_some(endpoint)?,
             nodes: px.nodes.clone(),
             template_storage: px.template_storage.clone(),
             rootfs_storage: px.rootfs_storage.clone(),
@@ -858,17 +938,18 @@ impl Validator {
             .iter()
             .flat_map(|ms| ms.iter().map(|m| m.vmid))
             .collect();
+            let live: HashSet<u64> = vmids.iter().copied().collect();
             for v in &vmids {
-                let green = v + off;
+                let green = v.saturating_add(off);
                 if green > MAX_VMID {
                     self.err(
                         &format!("{p}.green_vmid_offset"),
                         format!("green VMID {green} (for {v}) is above {MAX_VMID}"),
-                        "lower the offset",
+                        format!("lower the offset: every VMID, green ones included, stays at or below {MAX_VMID}"),
                     );
                     break;
                 }
-                if vmids.contains(&green) {
+                if live.contains(&green) {
                     self.err(
                         &format!("{p}.green_vmid_offset"),
                         format!("green VMID {green} (for {v}) is a live member's VMID"),
@@ -946,6 +1027,54 @@ fn is_pve_storage_id(s: &str) -> bool {
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+}
+
+/// A list for a hint: the first ten, and how many more.
+fn some_of(items: &[String]) -> String {
+    let mut s = items
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > 10 {
+        s += &format!(" (and {} more)", items.len() - 10);
+    }
+    s
+}
+
+/// The widest and the narrowest network a cluster LAN may be.
+const MIN_PREFIX: u8 = 8;
+const MAX_PREFIX: u8 = 30;
+
+/// The special-purpose range `ip` is in, if it cannot be a LAN host:
+/// `(range, what)`.
+pub(crate) fn special_address(ip: Ipv4Addr) -> Option<(&'static str, &'static str)> {
+    let o = ip.octets();
+    match o[0] {
+        0 => Some(("0.0.0.0/8", "\"this network\"")),
+        127 => Some(("127.0.0.0/8", "loopback")),
+        169 if o[1] == 254 => Some(("169.254.0.0/16", "link-local")),
+        224..=239 => Some(("224.0.0.0/4", "multicast")),
+        255 if ip == Ipv4Addr::BROADCAST => Some(("255.255.255.255", "broadcast")),
+        240..=255 => Some(("240.0.0.0/4", "reserved")),
+        _ => None,
+    }
+}
+
+/// An absolute path of plain components, safe in any config: `/` then
+/// `[A-Za-z0-9_.-]` components, no `.` or `..` component, no empty one.
+pub(crate) fn is_safe_path(s: &str) -> bool {
+    s.len() <= 255
+        && s.strip_prefix('/').is_some_and(|rest| {
+            rest.split('/').all(|c| {
+                !c.is_empty()
+                    && c != "."
+                    && c != ".."
+                    && c.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch))
+            })
+        })
 }
 
 fn parse_fingerprint(s: &str) -> Option<Vec<u8>> {

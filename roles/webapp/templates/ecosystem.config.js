@@ -1,14 +1,15 @@
-// PM2 ecosystem for {{ member.slot }} ({{ cluster.name }} {{ cluster.version }}, image {{ image.hash }}).
+// PM2 ecosystem for member {{ member.slot }} of cluster {{ cluster.name }}, version {{ cluster.version }}, image {{ image.hash }}.
 // Rendered at boot by haimg-init from /etc/haimg/templates/ecosystem.config.js;
-// the name must end in .config.js or PM2 runs the file as the app.
+// the name must end in .config.js or PM2 runs the file as the app. Every string
+// is printed as a JavaScript string literal (haimg_model::quote::js).
 module.exports = {
   apps: [
     {
-      name: {{ webapp.name | tojson }},
-      script: {{ webapp.script | tojson }},
-      cwd: {{ webapp.cwd | tojson }},
-      interpreter: {{ webapp.interpreter | tojson }},
-      exec_mode: {{ webapp.exec_mode | tojson }},
+      name: {{ webapp.name }},
+      script: {{ webapp.script }},
+      cwd: {{ webapp.cwd }},
+      interpreter: {{ webapp.interpreter }},
+      exec_mode: {{ webapp.exec_mode }},
       instances: {{ webapp.instances }},
       autorestart: true,
       exp_backoff_restart_delay: 100,
@@ -20,7 +21,7 @@ module.exports = {
       error_file: "/dev/null",
       env: {
 {% for kv in webapp.env %}
-        {{ kv[0] | tojson }}: {{ kv[1] | tojson }},
+        {{ kv[0] }}: {{ kv[1] }},
 {% endfor %}
       },
     },

@@ -34,13 +34,16 @@
 //! tmpfs when it is not `/sbin/init`), and `host-managed` networking writes
 //! `lxc.net.0.ipv4.address`, `ipv4.gateway` and `flags = up`.
 //!
-//! Invariant: every interpolated value was validated to be a single line
-//! without control characters (see `validate` in the parent module); every
-//! file the config includes is in [`host_files`], which `haimg doctor` checks.
+//! Invariant: every value goes through [`quote::lxc`] (one line, nothing LXC
+//! would trim); `validate` in the parent module refuses bad values earlier
+//! with a message naming the field. Every file the config includes is in
+//! [`host_files`], which `haimg doctor` checks.
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+use haimg_model::quote::{self, Unquotable};
 
 /// Which cgroup keys the host understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -147,18 +150,9 @@ pub fn host_files(privileged: bool) -> Vec<PathBuf> {
 }
 
 /// Render the config file LXC reads (`<lxcpath>/<name>/config`).
-pub fn render(i: &LxcInput) -> String {
-    let mut o = String::new();
-    let mut line = |k: &str, v: &dyn std::fmt::Display| {
-        // Writing to a String cannot fail. An empty value clears a setting
-        // of an included file (`lxc.tty.dir =`).
-        let v = v.to_string();
-        let _ = if v.is_empty() {
-            writeln!(o, "{k} =")
-        } else {
-            writeln!(o, "{k} = {v}")
-        };
-    };
+pub fn render(i: &LxcInput) -> Result<String, Unquotable> {
+    let mut lines: Vec<(&str, String)> = Vec::new();
+    let mut line = |k: &'static str, v: &dyn std::fmt::Display| lines.push((k, v.to_string()));
     line("lxc.arch", &"amd64");
     let files = host_files(i.idmap.is_none());
     line("lxc.include", &files[0].display());
@@ -240,11 +234,24 @@ pub fn render(i: &LxcInput) -> String {
     if let Some(sig) = &i.halt_signal {
         line("lxc.signal.halt", sig);
     }
-    format!(
+    let mut o = format!(
         "# haimg local backend: CT {} ({}, {}/{}) of cluster {}.\n\
-         # Written before every start from the state file; edits here are lost.\n{o}",
-        i.vmid, i.hostname, i.ip, i.prefix, i.cluster
-    )
+         # Written before every start from the state file; edits here are lost.\n",
+        i.vmid,
+        quote::lxc(&i.hostname)?,
+        i.ip,
+        i.prefix,
+        quote::lxc(&i.cluster)?
+    );
+    for (k, v) in lines {
+        // Writing to a String cannot fail. An empty value clears a setting
+        // of an included file (`lxc.tty.dir =`).
+        let _ = match quote::lxc(&v)? {
+            "" => writeln!(o, "{k} ="),
+            v => writeln!(o, "{k} = {v}"),
+        };
+    }
+    Ok(o)
 }
 
 #[cfg(test)]
@@ -286,7 +293,7 @@ mod tests {
 
     #[test]
     fn unprivileged_cgroup_v1() {
-        insta::assert_snapshot!("lxc_config_unprivileged_v1", render(&input()));
+        insta::assert_snapshot!("lxc_config_unprivileged_v1", render(&input()).unwrap());
     }
 
     #[test]
@@ -306,7 +313,7 @@ mod tests {
             ip: "192.168.30.100".parse().unwrap(),
             ..input()
         };
-        insta::assert_snapshot!("lxc_config_privileged_v2", render(&i));
+        insta::assert_snapshot!("lxc_config_privileged_v2", render(&i).unwrap());
     }
 
     #[test]
@@ -314,9 +321,9 @@ mod tests {
         let mut i = input();
         i.init_cmd = Some("/usr/local/bin/pm2-runtime".into());
         i.host_managed = true;
-        insta::assert_snapshot!("lxc_config_entrypoint_host_managed", render(&i));
+        insta::assert_snapshot!("lxc_config_entrypoint_host_managed", render(&i).unwrap());
         i.init_cmd = Some("/sbin/init".into());
-        let r = render(&i);
+        let r = render(&i).unwrap();
         assert!(r.contains("\nlxc.init.cmd = /sbin/init\n"));
         assert!(!r.contains("dev/shm"), "no extra /dev/shm for /sbin/init");
     }
@@ -328,7 +335,7 @@ mod tests {
             if privileged {
                 i.idmap = None;
             }
-            let r = render(&i);
+            let r = render(&i).unwrap();
             let included: Vec<PathBuf> = r
                 .lines()
                 .filter_map(|l| l.strip_prefix("lxc.include = "))
@@ -349,10 +356,26 @@ mod tests {
 
     #[test]
     fn halt_signal_only_when_asked() {
-        assert!(!render(&input()).contains("lxc.signal.halt"));
+        assert!(!render(&input()).unwrap().contains("lxc.signal.halt"));
         let mut i = input();
         i.halt_signal = Some("SIGTERM".into());
-        assert!(render(&i).ends_with("lxc.signal.halt = SIGTERM\n"));
+        assert!(render(&i).unwrap().ends_with("lxc.signal.halt = SIGTERM\n"));
+    }
+
+    #[test]
+    fn a_value_cannot_start_another_key() {
+        let mut i = input();
+        i.env.push((
+            "HAIMG_X".into(),
+            "1\nlxc.mount.entry = / host none bind 0 0".into(),
+        ));
+        assert_eq!(
+            render(&i).unwrap_err().to_string(),
+            "a value cannot be written into an LXC config: control character U+000A at character 10 (a config line ends at a line break)"
+        );
+        let mut i = input();
+        i.hostname = "mongo1\nlxc.apparmor.profile = unconfined".into();
+        assert!(render(&i).is_err());
     }
 
     #[test]

@@ -135,6 +135,15 @@ pub enum LocalError {
     Command(#[from] RunError),
     #[error(transparent)]
     Files(#[from] PveFilesError),
+    #[error("network policy: {0}")]
+    Policy(haimg_model::quote::Unquotable),
+}
+
+// Printed in the message, so not chained as a source (no `#[from]`).
+impl From<haimg_model::quote::Unquotable> for LocalError {
+    fn from(e: haimg_model::quote::Unquotable) -> LocalError {
+        LocalError::Policy(e)
+    }
 }
 
 type Result<T, E = LocalError> = std::result::Result<T, E>;
@@ -425,7 +434,7 @@ impl LocalBackend {
 
     /// Change the state under the directory lock.
     fn mutate<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
-        self.dir.init()?;
+        self.dir.init(self.traverse_gid())?;
         let _lock = self.dir.lock()?;
         let mut st = self.load()?;
         let r = f(&mut st)?;
@@ -485,6 +494,13 @@ impl LocalBackend {
         ])
     }
 
+    /// The host gid of an unprivileged CT's root, which must pass through the
+    /// state directory to `lxc/` (see `StateDir::init`); `None` when CTs are
+    /// privileged.
+    fn traverse_gid(&self) -> Option<u32> {
+        (!self.opts.privileged).then_some(self.opts.idmap.host_base)
+    }
+
     /// Give root the idmap range in /etc/subuid and /etc/subgid (LXC maps
     /// ids through newuidmap, which checks them). Call under the lock.
     fn ensure_subids(&self) -> Result<()> {
@@ -509,7 +525,7 @@ impl LocalBackend {
     /// ranges for an unprivileged CT), under the directory lock, so parallel
     /// creates and starts do not race to add the same bridge or line.
     fn prepare_host(&self, gateway: Ipv4Addr, prefix: u8, privileged: bool) -> Result<()> {
-        self.dir.init()?;
+        self.dir.init(self.traverse_gid())?;
         let _lock = self.dir.lock()?;
         if !privileged {
             self.ensure_subids()?;
@@ -530,7 +546,7 @@ impl LocalBackend {
     /// loaded. Removed again by [`Self::down`].
     pub fn apply_policy(&self, policy: &haimg_model::policy::Policy) -> Result<bool> {
         let table = self.policy_table();
-        let rules = nftables::ruleset(policy, &table, &self.names.ct_veth_prefix());
+        let rules = nftables::ruleset(policy, &table, &self.names.ct_veth_prefix())?;
         // Declaring the table first makes the delete valid when it does not exist yet.
         let text = format!("table bridge {table} {{}}\ndelete table bridge {table}\n{rules}");
         let path = self.dir.root.join("policy.nft");
@@ -624,8 +640,13 @@ impl LocalBackend {
     fn prepare(&self, rec: &CtRecord, vmid: u32) -> Result<()> {
         let ct = self.dir.ct_dir(&rec.name);
         let cfg = ct.join("config");
-        std::fs::write(&cfg, lxcconf::render(&self.lxc_input(rec, vmid)))
-            .map_err(io_err("write", &cfg))?;
+        let text =
+            lxcconf::render(&self.lxc_input(rec, vmid)).map_err(|e| LocalError::InvalidSpec {
+                vmid,
+                field: "config",
+                message: e.to_string(),
+            })?;
+        std::fs::write(&cfg, text).map_err(io_err("write", &cfg))?;
         pvefiles::apply(&ct.join("rootfs"), &self.pve_input(rec))?;
         Ok(())
     }
@@ -669,9 +690,11 @@ impl LocalBackend {
         std::fs::create_dir_all(&rootfs).map_err(io_err("create", &rootfs))?;
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::Permissions::from_mode(0o755);
-            for d in [&ct, &rootfs] {
-                std::fs::set_permissions(d, mode.clone()).map_err(io_err("chmod", d))?;
+            // The CT's directory is owner-only (see `StateDir::init`); its
+            // rootfs is the CT's `/`, 0755 as on any system.
+            for (d, mode) in [(&ct, state::DIR_MODE), (&rootfs, 0o755)] {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+                    .map_err(io_err("chmod", d))?;
             }
         }
         self.runner
@@ -813,6 +836,16 @@ impl LocalBackend {
             return Err(bad(
                 "vmid",
                 format!("{} is below 100 (Proxmox's lowest CT id)", s.vmid),
+            ));
+        }
+        if u64::from(s.vmid) > haimg_model::spec::MAX_VMID {
+            return Err(bad(
+                "vmid",
+                format!(
+                    "{} is above {}: its veth name would not carry the prefix the network policy matches",
+                    s.vmid,
+                    haimg_model::spec::MAX_VMID
+                ),
             ));
         }
         let host_ok = !s.hostname.is_empty()
@@ -997,7 +1030,7 @@ impl Backend for LocalBackend {
             }
             .into());
         }
-        self.dir.init()?;
+        self.dir.init(self.traverse_gid())?;
         let dst = self.dir.templates().join(&filename);
         let same = dst.is_file()
             && template::sha256_file(&dst)
@@ -1077,7 +1110,7 @@ impl Backend for LocalBackend {
             entrypoint: spec.entrypoint.clone(),
             host_managed: spec.host_managed,
         };
-        self.dir.init()?;
+        self.dir.init(self.traverse_gid())?;
         let _building = self.dir.creating_lock(vmid)?;
         self.mutate(|st| {
             match st.containers.get(&vmid) {

@@ -59,9 +59,11 @@ impl Names {
         format!("h{}v{}", &self.instance[..n], digits)
     }
 
-    /// The prefix every CT veth of this cluster starts with, for VMIDs below
-    /// 10,000,000 (the only ones that get all 6 hex digits): what an nftables
-    /// rule matching "frames to a member" (`oifname "<prefix>*"`) needs.
+    /// The prefix every CT veth of this cluster starts with: what an nftables
+    /// rule matching "frames to a member" (`oifname "<prefix>*"`) needs. Only
+    /// VMIDs up to 9,999,999 get all 6 hex digits; the spec refuses larger
+    /// VMIDs, green ones included ([`haimg_model::spec::MAX_VMID`]), and the
+    /// backend refuses to create one, so every CT veth carries this prefix.
     pub fn ct_veth_prefix(&self) -> String {
         format!("h{}v", &self.instance[..6])
     }
@@ -118,6 +120,44 @@ mod tests {
         h76b23dv1000108
         "
         );
+    }
+
+    /// Names and policy agree over the whole range the spec allows: every VMID
+    /// from 100 to MAX_VMID (green ones are in that range too) gets a veth
+    /// that the policy's prefix matches and no other cluster's does.
+    #[test]
+    fn every_allowed_vmid_is_inside_the_policy_prefix() {
+        let max = u32::try_from(haimg_model::spec::MAX_VMID).unwrap();
+        let a = Names::new("c", Path::new("/x"));
+        let b = Names::new("c", Path::new("/y"));
+        let check = |v: u32| {
+            let n = a.ct_veth(v);
+            assert!(n.len() <= IFNAME_MAX, "{v}: {n}");
+            assert!(n.starts_with(&a.ct_veth_prefix()), "{v}: {n}");
+            assert!(!n.starts_with(&b.ct_veth_prefix()), "{v}: {n}");
+            assert!(a.is_ct_veth(&n), "{v}: {n}");
+        };
+        for v in [
+            100,
+            999,
+            1_000,
+            9_999,
+            99_999,
+            999_999,
+            1_000_000,
+            max - 1,
+            max,
+        ] {
+            check(v);
+        }
+        // Every number of digits, spread over the range.
+        let mut v: u64 = 100;
+        while v <= u64::from(max) {
+            check(v as u32);
+            v = v * 7 / 5 + 13;
+        }
+        // Just past the range the prefix no longer fits: why the range ends there.
+        assert!(!a.ct_veth(max + 1).starts_with(&a.ct_veth_prefix()));
     }
 
     #[test]

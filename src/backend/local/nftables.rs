@@ -13,12 +13,14 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use haimg_model::policy::{Peer, Policy, Service};
+use haimg_model::quote::{self, Unquotable};
 
 /// `nft -f -` input creating table `bridge <table>`. Only frames leaving through
 /// a port whose name starts with `port_prefix` (the host ends of the cluster's
 /// veths) are filtered, so other bridges on the machine are never touched.
 /// (`meta ibrname` would be the natural match; this kernel does not support it.)
-pub fn ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
+/// Every quoted string goes through [`quote::nft`].
+pub fn ruleset(policy: &Policy, table: &str, port_prefix: &str) -> Result<String, Unquotable> {
     let mut s = String::new();
     // nft refuses an empty element list: a tier without members (a role
     // left out of the deploy) is a set without one.
@@ -49,7 +51,8 @@ pub fn ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
         s,
         "\t\ttype filter hook forward priority filter; policy accept;"
     );
-    let _ = writeln!(s, "\t\toifname != \"{port_prefix}*\" accept");
+    let ports = quote::nft(&format!("{port_prefix}*"))?;
+    let _ = writeln!(s, "\t\toifname != {ports} accept");
     let _ = writeln!(s, "\t\tether type != ip accept");
     let _ = writeln!(s, "\t\tip daddr != @protected accept");
     let _ = writeln!(
@@ -72,8 +75,8 @@ pub fn ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
             Service::Tcp(port) => {
                 let _ = writeln!(
                     s,
-                    "\t\t{from}{to} tcp dport {port} accept comment \"{}\"",
-                    f.why
+                    "\t\t{from}{to} tcp dport {port} accept comment {}",
+                    quote::nft(f.why)?
                 );
                 if let (Peer::Tier(src), Peer::Tier(dst)) = (f.from, f.to) {
                     let _ = writeln!(
@@ -87,8 +90,8 @@ pub fn ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
             Service::Vrrp => {
                 let _ = writeln!(
                     s,
-                    "\t\t{from}{to} ip protocol vrrp accept comment \"{}\"",
-                    f.why
+                    "\t\t{from}{to} ip protocol vrrp accept comment {}",
+                    quote::nft(f.why)?
                 );
             }
         }
@@ -98,7 +101,7 @@ pub fn ruleset(policy: &Policy, table: &str, port_prefix: &str) -> String {
         "\t\tcounter drop comment \"everything else to a member\""
     );
     let _ = writeln!(s, "\t}}\n}}");
-    s
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -112,7 +115,7 @@ mod tests {
             .unwrap()
             .cluster;
         let p = haimg_model::policy::derive(&c);
-        insta::assert_snapshot!(ruleset(&p, "haimg_test", "hvtest"));
+        insta::assert_snapshot!(ruleset(&p, "haimg_test", "hvtest").unwrap());
     }
 
     /// The kernel's own parser accepts the ruleset (`nft -c` checks without
@@ -125,7 +128,8 @@ mod tests {
             .unwrap()
             .cluster;
         for c in [c.clone(), c.without_roles(&[Role::Mongo])] {
-            let rules = ruleset(&haimg_model::policy::derive(&c), "haimg_check", "hvcheck");
+            let rules =
+                ruleset(&haimg_model::policy::derive(&c), "haimg_check", "hvcheck").unwrap();
             let mut child = std::process::Command::new("nft")
                 .args(["-c", "-f", "-"])
                 .stdin(std::process::Stdio::piped())

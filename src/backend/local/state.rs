@@ -160,6 +160,12 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
+/// Mode of the state directory's subdirectories and each CT's directory.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of the state directory and `lxc/` when unprivileged CTs must pass
+/// (group: the host gid of container root).
+pub const TRAVERSE_MODE: u32 = 0o710;
+
 impl StateDir {
     pub fn new(root: PathBuf) -> StateDir {
         StateDir { root }
@@ -188,9 +194,21 @@ impl StateDir {
         self.root.is_dir()
     }
 
-    /// Create the directory tree (0711 root, so unprivileged CTs can reach
-    /// their rootfs). The state file is only ever written under the lock.
-    pub fn init(&self) -> Result<(), LocalError> {
+    /// Create the directory tree, owner-only: it holds the CTs' root
+    /// filesystems, whose files are owned by host uids 0..65535 (the idmapped
+    /// rootfs shows them so), so a setuid binary made by container root would
+    /// be host root for any host user who could reach it; and the LXC configs,
+    /// which carry PID 1's environment. Every directory is 0700, except what
+    /// LXC itself must pass as an unprivileged CT's root, after it switched
+    /// to the CT's user namespace: `lxc-start` checks that the lxcpath
+    /// (`<root>/lxc`) is searchable (`access(lxcpath, X_OK)`), and it opens
+    /// the source of an idmapped mount entry (the data volume under
+    /// `volumes/`) there too. So with `traverse_gid` (the host gid of
+    /// container root) the root, `lxc/` and `volumes/` are 0710 and owned by
+    /// that group: container root may pass through, no other host user may.
+    /// Each CT's own directory stays 0700 (LXC prepares the idmapped rootfs
+    /// as host root). The state file is only ever written under the lock.
+    pub fn init(&self, traverse_gid: Option<u32>) -> Result<(), LocalError> {
         use std::os::unix::fs::PermissionsExt;
         for d in [
             self.root.clone(),
@@ -200,9 +218,19 @@ impl StateDir {
         ] {
             std::fs::create_dir_all(&d).map_err(io("create", &d))?;
         }
-        let mode = std::fs::Permissions::from_mode(0o711);
+        let templates = self.templates();
+        std::fs::set_permissions(&templates, std::fs::Permissions::from_mode(DIR_MODE))
+            .map_err(io("chmod", &templates))?;
         for d in [self.root.clone(), self.lxcpath(), self.volumes()] {
-            std::fs::set_permissions(&d, mode.clone()).map_err(io("chmod", &d))?;
+            let mode = match traverse_gid {
+                Some(gid) => {
+                    std::os::unix::fs::chown(&d, None, Some(gid)).map_err(io("chown", &d))?;
+                    TRAVERSE_MODE
+                }
+                None => DIR_MODE,
+            };
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+                .map_err(io("chmod", &d))?;
         }
         Ok(())
     }
@@ -301,7 +329,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let sd = StateDir::new(d.path().join("c1"));
         assert!(sd.load().unwrap().is_none());
-        sd.init().unwrap();
+        sd.init(None).unwrap();
         assert!(sd.load().unwrap().is_none());
         let mut st = State::new("c1", "0a1b2c3d");
         st.network = Some(NetRecord {

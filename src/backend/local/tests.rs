@@ -229,6 +229,32 @@ fn lifecycle_commands() {
     assert!(!b.state_dir().join("volumes/vm-103-disk-data").exists());
 }
 
+/// The state tree and each CT's directory are owner-only: behind them are
+/// root filesystems owned by host uids 0..65535 (a setuid file made by
+/// container root would be host root for whoever reaches it) and configs
+/// that carry PID 1's environment. Container root (the idmap's host gid) may
+/// pass through the root and `lxc/`, as lxc-start requires; only the CT's own
+/// `/` keeps 0755.
+#[test]
+fn state_and_container_directories_are_owner_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let r = rig();
+    let t = r.template();
+    r.backend.create(&spec(&t, 103)).unwrap();
+    let meta = |p: &std::path::Path| std::fs::metadata(p).unwrap();
+    let mode = |p: &std::path::Path| meta(p).permissions().mode() & 0o7777;
+    let root = r.backend.state_dir().to_path_buf();
+    let ct = r.backend.lxcpath().join(r.backend.container_name(103));
+    for d in [root.join("templates"), ct.clone()] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+    }
+    for d in [root.clone(), root.join("lxc"), root.join("volumes")] {
+        assert_eq!(mode(&d), 0o710, "{}", d.display());
+        assert_eq!(meta(&d).gid(), 100_000, "{}", d.display());
+    }
+    assert_eq!(mode(&ct.join("rootfs")), 0o755);
+}
+
 #[test]
 fn files_written_into_the_rootfs_at_create() {
     let r = rig();
@@ -475,6 +501,7 @@ fn bad_specs_are_refused_before_anything_happens() {
     let mut s = spec(&t, 103);
     s.template.volid = "/etc/passwd".into();
     cases.push(s);
+    cases.push(spec(&t, 10_000_000));
     let msgs: Vec<String> = cases
         .iter()
         .map(|s| r.redact(&b.create(s).unwrap_err().to_string()))
@@ -488,6 +515,7 @@ fn bad_specs_are_refused_before_anything_happens() {
     CT 103: data_mount: a data volume needs a mount path
     CT 103: hostname: "mongo 1" is not a valid host name
     template /etc/passwd is not in this cluster's store [STATE]/templates; upload it first
+    CT 10000000: vmid: 10000000 is above 9999999: its veth name would not carry the prefix the network policy matches
     "#);
     assert_eq!(r.fake.transcript(), "", "nothing ran");
     assert!(b.list().unwrap().is_empty());

@@ -659,7 +659,8 @@ impl Backend for ProxmoxBackend {
         )
         // `check_vmid_unused`: "CT 101 already exists on node 'pve1'".
         .settle_on(&["already exists"]);
-        let params = params::create(spec, &self.rootfs_storage, self.net_firewall);
+        let params = params::create(spec, &self.rootfs_storage, self.net_firewall)
+            .map_err(|e| anyhow::anyhow!("CT {}: {e}", spec.vmid))?;
         self.task_op(Method::Post, &path, &params, op, &|| {
             self.observe_create(spec)
         })
@@ -830,7 +831,7 @@ impl Backend for ProxmoxBackend {
     /// settled by reading the tags back.
     fn set_tags(&self, node: &str, vmid: u32, tags: &[String]) -> Result<()> {
         let path = format!("/nodes/{}/lxc/{vmid}/config", seg(node));
-        let p = params::tags(tags);
+        let p = params::tags(tags).map_err(|e| anyhow::anyhow!("CT {vmid}: {e}"))?;
         if self.plan(Method::Put, &path, &p) {
             return Ok(());
         }

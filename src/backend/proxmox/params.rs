@@ -16,12 +16,22 @@
 //!   `/etc/hosts` and `/etc/hostname`, which the init reads on releases before 9.1.
 //! * `cmode=console`: PID 1 is not a getty; `pct console` shows its output.
 
+use haimg_model::quote::{self, Unquotable};
+use haimg_model::secrets;
+
 use super::client::Params;
 use crate::backend::ContainerSpec;
 
 /// `POST /nodes/{node}/lxc`. `firewall`: Proxmox's firewall filters net0
 /// (`proxmox.firewall.enforce`; the rules come from the network policy).
-pub fn create(spec: &ContainerSpec, rootfs_storage: &str, firewall: bool) -> Params {
+/// Every value inside a property string or list goes through
+/// [`quote::pve`]: one that Proxmox would split is an error, not a property.
+pub fn create(
+    spec: &ContainerSpec,
+    rootfs_storage: &str,
+    firewall: bool,
+) -> Result<Params, Unquotable> {
+    let rootfs_storage = quote::pve(rootfs_storage)?;
     let mut p = Params::new()
         .add("vmid", spec.vmid)
         .add("ostemplate", &spec.template.volid)
@@ -33,9 +43,10 @@ pub fn create(spec: &ContainerSpec, rootfs_storage: &str, firewall: bool) -> Par
         .add("memory", spec.memory_mb)
         .add("rootfs", format!("{rootfs_storage}:{}", spec.rootfs_gb));
     if let (Some(gb), Some(mount)) = (spec.data_volume_gb, &spec.data_mount) {
+        let mount = quote::pve(mount)?;
         p = p.add("mp0", format!("{rootfs_storage}:{gb},mp={mount},backup=1"));
     }
-    p = p.add("net0", net0(spec, firewall));
+    p = p.add("net0", net0(spec, firewall)?);
     if !spec.nameservers.is_empty() {
         let ns: Vec<String> = spec.nameservers.iter().map(|n| n.to_string()).collect();
         p = p.add("nameserver", ns.join(" "));
@@ -47,7 +58,7 @@ pub fn create(spec: &ContainerSpec, rootfs_storage: &str, firewall: bool) -> Par
         .add("cmode", "console")
         .flag("onboot", spec.onboot)
         .flag("start", false)
-        .add("tags", spec.tags.join(";"))
+        .add("tags", tag_list(&spec.tags)?)
         .add("description", description(spec));
     if !spec.env.is_empty() {
         let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -56,16 +67,20 @@ pub fn create(spec: &ContainerSpec, rootfs_storage: &str, firewall: bool) -> Par
     if let Some(e) = &spec.entrypoint {
         p = p.add("entrypoint", e);
     }
-    p
+    Ok(p)
 }
 
 /// `name=eth0,bridge=…,hwaddr=…,ip=…/24,gw=…,type=veth[,firewall=1][,host-managed=1]`.
 /// `firewall=1` must be there when the interface is plugged: it puts the veth
 /// behind a firewall bridge (`pve-container:src/PVE/LXC.pm`, `net_tap_plug`).
-pub fn net0(spec: &ContainerSpec, firewall: bool) -> String {
+pub fn net0(spec: &ContainerSpec, firewall: bool) -> Result<String, Unquotable> {
     let mut s = format!(
         "name=eth0,bridge={},hwaddr={},ip={}/{},gw={},type=veth",
-        spec.bridge, spec.hwaddr, spec.ip, spec.prefix, spec.gateway
+        quote::pve(&spec.bridge)?,
+        quote::pve(&spec.hwaddr)?,
+        spec.ip,
+        spec.prefix,
+        spec.gateway
     );
     if firewall {
         s.push_str(",firewall=1");
@@ -73,7 +88,7 @@ pub fn net0(spec: &ContainerSpec, firewall: bool) -> String {
     if spec.host_managed {
         s.push_str(",host-managed=1");
     }
-    s
+    Ok(s)
 }
 
 /// Shown in the Proxmox GUI; not visible inside the container.
@@ -85,39 +100,41 @@ fn description(spec: &ContainerSpec) -> String {
 }
 
 /// `PUT /nodes/{node}/lxc/{vmid}/config` for tags.
-pub fn tags(tags: &[String]) -> Params {
-    Params::new().add("tags", tags.join(";"))
+pub fn tags(tags: &[String]) -> Result<Params, Unquotable> {
+    Ok(Params::new().add("tags", tag_list(tags)?))
+}
+
+/// Tags joined the way Proxmox splits them (`;`), each checked not to split.
+fn tag_list(tags: &[String]) -> Result<String, Unquotable> {
+    let checked: Result<Vec<&str>, _> = tags.iter().map(|t| quote::pve(t)).collect();
+    Ok(checked?.join(";"))
 }
 
 /// Param names whose values never appear in output.
 const SECRET_PARAMS: [&str; 2] = ["password", "ssh-public-keys"];
 
-/// Words that mark an env variable as a secret.
-const SECRET_WORDS: [&str; 5] = ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"];
-
 /// A copy of `p` fit for printing: secret values replaced by `<redacted>`,
-/// `env` shown one `KEY=VALUE` per `\0`, secret-looking values redacted.
+/// `env` shown one `KEY=VALUE` per `\0`. What counts as secret is the spec
+/// check's own rule ([`haimg_model::secrets`]): a secret-looking name hides
+/// its value; any value is scanned for URL passwords, PEM blocks and tokens.
 pub fn redacted(p: &Params) -> Params {
     let mut out = Params::new();
     for (k, v) in &p.0 {
-        let shown = if SECRET_PARAMS.contains(&k.as_str()) {
-            "<redacted>".to_string()
+        let shown = if SECRET_PARAMS.contains(&k.as_str()) || secrets::is_secret_name(k) {
+            secrets::REDACTED.to_string()
         } else if k == "env" {
             v.split('\0')
                 .map(|kv| match kv.split_once('=') {
-                    Some((name, _))
-                        if SECRET_WORDS
-                            .iter()
-                            .any(|w| name.to_ascii_uppercase().contains(w)) =>
-                    {
-                        format!("{name}=<redacted>")
+                    Some((name, _)) if secrets::is_secret_name(name) => {
+                        format!("{name}={}", secrets::REDACTED)
                     }
-                    _ => kv.to_string(),
+                    Some((name, value)) => format!("{name}={}", secrets::redact(value)),
+                    None => secrets::redact(kv).into_owned(),
                 })
                 .collect::<Vec<_>>()
                 .join("\\0")
         } else {
-            v.clone()
+            secrets::redact(v).into_owned()
         };
         out = out.add(k, shown);
     }
@@ -135,20 +152,64 @@ mod tests {
             .add("password", "hunter22")
             .add(
                 "env",
-                "HAIMG_ROLE=lb\0DB_PASSWORD=s3cret\0API_TOKEN=abc\0HAIMG_IP=192.168.30.100/24",
-            );
+                "HAIMG_ROLE=lb\0DB_PASSWORD=s3cret\0API_TOKEN=abc\0HAIMG_IP=192.168.30.100/24\0HAIMG_DB_PASS=pw1\0HAIMG_MONGO_KEY=k3y\0HAIMG_VRRP_PASS=vr\0SESSION_KEY=sk\0REPORTS=mongodb://admin:pw2@h/r",
+            )
+            .add("description", "from https://u:pw3@example.org/x");
         let shown = redacted(&p).encode();
-        assert!(
-            !shown.contains("hunter22") && !shown.contains("s3cret") && !shown.contains("abc"),
-            "{shown}"
-        );
+        for secret in [
+            "hunter22", "s3cret", "abc", "pw1", "k3y", "=vr", "=sk", "pw2", "pw3",
+        ] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
         insta::assert_snapshot!(
             redacted(&p).0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n"),
             @r"
         vmid=100
         password=<redacted>
-        env=HAIMG_ROLE=lb\0DB_PASSWORD=<redacted>\0API_TOKEN=<redacted>\0HAIMG_IP=192.168.30.100/24
+        env=HAIMG_ROLE=lb\0DB_PASSWORD=<redacted>\0API_TOKEN=<redacted>\0HAIMG_IP=192.168.30.100/24\0HAIMG_DB_PASS=<redacted>\0HAIMG_MONGO_KEY=<redacted>\0HAIMG_VRRP_PASS=<redacted>\0SESSION_KEY=<redacted>\0REPORTS=mongodb://admin:<redacted>@h/r
+        description=from https://u:<redacted>@example.org/x
         "
         );
+    }
+
+    #[test]
+    fn property_values_that_would_split_are_refused() {
+        let mut spec = ContainerSpec {
+            vmid: 100,
+            node: "pve1".into(),
+            hostname: "nginx1".into(),
+            role: haimg_model::Role::Lb,
+            slot: "nginx1".into(),
+            template: crate::backend::StoredTemplate {
+                volid: "local:vztmpl/haimg-lb_1.0.0_amd64.tar.zst".into(),
+                filename: "haimg-lb_1.0.0_amd64.tar.zst".into(),
+                size: 1,
+            },
+            ip: "192.168.30.100".parse().unwrap(),
+            prefix: 24,
+            gateway: "192.168.30.1".parse().unwrap(),
+            bridge: "vmbr0".into(),
+            hwaddr: "BC:24:11:30:01:00".into(),
+            nameservers: vec![],
+            search_domain: None,
+            cores: 1,
+            memory_mb: 256,
+            rootfs_gb: 2,
+            data_volume_gb: None,
+            data_mount: None,
+            tags: vec!["haimg".into()],
+            env: vec![],
+            onboot: false,
+            entrypoint: None,
+            host_managed: false,
+        };
+        assert!(net0(&spec, true).is_ok());
+        spec.bridge = "vmbr0,firewall=0".into();
+        assert_eq!(
+            net0(&spec, true).unwrap_err().to_string(),
+            "a value cannot be written into a Proxmox property string: ',' at character 6 (Proxmox splits property strings and lists on it)"
+        );
+        assert!(tags(&["a;b".to_string()]).is_err());
+        assert!(tags(&["haimg".to_string(), "slot-nginx1".to_string()]).is_ok());
     }
 }
