@@ -20,6 +20,7 @@
 
 pub mod hello;
 pub mod member;
+pub mod scram;
 pub mod wire;
 
 /// The `bson` this crate speaks, for callers that build or read documents.
