@@ -234,6 +234,11 @@ impl Secrets {
         }
     }
 
+    /// Fresh values from the kernel, kept nowhere (a dry run's stand-ins).
+    pub fn generate() -> Secrets {
+        Secrets::generate_with(&mut os_random)
+    }
+
     pub fn get(&self, name: Name) -> &str {
         // Invariant: every constructor fills every name.
         self.values.get(&name).map(String::as_str).unwrap_or("")
