@@ -28,7 +28,7 @@ pub const MAX_ITERATIONS: u32 = 1_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScramError {
-    #[error("{0}")]
+    #[error(transparent)]
     Wire(#[from] WireError),
     #[error("authentication of {user} failed: {detail}")]
     Refused { user: String, detail: String },
