@@ -67,6 +67,8 @@ impl Root {
             .arg(self.dir.path())
             .env_clear()
             .env("HAIMG_TEST_UTS", uts)
+            // What `haimg deploy` delivers to an lb (placeholder value).
+            .env("HAIMG_VRRP_PASS", "VRRPPASS")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -250,6 +252,7 @@ fn hostile_environment_and_image_json_do_not_abort() {
         .arg(r.dir.path())
         .env_clear()
         .env("HAIMG_TEST_UTS", "nginx1")
+        .env("HAIMG_VRRP_PASS", "VRRPPASS")
         .env(
             std::ffi::OsStr::from_bytes(b"HAIMG_NOTE"),
             std::ffi::OsStr::from_bytes(b"caf\xe9"),
