@@ -293,6 +293,13 @@ impl Secrets {
             .collect()
     }
 
+    /// `(name, value)` of every secret, for the template scan.
+    pub fn needles(&self) -> Vec<(String, Vec<u8>)> {
+        self.values()
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
     /// The monitor user's credentials (the rollout's mongo gates).
     pub fn monitor(&self) -> (String, String) {
         (
@@ -628,5 +635,140 @@ mod tests {
         assert!(matches!(store.load(), Err(StoreError::Exposed { .. })));
         let e = store.rotate("nope").unwrap_err().to_string();
         insta::assert_snapshot!(e, @r#"no secret named "nope"; the names are: mongo-keyfile, mongo-admin-password, mongo-app-password, mongo-monitor-password, vrrp-password, next-server-actions-key"#);
+    }
+}
+
+/// The template scan (`haimg secrets scan`, run by `make test` over every
+/// built template): no store value and no private key or credential in any
+/// file of a `.tar.zst` template. A hit names the template, the file and what
+/// was found, never the value.
+pub mod scan {
+    use std::io::Read;
+    use std::path::{Path, PathBuf};
+
+    use memchr::memmem;
+
+    /// What matched.
+    #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+    pub struct Hit {
+        pub template: PathBuf,
+        pub file: String,
+        pub what: String,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to read template {path}: {error}")]
+    pub struct ScanError {
+        pub path: PathBuf,
+        pub error: std::io::Error,
+    }
+
+    /// Fixed strings that start a credential, and how many `[A-Za-z0-9_-]`
+    /// bytes must follow for it to be one (the vendors' documented formats).
+    const TOKENS: [(&str, usize, &str); 8] = [
+        ("ghp_", 36, "a GitHub token"),
+        ("github_pat_", 40, "a GitHub token"),
+        ("glpat-", 20, "a GitLab token"),
+        ("xoxb-", 20, "a Slack token"),
+        ("xoxp-", 20, "a Slack token"),
+        ("sk_live_", 20, "a Stripe key"),
+        ("AKIA", 16, "an AWS access key id"),
+        ("PVEAPIToken=", 20, "a Proxmox API token"),
+    ];
+
+    fn token_char(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+    }
+
+    /// A PEM private key: the header, a line break, then a base64 line (a
+    /// header inside a string literal of a PEM parser is not a key).
+    fn private_key(data: &[u8]) -> bool {
+        memmem::find_iter(data, b"PRIVATE KEY-----").any(|i| {
+            let rest = &data[i + 16..];
+            let rest = rest.strip_prefix(b"\r").unwrap_or(rest);
+            rest.strip_prefix(b"\n").is_some_and(|body| {
+                body.iter()
+                    .take(40)
+                    .filter(|b| b.is_ascii_alphanumeric() || **b == b'+' || **b == b'/')
+                    .count()
+                    == 40
+            })
+        })
+    }
+
+    fn token(data: &[u8]) -> Option<&'static str> {
+        TOKENS.iter().find_map(|(prefix, len, what)| {
+            memmem::find_iter(data, prefix.as_bytes())
+                .any(|i| {
+                    // A token starts a word, and its body has the length the vendor uses.
+                    let starts = i == 0 || !token_char(data[i - 1]);
+                    let body = &data[i + prefix.len()..];
+                    let n = body.iter().take_while(|b| token_char(**b)).count();
+                    let example = body[..n].ends_with(b"EXAMPLE");
+                    starts && n >= *len && !example
+                })
+                .then_some(*what)
+        })
+    }
+
+    /// What is wrong with one file's bytes; `needles` are the store's values, by name.
+    pub fn scan_bytes(data: &[u8], needles: &[(String, Vec<u8>)]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, v) in needles {
+            if !v.is_empty() && memmem::find(data, v).is_some() {
+                out.push(format!("the value of secret {name}"));
+            }
+        }
+        if private_key(data) {
+            out.push("a PEM private key".into());
+        }
+        if let Some(what) = token(data) {
+            out.push(what.into());
+        }
+        out
+    }
+
+    /// Every hit in the template at `path` (a `.tar.zst`).
+    pub fn scan_template(
+        path: &Path,
+        needles: &[(String, Vec<u8>)],
+    ) -> Result<Vec<Hit>, ScanError> {
+        let err = |error| ScanError {
+            path: path.to_path_buf(),
+            error,
+        };
+        let f = std::fs::File::open(path).map_err(err)?;
+        let dec = zstd::stream::read::Decoder::new(f).map_err(err)?;
+        let mut ar = tar::Archive::new(dec);
+        let mut hits = Vec::new();
+        for e in ar.entries().map_err(err)? {
+            let mut e = e.map_err(err)?;
+            let name = e.path().map_err(err)?.to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).map_err(err)?;
+            // A symlink's target and a name can carry a value too.
+            if let Ok(Some(t)) = e.link_name() {
+                data.extend_from_slice(t.to_string_lossy().as_bytes());
+            }
+            data.extend_from_slice(name.as_bytes());
+            for what in scan_bytes(&data, needles) {
+                hits.push(Hit {
+                    template: path.to_path_buf(),
+                    file: name.clone(),
+                    what,
+                });
+            }
+        }
+        Ok(hits)
+    }
+
+    /// The `.tar.zst` files in `dir`, sorted.
+    pub fn templates_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 }

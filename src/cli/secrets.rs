@@ -1,13 +1,13 @@
 //! `haimg secrets`: what the cluster's secrets store holds (names, ages,
 //! fingerprints — never a value), and `haimg secrets rotate NAME`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Serialize;
 
 use super::{output, Exit};
-use crate::secrets::{Entry, Store};
+use crate::secrets::{scan, Entry, Store, StoreError};
 use crate::spec_file;
 
 #[derive(Debug, clap::Args)]
@@ -27,6 +27,12 @@ pub enum SecretsAction {
     Rotate {
         /// e.g. vrrp-password, mongo-app-password
         name: String,
+    },
+    /// Scan built templates for the store's values, private keys and credentials; exit 1 on a hit
+    Scan {
+        /// Directories holding `.tar.zst` templates
+        #[arg(default_value = "out")]
+        dirs: Vec<PathBuf>,
     },
 }
 
@@ -69,6 +75,7 @@ pub fn run(spec: Option<&Path>, args: &SecretsArgs) -> Result<Exit> {
     let cluster = spec_file::load(spec)?.checked.cluster.name;
     let store = Store::open(&Store::default_root(), &cluster);
     match &args.action {
+        Some(SecretsAction::Scan { dirs }) => return run_scan(&store, &cluster, dirs),
         None | Some(SecretsAction::List) => {
             let entries = store.list()?;
             if args.json {
@@ -94,4 +101,58 @@ pub fn run(spec: Option<&Path>, args: &SecretsArgs) -> Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+fn run_scan(store: &Store, cluster: &str, dirs: &[PathBuf]) -> Result<Exit> {
+    let needles = match store.load() {
+        Ok(s) => s.needles(),
+        Err(StoreError::Missing { .. }) => {
+            eprintln!("scan: no secrets store for cluster {cluster}; checking for private keys and credentials only");
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut templates = Vec::new();
+    for d in dirs {
+        templates.extend(
+            scan::templates_in(d)
+                .map_err(|e| anyhow::anyhow!("failed to list {}: {e}", d.display()))?,
+        );
+    }
+    if templates.is_empty() {
+        anyhow::bail!(
+            "no .tar.zst template in {}",
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut hits = Vec::new();
+    for t in &templates {
+        hits.extend(scan::scan_template(t, &needles)?);
+    }
+    for h in &hits {
+        eprintln!(
+            "FOUND {} in {}: /{}",
+            h.what,
+            h.template.display(),
+            h.file.trim_start_matches("./")
+        );
+    }
+    eprintln!(
+        "scan: {} template(s), {} secret value(s) looked for: {}",
+        templates.len(),
+        needles.len(),
+        if hits.is_empty() {
+            "clean".to_string()
+        } else {
+            format!("{} hit(s)", hits.len())
+        }
+    );
+    Ok(if hits.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Error
+    })
 }
