@@ -765,6 +765,33 @@ mod tests {
             secrets(&env(&[(ENV_DB_USER, "app")]), Role::Webapp).unwrap_err(),
             "HAIMG_DB_USER and HAIMG_DB_PASSWORD must be set together"
         );
+        let all = [
+            (ENV_MONGO_KEY, "abcdefgh"),
+            (ENV_MONGO_ADMIN, "a"),
+            (ENV_MONGO_APP, "b"),
+            (ENV_MONGO_MONITOR, "c"),
+        ];
+        let s = secrets(&env(&all), Role::Mongo).unwrap();
+        assert!(s.mongo_users.is_some());
+        assert!(!format!("{s:?}").contains("abcdefgh"));
+        assert_eq!(
+            secrets(&env(&all[1..]), Role::Mongo).unwrap_err(),
+            "the MongoDB users' passwords came without HAIMG_MONGO_KEY: without a keyfile mongod runs without authorization"
+        );
+        assert_eq!(
+            secrets(&env(&all[..2]), Role::Mongo).unwrap_err(),
+            "HAIMG_MONGO_ADMIN_PASSWORD, HAIMG_MONGO_APP_PASSWORD and HAIMG_MONGO_MONITOR_PASSWORD must be set together"
+        );
+        let w = secrets(
+            &env(&[
+                (ENV_DB_USER, "app"),
+                (ENV_DB_PASSWORD, "p"),
+                (ENV_NEXT_ACTIONS_KEY, "k"),
+            ]),
+            Role::Webapp,
+        )
+        .unwrap();
+        assert_eq!(w.next_actions_key.as_deref(), Some("k"));
         // Secrets for another role are not picked up.
         assert!(secrets(&env(&[(ENV_MONGO_KEY, "a!")]), Role::Lb)
             .unwrap()
