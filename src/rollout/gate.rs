@@ -18,9 +18,11 @@
 //!   OP_MSG by `haimg_mongo`, from the same namespace and source address as
 //!   the HTTP probes).
 //!
-//! **Mongo with authorization on** (a keyfile, `HAIMG_MONGO_KEY`): haimg has
-//! no credentials, so `replSetGetStatus` and `replSetStepDown` answer 13
-//! Unauthorized. The status then comes from `hello`, which mongod answers
+//! **Mongo with authorization on** (a keyfile, `HAIMG_MONGO_KEY`): with the
+//! cluster's secrets store ([`NetGate::wire_as`]) every connection first
+//! authenticates as the monitor user (SCRAM-SHA-256; `clusterMonitor` plus
+//! `replSetStateChange`), and `replSetGetStatus` and `replSetStepDown` work.
+//! Without credentials they answer 13 Unauthorized. The status then comes from `hello`, which mongod answers
 //! without authentication (see `haimg_mongo::hello` for the sources): the
 //! member's own `hello` gives its state and set, and its `lastWrite` against
 //! the `lastWrite` of the member it names `primary` (asked at that address
