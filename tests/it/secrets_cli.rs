@@ -110,10 +110,18 @@ fn the_template_scan_fails_on_a_planted_value() {
             ),
         ],
     );
+    // Compiled code holds such bytes without holding a key (libgnutls, Node):
+    // patterns are not looked for in ELF files, the store's values are.
+    let mut elf = b"\x7fELF\x02\x01\x01-----BEGIN RSA PRIVATE KEY-----\n".to_vec();
+    elf.extend_from_slice(&[b'A'; 64]);
+    template(
+        &out.join("haimg-mongo_1.0.0_amd64.tar.zst"),
+        &[("./usr/lib/libtls.so", &elf)],
+    );
     let (code, _, err) = haimg(&root, &["secrets", "scan", "out"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("scan: 1 template(s), 6 secret value(s) looked for: clean"),
+        err.contains("scan: 2 template(s), 6 secret value(s) looked for: clean"),
         "{err}"
     );
 
@@ -126,12 +134,19 @@ fn the_template_scan_fails_on_a_planted_value() {
             ("./etc/ssl/private/leaked.pem", key.as_bytes()),
         ],
     );
+    let mut elf_with_value = b"\x7fELF\x02\x01\x01".to_vec();
+    elf_with_value.extend_from_slice(s.get(haimg::secrets::Name::MongoKeyfile).as_bytes());
+    template(
+        &out.join("haimg-mongo_1.0.0_amd64.tar.zst"),
+        &[("./usr/bin/mongod", &elf_with_value)],
+    );
     let (code, _, err) = haimg(&root, &["secrets", "scan", "out"]);
     assert_eq!(code, 1, "{err}");
     assert!(!err.contains(s.get(haimg::secrets::Name::VrrpPassword)));
     insta::assert_snapshot!(err.trim_end(), @r"
+    FOUND the value of secret mongo-keyfile in out/haimg-mongo_1.0.0_amd64.tar.zst: /usr/bin/mongod
     FOUND the value of secret vrrp-password in out/haimg-webapp_1.0.0_amd64.tar.zst: /etc/haimg/templates/keepalived.conf
     FOUND a PEM private key in out/haimg-webapp_1.0.0_amd64.tar.zst: /etc/ssl/private/leaked.pem
-    scan: 2 template(s), 6 secret value(s) looked for: 2 hit(s)
+    scan: 3 template(s), 6 secret value(s) looked for: 3 hit(s)
     ");
 }
