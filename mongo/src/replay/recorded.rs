@@ -58,8 +58,10 @@
 //! - `createUser` on a fresh member through the localhost exception: `{ok:
 //!   1.0}`; once any user exists, a second unauthenticated `createUser` is
 //!   [`unauthorized`] (the manual, "Localhost Exception"); a user that exists
-//!   answers 51003 Location51003 "User \"name@admin\" already exists"
-//!   (mongod's `user_management_commands.cpp`).
+//!   answers 51003 Location51003 "User \"name@admin\" already exists", a
+//!   role that exists 51002 "Role \"name@admin\" already exists" (mongod's
+//!   `user_management_commands.cpp`, `uassert(51003, …)` / `uassert(51002, …)`;
+//!   the codes are from the source, not from a captured reply).
 
 use bson::{doc, oid::ObjectId, Bson, DateTime, Document, Timestamp};
 
