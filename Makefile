@@ -15,7 +15,7 @@ APT_PACKAGES := apt binutils busybox-static ca-certificates curl debian-archive-
                 gnupg gpgv iproute2 libc6-dev liblxc-common lxc mmdebstrap mount netbase nftables \
                 python3 tar uidmap util-linux zstd
 
-.PHONY: setup build init release demo test lint fresh-host unit templates app-test golden bench clean
+.PHONY: setup build init release demo test lint fresh-host unit templates app-test golden scan bench clean
 
 ## setup: install the host tools haimg uses (idempotent); Rust (rustup) and make come first
 setup:
@@ -92,8 +92,13 @@ app-test: templates
 golden: templates
 	$(HAIMG) test --next-templates out-next
 
+## scan: no secret in any built template: the cluster store's values (when this host has a
+## store for the spec's cluster), PEM private keys, vendor tokens (`haimg secrets scan`)
+scan: templates
+	$(HAIMG) secrets scan out out-next
+
 ## test: everything CI runs
-test: setup lint fresh-host unit app-test golden
+test: setup lint fresh-host unit app-test golden scan
 
 ## bench: see BENCHMARKS.md
 bench: setup release

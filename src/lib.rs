@@ -17,6 +17,7 @@ pub mod golden;
 pub mod orchestrate;
 pub mod probe;
 pub mod rollout;
+pub mod secrets;
 pub mod spec_file;
 
 pub use haimg_model as model;

@@ -29,11 +29,14 @@ use crate::supervise::process;
 use crate::supervise::{Backoff, Finish, ServiceSpec, Supervisor};
 use crate::{error, info, net, warn};
 
-/// Secrets and overrides delivered in PID 1's environment (Proxmox ≥ 9.1 `env`).
-pub const ENV_MONGO_KEY: &str = "HAIMG_MONGO_KEY";
-pub const ENV_DB_USER: &str = "HAIMG_DB_USER";
-pub const ENV_DB_PASSWORD: &str = "HAIMG_DB_PASSWORD";
-pub const ENV_VRRP_PASS: &str = "HAIMG_VRRP_PASS";
+/// Secrets delivered in PID 1's environment (Proxmox ≥ 9.1 `env`, the local
+/// backend's `lxc.environment`), from the deploy host's secrets store.
+pub use haimg_model::image::secret_env::{
+    DB_PASSWORD as ENV_DB_PASSWORD, DB_USER as ENV_DB_USER,
+    MONGO_ADMIN_PASSWORD as ENV_MONGO_ADMIN, MONGO_APP_PASSWORD as ENV_MONGO_APP,
+    MONGO_KEY as ENV_MONGO_KEY, MONGO_MONITOR_PASSWORD as ENV_MONGO_MONITOR,
+    NEXT_ACTIONS_KEY as ENV_NEXT_ACTIONS_KEY, VRRP_PASS as ENV_VRRP_PASS,
+};
 
 /// Where the boot reads and writes.
 #[derive(Debug, Clone)]
@@ -56,6 +59,8 @@ pub struct Prepared {
     pub cluster: Cluster,
     pub identity: Identity,
     pub services: Vec<ServiceSpec>,
+    /// mongo: the users to create once this member is primary.
+    pub users: Option<crate::join::users::Passwords>,
 }
 
 /// How the process ends once every service is down.
@@ -207,6 +212,7 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
         mongo_keyfile: secrets.mongo_key.is_some(),
         db_credentials: secrets.db.clone(),
         vrrp_pass: secrets.vrrp_pass.clone(),
+        next_actions_key: secrets.next_actions_key.clone(),
     };
     prepare_role(boot, &id, &secrets, &users)?;
     let mut n = 0;
@@ -225,14 +231,14 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
         };
         let text = render::render(t.name, &source, &cluster, &id.member, &extras)
             .map_err(|e| format!("render: {e}"))?;
-        // The ecosystem file carries the database password when one is
-        // delivered: then only the web app's user reads it.
+        // The ecosystem file carries the database password and the app's key
+        // when they are delivered: then only the web app's user reads it.
         let target = boot.path(t.target);
         let app_owned = match t.role {
             Role::Webapp => true,
             Role::Lb | Role::Mongo => false,
         };
-        let mode = if app_owned && secrets.db.is_some() {
+        let mode = if app_owned && (secrets.db.is_some() || secrets.next_actions_key.is_some()) {
             0o600
         } else {
             0o644
@@ -259,15 +265,31 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
         cluster,
         identity: id,
         services,
+        users: secrets.mongo_users.clone(),
     })
 }
 
-/// Secrets and overrides from the environment, checked.
-#[derive(Debug, Clone, Default)]
+/// Secrets from the environment, checked. `Debug` shows which are present, never a value.
+#[derive(Clone, Default)]
 pub struct Secrets {
     pub mongo_key: Option<String>,
+    /// mongo: the users the init creates on the primary.
+    pub mongo_users: Option<crate::join::users::Passwords>,
     pub db: Option<(String, String)>,
     pub vrrp_pass: Option<String>,
+    pub next_actions_key: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("mongo_key", &self.mongo_key.is_some())
+            .field("mongo_users", &self.mongo_users.is_some())
+            .field("db", &self.db.as_ref().map(|(u, _)| u))
+            .field("vrrp_pass", &self.vrrp_pass.is_some())
+            .field("next_actions_key", &self.next_actions_key.is_some())
+            .finish()
+    }
 }
 
 pub fn secrets(env: &BTreeMap<String, String>, role: Role) -> Result<Secrets, String> {
@@ -288,16 +310,40 @@ pub fn secrets(env: &BTreeMap<String, String>, role: Role) -> Result<Secrets, St
                 }
                 s.mongo_key = Some(compact);
             }
-        }
-        Role::Webapp => match (env.get(ENV_DB_USER), env.get(ENV_DB_PASSWORD)) {
-            (Some(u), Some(p)) if !u.is_empty() => s.db = Some((u.clone(), p.clone())),
-            (None, None) => {}
-            _ => {
-                return Err(format!(
-                    "{ENV_DB_USER} and {ENV_DB_PASSWORD} must be set together"
-                ))
+            let p = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+            match (p(ENV_MONGO_ADMIN), p(ENV_MONGO_APP), p(ENV_MONGO_MONITOR)) {
+                (Some(admin), Some(app), Some(monitor)) => {
+                    if s.mongo_key.is_none() {
+                        return Err(format!(
+                            "the MongoDB users' passwords came without {ENV_MONGO_KEY}: without a keyfile mongod runs without authorization"
+                        ));
+                    }
+                    s.mongo_users = Some(crate::join::users::Passwords {
+                        admin,
+                        app,
+                        monitor,
+                    });
+                }
+                (None, None, None) => {}
+                _ => {
+                    return Err(format!(
+                        "{ENV_MONGO_ADMIN}, {ENV_MONGO_APP} and {ENV_MONGO_MONITOR} must be set together"
+                    ))
+                }
             }
-        },
+        }
+        Role::Webapp => {
+            match (env.get(ENV_DB_USER), env.get(ENV_DB_PASSWORD)) {
+                (Some(u), Some(p)) if !u.is_empty() => s.db = Some((u.clone(), p.clone())),
+                (None, None) => {}
+                _ => {
+                    return Err(format!(
+                        "{ENV_DB_USER} and {ENV_DB_PASSWORD} must be set together"
+                    ))
+                }
+            }
+            s.next_actions_key = env.get(ENV_NEXT_ACTIONS_KEY).cloned();
+        }
         Role::Lb => s.vrrp_pass = env.get(ENV_VRRP_PASS).cloned(),
     }
     Ok(s)
@@ -483,7 +529,7 @@ fn run_boot(boot: Boot, status_path: PathBuf, start: Instant, pid1: bool) -> Exi
                 }
                 // Tests run the boot against a directory: no traffic to the plan's addresses.
                 if p.identity.role.elects_primary() && boot.system {
-                    sf.join = Some(crate::join::spawn(&p.cluster, &p.identity));
+                    sf.join = Some(crate::join::spawn(&p.cluster, &p.identity, p.users.clone()));
                 }
                 break p.services;
             }
@@ -632,10 +678,8 @@ pub fn render_cmd(root: &Path, slot: &str, out: Option<&Path>) -> ExitCode {
             .member_by_slot(slot)
             .ok_or_else(|| format!("no member {slot:?} in the plan"))?
             .clone();
-        let extras = Extras {
-            image_hash: "render-check".into(),
-            ..Extras::default()
-        };
+        // Secrets are placeholders here: a render check never sees a real one.
+        let extras = Extras::placeholders("render-check");
         for t in render::templates_for(member.role) {
             let p = root
                 .join(haimg_model::image::TEMPLATES_DIR.trim_start_matches('/'))
@@ -721,6 +765,33 @@ mod tests {
             secrets(&env(&[(ENV_DB_USER, "app")]), Role::Webapp).unwrap_err(),
             "HAIMG_DB_USER and HAIMG_DB_PASSWORD must be set together"
         );
+        let all = [
+            (ENV_MONGO_KEY, "abcdefgh"),
+            (ENV_MONGO_ADMIN, "a"),
+            (ENV_MONGO_APP, "b"),
+            (ENV_MONGO_MONITOR, "c"),
+        ];
+        let s = secrets(&env(&all), Role::Mongo).unwrap();
+        assert!(s.mongo_users.is_some());
+        assert!(!format!("{s:?}").contains("abcdefgh"));
+        assert_eq!(
+            secrets(&env(&all[1..]), Role::Mongo).unwrap_err(),
+            "the MongoDB users' passwords came without HAIMG_MONGO_KEY: without a keyfile mongod runs without authorization"
+        );
+        assert_eq!(
+            secrets(&env(&all[..2]), Role::Mongo).unwrap_err(),
+            "HAIMG_MONGO_ADMIN_PASSWORD, HAIMG_MONGO_APP_PASSWORD and HAIMG_MONGO_MONITOR_PASSWORD must be set together"
+        );
+        let w = secrets(
+            &env(&[
+                (ENV_DB_USER, "app"),
+                (ENV_DB_PASSWORD, "p"),
+                (ENV_NEXT_ACTIONS_KEY, "k"),
+            ]),
+            Role::Webapp,
+        )
+        .unwrap();
+        assert_eq!(w.next_actions_key.as_deref(), Some("k"));
         // Secrets for another role are not picked up.
         assert!(secrets(&env(&[(ENV_MONGO_KEY, "a!")]), Role::Lb)
             .unwrap()

@@ -76,6 +76,39 @@ pub mod env {
     pub const GATEWAY: &str = "HAIMG_GATEWAY";
 }
 
+/// Secrets PID 1 finds in its environment, from the deploy host's secrets
+/// store (`haimg secrets`): each role gets only its own. The init writes them
+/// where the services need them and passes none on to a service's environment.
+pub mod secret_env {
+    /// mongo: the replica set's internal-auth keyfile (base64).
+    pub const MONGO_KEY: &str = "HAIMG_MONGO_KEY";
+    /// mongo: the passwords of the users the init creates on the primary.
+    pub const MONGO_ADMIN_PASSWORD: &str = "HAIMG_MONGO_ADMIN_PASSWORD";
+    pub const MONGO_APP_PASSWORD: &str = "HAIMG_MONGO_APP_PASSWORD";
+    pub const MONGO_MONITOR_PASSWORD: &str = "HAIMG_MONGO_MONITOR_PASSWORD";
+    /// webapp: the app user's name and password, for `MONGODB_URI`.
+    pub const DB_USER: &str = "HAIMG_DB_USER";
+    pub const DB_PASSWORD: &str = "HAIMG_DB_PASSWORD";
+    /// webapp: Next.js' server-actions key (`NEXT_SERVER_ACTIONS_ENCRYPTION_KEY`).
+    pub const NEXT_ACTIONS_KEY: &str = "HAIMG_NEXT_ACTIONS_KEY";
+    /// lb: keepalived's `auth_pass`.
+    pub const VRRP_PASS: &str = "HAIMG_VRRP_PASS";
+}
+
+/// The MongoDB users the init creates (all in the `admin` database).
+pub mod mongo_users {
+    /// `root`: only for people, never used by haimg after the setup.
+    pub const ADMIN: &str = "haimg-admin";
+    /// `readWrite` on the spec's database: the web app.
+    pub const APP: &str = "app";
+    /// `clusterMonitor` plus [`STEPDOWN_ROLE`]: the rollout's health gates
+    /// (`replSetGetStatus`, `replSetStepDown`).
+    pub const MONITOR: &str = "haimg-monitor";
+    /// A role with the one action `replSetStepDown` needs
+    /// (`replSetStateChange` on the cluster), which `clusterMonitor` lacks.
+    pub const STEPDOWN_ROLE: &str = "haimg-stepdown";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! Every role ships its templates in `roles/<role>/templates/` (copied into
 //! images at `/etc/haimg/templates/`, and embedded here as the defaults the
 //! snapshots pin). [`context`] computes every derived value in Rust (peers,
-//! priorities, the VRRP password, the WiredTiger cache size, the app's
+//! priorities, the WiredTiger cache size, the app's
 //! environment) so templates only place values; [`render`] fills a template
 //! with it. Invariants: a template may only name values that exist (strict
 //! undefined: a typo fails the render instead of producing an empty
@@ -94,8 +94,27 @@ pub struct Extras {
     pub mongo_keyfile: bool,
     /// webapp: database user and password (HAIMG_DB_USER / HAIMG_DB_PASSWORD).
     pub db_credentials: Option<(String, String)>,
-    /// lb: VRRP password override (HAIMG_VRRP_PASS), at most 8 characters.
+    /// lb: the cluster's VRRP password (HAIMG_VRRP_PASS), at most 8
+    /// characters; required: an lb renders no keepalived.conf without it.
     pub vrrp_pass: Option<String>,
+    /// webapp: Next.js' server-actions key (HAIMG_NEXT_ACTIONS_KEY), passed
+    /// to the app as `NEXT_SERVER_ACTIONS_ENCRYPTION_KEY`.
+    pub next_actions_key: Option<String>,
+}
+
+impl Extras {
+    /// Every secret as a visible placeholder: what the snapshots pin and
+    /// `haimg-init render` checks a template with (never a real value).
+    pub fn placeholders(image_hash: &str) -> Extras {
+        Extras {
+            image_hash: image_hash.into(),
+            memory_mb: None,
+            mongo_keyfile: true,
+            db_credentials: Some(("app".into(), "APP-PASSWORD-PLACEHOLDER".into())),
+            vrrp_pass: Some("VRRPPASS".into()),
+            next_actions_key: Some("NEXT-ACTIONS-KEY-PLACEHOLDER".into()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +131,8 @@ pub enum RenderError {
     NotAMember { slot: String },
     #[error("HAIMG_VRRP_PASS must be 1 to 8 letters, digits or ._:/,+=-")]
     VrrpPass,
+    #[error("HAIMG_VRRP_PASS is not set: an lb member needs the cluster's VRRP password, which `haimg deploy` delivers from the deploy host's secrets store")]
+    VrrpPassMissing,
     #[error("template {name} is not one haimg knows, so there are no quoting rules for it")]
     Unknown { name: String },
 }
@@ -289,7 +310,7 @@ fn lb_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<LbCtx, 
     let auth_pass = match &extras.vrrp_pass {
         Some(p) if valid_vrrp_pass(p) => p.clone(),
         Some(_) => return Err(RenderError::VrrpPass),
-        None => derive_vrrp_pass(&cluster.name),
+        None => return Err(RenderError::VrrpPassMissing),
     };
     Ok(LbCtx {
         upstream_hash: match n.upstream_hash {
@@ -345,17 +366,6 @@ fn lb_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<LbCtx, 
         },
         health_body: format!("{}\n", member.slot),
     })
-}
-
-/// VRRPv2 PASS is at most 8 characters and travels in clear: it separates
-/// clusters, it does not protect one. FNV-1a of the cluster name, 8 hex digits.
-pub fn derive_vrrp_pass(cluster_name: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "haimg-vrrp/".bytes().chain(cluster_name.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{:08x}", (h >> 32) as u32)
 }
 
 /// What keepalived can carry ([`quote::keepalived`]) without a space.
@@ -449,6 +459,11 @@ fn webapp_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> WebappCtx 
         ("HAIMG_VERSION".into(), cluster.version.clone()),
         ("HAIMG_IMAGE_HASH".into(), extras.image_hash.clone()),
     ];
+    if let Some(k) = &extras.next_actions_key {
+        // Next.js reads it at run time before the build's value
+        // (`getActionEncryptionKey`: the variable, else the manifest's key).
+        env.push(("NEXT_SERVER_ACTIONS_ENCRYPTION_KEY".into(), k.clone()));
+    }
     env.extend(w.env.iter().cloned());
     WebappCtx {
         name: "webapp",

@@ -5,6 +5,8 @@
 //! * [`wire`]: OP_MSG framing over a TCP stream, documents by the `bson` crate;
 //! * [`member`]: the host-side replica-set commands: a member's state, set and
 //!   lag behind the primary (`replSetGetStatus`), and `replSetStepDown`;
+//! * [`scram`]: SCRAM-SHA-256 authentication (`saslStart`/`saslContinue`),
+//!   with its own SHA-256, HMAC and PBKDF2;
 //! * [`hello`]: the same state and lag from `hello`, which needs no
 //!   credentials: what the host falls back to when authorization is on and
 //!   `replSetGetStatus` answers 13 Unauthorized;
@@ -20,6 +22,7 @@
 
 pub mod hello;
 pub mod member;
+pub mod scram;
 pub mod wire;
 
 /// The `bson` this crate speaks, for callers that build or read documents.

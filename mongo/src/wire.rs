@@ -1,8 +1,8 @@
 //! The few bytes of the MongoDB wire protocol haimg needs: OP_MSG
 //! (opCode 2013) with one body section (kind 0), over a blocking TCP stream
 //! with timeouts. Documents are encoded and decoded by the `bson` crate.
-//! Every command goes to the `admin` database; no authentication, no TLS,
-//! no compression (none of the callers needs them yet).
+//! Every command goes to the `admin` database; authentication is
+//! [`crate::scram`] over the same connection; no TLS, no compression.
 //!
 //! Layout (MongoDB wire protocol, OP_MSG): a 16-byte header
 //! (`messageLength`, `requestID`, `responseTo`, `opCode`, little-endian

@@ -261,51 +261,6 @@ pub fn require_root() -> Result<(), BuildError> {
     Ok(())
 }
 
-/// The build secret the webapp's Next.js keys derive from: `$HAIMG_BUILD_SECRET_FILE`,
-/// else `<cache>/../build-secret`, created with 32 random bytes on first use.
-pub fn build_secret(project: &Project) -> Result<Vec<u8>, BuildError> {
-    let path = std::env::var_os("HAIMG_BUILD_SECRET_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project.root.join(".haimg/build-secret"));
-    let io = |what, error| BuildError::Io {
-        what,
-        path: path.clone(),
-        error,
-    };
-    match std::fs::read(&path) {
-        Ok(b) if b.len() >= 16 => Ok(b),
-        Ok(_) => Err(BuildError::Secret(path)),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                && std::env::var_os("HAIMG_BUILD_SECRET_FILE").is_none() =>
-        {
-            use std::io::Read as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let mut raw = [0u8; 32];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut raw))
-                .map_err(|e| io("read", e))?;
-            let secret = hash::hex(&raw).into_bytes();
-            if let Some(p) = path.parent() {
-                std::fs::create_dir_all(p).map_err(|e| io("create", e))?;
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| io("create", e))?;
-            std::io::Write::write_all(&mut f, &secret).map_err(|e| io("write", e))?;
-            tracing::info!(
-                "created the build secret {} (keep it to rebuild the same webapp image)",
-                path.display()
-            );
-            Ok(secret)
-        }
-        Err(e) => Err(io("read", e)),
-    }
-}
-
 /// Lines of `a` and `b` that differ, at most `max`, as `-old`/`+new` pairs.
 pub fn first_differences(a: &str, b: &str, max: usize) -> Vec<String> {
     let al: Vec<&str> = a.lines().collect();

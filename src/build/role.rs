@@ -361,7 +361,8 @@ pub fn prepare(env: &Env, role: Role, init: &Path) -> Result<Prepared, BuildErro
             let pm2_dir = root.join(&w.pm2_dir);
             let pm2_tree = tree_hash(&pm2_dir, &["node_modules", "README.md"])
                 .map_err(io("read", &pm2_dir))?;
-            let secret = super::build_secret(&env.project)?;
+            // Public by design (README, "Secrets"): the real keys come at run time.
+            let secret = webapp::keys::PUBLIC_SEED.to_vec();
             (
                 Some(WebappInputs {
                     app_build_id: app_tree[..12].to_string(),

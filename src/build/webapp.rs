@@ -257,6 +257,16 @@ pub mod keys {
 
     use crate::build::hash::{hex, hmac_sha256};
 
+    /// What the build-time keys derive from: a public constant, so the
+    /// template holds no secret and two hosts build the same bytes. Next.js
+    /// needs *some* key at build time: the server-actions key salts the
+    /// action ids in the client bundle (public anyway) and is replaced at run
+    /// time by `NEXT_SERVER_ACTIONS_ENCRYPTION_KEY` from the cluster's store
+    /// (Next reads the variable before the manifest's key); the preview-mode
+    /// keys guard draft mode, which the app does not use (README, "Secrets").
+    pub const PUBLIC_SEED: &[u8] =
+        b"haimg public webapp build seed: not a secret, see README Secrets";
+
     pub fn key(secret: &[u8], label: &str) -> [u8; 32] {
         hmac_sha256(secret, format!("haimg/webapp/{label}").as_bytes())
     }

@@ -21,10 +21,11 @@ use super::{output, show, Exit};
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::PlannedCall;
 use crate::backend::{PolicyReport, Switch};
-use crate::deploy::{Action, Report};
+use crate::deploy::{Action, Change, Report};
 use crate::fleet::templates::{self, LocalTemplate};
 use crate::orchestrate::{self, Intent, Request};
 use crate::rollout::{self, executor, Plan};
+use crate::secrets::{Secrets, Store, StoreError};
 use crate::spec_file;
 use haimg_model::{Cluster, Role};
 
@@ -72,9 +73,26 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     if let Target::Local(_) = &target {
         super::doctor::preflight("haimg deploy", crate::doctor::Need::Deploy, None)?;
     }
-    let (templates, cluster, missing) = deployable(&target, spec_cluster, args)?;
+    let (mut templates, cluster, missing) = deployable(&target, spec_cluster, args)?;
     let cluster = &cluster;
     let backend = target.backend();
+    // The cluster's secrets: made at the first deploy (a dry run makes none
+    // and plans with throw-away ones), handed to each role's members at start.
+    let store = Store::open(&Store::default_root(), &cluster.name);
+    let secrets = if args.dry_run {
+        match store.load() {
+            Ok(s) => s,
+            Err(StoreError::Missing { .. }) => Secrets::generate(),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        store
+            .ensure()
+            .context("failed to open the cluster's secrets store")?
+    };
+    templates::with_secrets(&mut templates, |role| {
+        (secrets.env_for(role), secrets.fingerprint_for(role))
+    });
     eprintln!(
         "{}deploy cluster {} version {} to {}",
         if args.dry_run { "dry-run: " } else { "" },
@@ -94,6 +112,20 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     };
     let plan = orchestrate::prepare(backend, req, &gate)?;
     let swaps = plan.swaps();
+    let creates = plan
+        .converge
+        .as_ref()
+        .is_some_and(|c| c.members.iter().any(|m| m.change == Change::Create));
+    // A member started without its secrets would run without authentication
+    // (or not at all): on a target that cannot deliver them, nothing new starts.
+    if creates || swaps {
+        let caps = backend
+            .capabilities()
+            .context("failed to ask the target what it supports")?;
+        if !caps.env {
+            bail!("{}", NO_ENV_REFUSAL);
+        }
+    }
     if swaps || !plan.rollout.blocked.is_empty() {
         eprint!("{}", show::plan(&plan.rollout));
     }
@@ -162,6 +194,9 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
         Exit::Error
     })
 }
+
+/// Why a deploy to Proxmox VE before 9.1 stops (README, "Secrets").
+pub const NO_ENV_REFUSAL: &str = "refusing to create members: this Proxmox VE is older than 9.1 and has no container `env`, the only channel haimg has to deliver the cluster's secrets (MongoDB keyfile and users, VRRP password, the app's keys) at start without baking them into a template; upgrade to Proxmox VE 9.1 or later (see README, \"Secrets\")";
 
 /// The templates to deploy, the cluster they make and the roles left out.
 /// Proxmox takes every role's template. Locally a role whose template was

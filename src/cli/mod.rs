@@ -15,6 +15,7 @@ pub mod local_outcome;
 pub mod lock;
 pub mod output;
 mod rollback;
+pub mod secrets;
 pub mod show;
 mod status;
 pub mod target;
@@ -85,6 +86,8 @@ pub enum Command {
     Gc(gc::GcArgs),
     /// Remove everything a local deploy created
     Down(down::DownArgs),
+    /// List the cluster's secrets (names, ages, fingerprints; never values) or rotate one
+    Secrets(secrets::SecretsArgs),
     /// Check this host's prerequisites of build, deploy and test, with fixes
     Doctor(doctor::DoctorArgs),
     /// Print a shell completion script
@@ -136,6 +139,7 @@ fn run(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Test(args) => test::run(cli.spec.as_deref(), args),
         Command::Gc(args) => gc::run(cli.spec.as_deref(), args),
         Command::Down(args) => down::run(cli.spec.as_deref(), args),
+        Command::Secrets(args) => secrets::run(cli.spec.as_deref(), args),
         Command::Doctor(args) => doctor::run(args),
     }
 }

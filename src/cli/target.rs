@@ -8,6 +8,7 @@
 //! of [`Target::gate`] alike; only dry runs (recorded Proxmox API calls) and
 //! the call counts are Proxmox's own.
 
+use crate::secrets::Store;
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context, Result};
@@ -58,12 +59,19 @@ impl Target {
     }
 
     /// The health gate that reaches this target's members.
+    /// Its mongo probes authenticate as the cluster's monitor user when the
+    /// secrets store has one.
     pub fn gate(&self, cluster: &Cluster) -> Result<NetGate> {
+        let monitor = Store::open(&Store::default_root(), &cluster.name)
+            .load()
+            .ok()
+            .map(|s| s.monitor());
         match self {
-            Target::Proxmox(_) => Ok(gate()),
-            Target::Local(b) => Ok(NetGate::wire(
+            Target::Proxmox(_) => Ok(gate(monitor)),
+            Target::Local(b) => Ok(NetGate::wire_as(
                 b.probe_origin(cluster.network.gateway)
                     .context("failed to read the local network")?,
+                monitor,
             )),
         }
     }
@@ -140,11 +148,11 @@ pub const PROBE_NETNS_ENV: &str = "HAIMG_PROBE_NETNS";
 
 /// Health gates from this host (or from `HAIMG_PROBE_NETNS`), straight to
 /// the members' addresses: HTTP, and OP_MSG to the mongo members.
-pub fn gate() -> NetGate {
+pub fn gate(monitor: Option<(String, String)>) -> NetGate {
     let netns = std::env::var_os(PROBE_NETNS_ENV)
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from);
-    NetGate::wire(Origin::new(netns, None))
+    NetGate::wire_as(Origin::new(netns, None), monitor)
 }
 
 /// `--yes`, or a `y` typed on a terminal. Without a terminal and without

@@ -37,6 +37,7 @@ pub fn member_tags(cluster: &Cluster, member: &Member, template: &LocalTemplate)
         slot: Some(member.slot.clone()),
         version: Some(cluster.version.clone()),
         template: Some(template.short_hash().to_string()),
+        secrets: template.secrets.fingerprint.clone(),
         state: None,
         gen: None,
         extra: cluster.tags.clone(),
@@ -87,7 +88,9 @@ pub fn container_spec(
         data_mount: member.role.data_mount().map(str::to_string),
         tags: member_tags(cluster, member, local).render(),
         env: if caps.env {
-            member_env(cluster, member)
+            let mut env = member_env(cluster, member);
+            env.extend(local.secrets.env.iter().cloned());
+            env
         } else {
             Vec::new()
         },

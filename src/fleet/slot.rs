@@ -346,6 +346,7 @@ pub(crate) mod tests {
             slot: Some(slot.into()),
             version: Some(ver.into()),
             template: Some(tpl.into()),
+            secrets: None,
             state,
             gen: (gen > 0).then(|| Gen {
                 n: gen,

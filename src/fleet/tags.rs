@@ -7,6 +7,8 @@
 //! slot-<slot>           the member's slot, e.g. slot-nginx1
 //! ver-<version>         cluster.version of the template, e.g. ver-1.0.0
 //! tpl-<sha12>           first 12 hex digits of the template's sha256
+//! sec-<hex8>            fingerprint of the secrets the member was started with
+//!                       (`crate::secrets`; no value can be derived from it)
 //! state-<state>         blue/green position: state-live, state-standby (none = live)
 //! gen-<n>[-<id>]        rollout generation: n counts rollouts of the cluster, id
 //!                       names the rollout's target (8 hex digits), see `crate::rollout`
@@ -77,6 +79,8 @@ pub struct MemberTags {
     pub slot: Option<String>,
     pub version: Option<String>,
     pub template: Option<String>,
+    /// Fingerprint of the member's run-time secrets.
+    pub secrets: Option<String>,
     pub state: Option<State>,
     /// Rollout generation; `None` for members of the first deploy (generation 0).
     pub gen: Option<Gen>,
@@ -98,6 +102,7 @@ impl MemberTags {
         push("slot", self.slot.as_deref());
         push("ver", self.version.as_deref());
         push("tpl", self.template.as_deref());
+        push("sec", self.secrets.as_deref());
         push("state", self.state.map(State::as_str));
         push("gen", self.gen.as_ref().map(Gen::render).as_deref());
         for e in &self.extra {
@@ -128,6 +133,7 @@ impl MemberTags {
                 "slot" if !v.is_empty() => m.slot = Some(v),
                 "ver" if !v.is_empty() => m.version = Some(v),
                 "tpl" if !v.is_empty() => m.template = Some(v),
+                "sec" if !v.is_empty() => m.secrets = Some(v),
                 "state" if v == "live" => m.state = Some(State::Live),
                 "state" if v == "standby" => m.state = Some(State::Standby),
                 "gen" if Gen::parse(&v).is_some() => m.gen = Gen::parse(&v),
@@ -144,6 +150,7 @@ impl MemberTags {
             && self.slot == other.slot
             && self.version == other.version
             && self.template == other.template
+            && self.secrets == other.secrets
     }
 }
 
@@ -158,6 +165,7 @@ mod tests {
             slot: Some("nginx1".into()),
             version: Some("1.0.0-RC1".into()),
             template: Some("0123456789ab".into()),
+            secrets: None,
             state: None,
             gen: None,
             extra: vec!["prod".into()],

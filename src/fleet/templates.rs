@@ -40,6 +40,48 @@ pub struct LocalTemplate {
     /// Lowercase hex.
     pub sha256: String,
     pub size: u64,
+    /// What the role's members are started with besides the template: the
+    /// secrets from the cluster's store ([`RoleSecrets`]); empty until
+    /// [`with_secrets`] fills it.
+    #[serde(flatten)]
+    pub secrets: RoleSecrets,
+}
+
+/// A role's run-time secrets: PID 1's environment (never serialized, never
+/// shown by `Debug`) and its fingerprint, which is part of the member's
+/// desired state (the `sec-` tag): a rotated secret plans a blue/green swap.
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RoleSecrets {
+    #[serde(skip)]
+    pub env: Vec<(String, String)>,
+    #[serde(
+        rename = "secrets_fingerprint",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fingerprint: Option<String>,
+}
+
+impl std::fmt::Debug for RoleSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleSecrets")
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+/// Attach each role's secrets: `(env, fingerprint)` per role.
+pub fn with_secrets(
+    templates: &mut BTreeMap<Role, LocalTemplate>,
+    secrets: impl Fn(Role) -> (Vec<(String, String)>, String),
+) {
+    for (role, t) in templates.iter_mut() {
+        let (env, fingerprint) = secrets(*role);
+        t.secrets = RoleSecrets {
+            env,
+            fingerprint: Some(fingerprint),
+        };
+    }
 }
 
 impl LocalTemplate {
@@ -104,6 +146,7 @@ pub fn find_roles(
                 path,
                 sha256,
                 size,
+                secrets: RoleSecrets::default(),
             },
         );
     }

@@ -26,6 +26,7 @@ use crate::fleet::templates::{self, LocalTemplate};
 use crate::orchestrate::{self, Request};
 use crate::probe::Origin;
 use crate::rollout::{self, Event, NetGate};
+use crate::secrets::Secrets;
 
 /// The first three octets of client subnet `n` are `10.99.n`.
 const CLIENT_NET: [u8; 2] = [10, 99];
@@ -42,6 +43,9 @@ pub struct LocalTestbed {
     pub next_templates: Option<PathBuf>,
     /// The cluster as rolled out last (the next version after `rollout`).
     rolled: Mutex<Option<Cluster>>,
+    /// The throw-away cluster's secrets: made here, kept in memory only,
+    /// delivered to the members as `haimg deploy` delivers a store's.
+    secrets: Secrets,
 }
 
 impl LocalTestbed {
@@ -56,12 +60,14 @@ impl LocalTestbed {
             teardown: true,
             next_templates: None,
             rolled: Mutex::new(None),
+            secrets: Secrets::generate(),
         }
     }
 
     /// Deploy the cluster from `templates` (the roles this testbed has),
     /// then set up its clients.
-    pub fn deploy(&mut self, templates: BTreeMap<Role, LocalTemplate>) -> Result<()> {
+    pub fn deploy(&mut self, mut templates: BTreeMap<Role, LocalTemplate>) -> Result<()> {
+        self.attach_secrets(&mut templates);
         let target = self.deployable(&self.cluster);
         let gate = self.gate()?;
         let opts = rollout::Options::from_cluster(&target, false);
@@ -130,6 +136,11 @@ impl LocalTestbed {
         Ok(())
     }
 
+    fn attach_secrets(&self, templates: &mut BTreeMap<Role, LocalTemplate>) {
+        let s = &self.secrets;
+        templates::with_secrets(templates, |role| (s.env_for(role), s.fingerprint_for(role)));
+    }
+
     /// Health gates from the admin address inside the client namespace, as
     /// `haimg deploy` and `haimg rollback` gate a local cluster.
     fn gate(&self) -> Result<NetGate> {
@@ -137,7 +148,7 @@ impl LocalTestbed {
             .backend
             .probe_origin(self.cluster.network.gateway)
             .context("failed to read the local network")?;
-        Ok(NetGate::wire(origin))
+        Ok(NetGate::wire_as(origin, Some(self.secrets.monitor())))
     }
 
     /// The deployable part of `c`: members of roles without a template left out.
@@ -290,7 +301,8 @@ impl LocalTestbed {
         let version = version_in(dir)?;
         let mut next = self.cluster.clone();
         next.version = version;
-        let templates = templates::find_roles(dir, &next, &self.roles)?;
+        let mut templates = templates::find_roles(dir, &next, &self.roles)?;
+        self.attach_secrets(&mut templates);
         let target = self.deployable(&next);
         let mut opts = rollout::Options::from_cluster(&next, false);
         // A healthy member here passes within seconds; a broken one should not

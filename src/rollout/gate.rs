@@ -18,9 +18,11 @@
 //!   OP_MSG by `haimg_mongo`, from the same namespace and source address as
 //!   the HTTP probes).
 //!
-//! **Mongo with authorization on** (a keyfile, `HAIMG_MONGO_KEY`): haimg has
-//! no credentials, so `replSetGetStatus` and `replSetStepDown` answer 13
-//! Unauthorized. The status then comes from `hello`, which mongod answers
+//! **Mongo with authorization on** (a keyfile, `HAIMG_MONGO_KEY`): with the
+//! cluster's secrets store ([`NetGate::wire_as`]) every connection first
+//! authenticates as the monitor user (SCRAM-SHA-256; `clusterMonitor` plus
+//! `replSetStateChange`), and `replSetGetStatus` and `replSetStepDown` work.
+//! Without credentials they answer 13 Unauthorized. The status then comes from `hello`, which mongod answers
 //! without authentication (see `haimg_mongo::hello` for the sources): the
 //! member's own `hello` gives its state and set, and its `lastWrite` against
 //! the `lastWrite` of the member it names `primary` (asked at that address
@@ -49,6 +51,7 @@ use std::time::{Duration, Instant};
 use haimg_model::{Cluster, Member, Role};
 use haimg_mongo::hello::{self, Hello, PrimaryHello};
 use haimg_mongo::member::{self, MemberError, MemberState, UNAUTHORIZED};
+use haimg_mongo::scram;
 use haimg_mongo::wire::Conn;
 use serde::Serialize;
 
@@ -212,11 +215,33 @@ pub trait MongoProbe: Send + Sync {
 #[derive(Debug, Clone, Default)]
 pub struct WireMongo {
     pub origin: Origin,
+    /// The monitor user (`clusterMonitor` + step-down) every connection
+    /// authenticates as first; `None`: unauthenticated (then `hello` only
+    /// when authorization is on).
+    pub credentials: Option<Credentials>,
+}
+
+/// A MongoDB user and password (`Debug` hides the password).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    /// A fixed SCRAM nonce (tests replaying RFC 7677's conversation); `None`: from the OS.
+    pub nonce: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <redacted>)", self.user)
+    }
 }
 
 impl WireMongo {
     pub fn new(origin: Origin) -> WireMongo {
-        WireMongo { origin }
+        WireMongo {
+            origin,
+            credentials: None,
+        }
     }
 
     /// Connect to `addr` as configured and run `f` on the connection.
@@ -232,6 +257,15 @@ impl WireMongo {
             .map_err(|e| ProbeError::Failed(format!("{addr}: {e}")))?;
         let mut conn = Conn::from_stream(addr, stream, timeout)
             .map_err(|e| ProbeError::Failed(e.to_string()))?;
+        if let Some(c) = &self.credentials {
+            let nonce = match &c.nonce {
+                Some(n) => n.clone(),
+                None => scram::os_nonce()
+                    .map_err(|e| ProbeError::Failed(format!("/dev/urandom: {e}")))?,
+            };
+            scram::authenticate_with_nonce(&mut conn, &c.user, &c.password, &nonce)
+                .map_err(|e| ProbeError::Failed(format!("{addr}: {e}")))?;
+        }
         f(&mut conn).map_err(|e| match e.code() {
             Some(UNAUTHORIZED) => ProbeError::Unauthorized(e.to_string()),
             _ => ProbeError::Failed(e.to_string()),
@@ -294,7 +328,17 @@ impl NetGate {
 
     /// Probes over the wire, every one (HTTP and mongo) from `origin`.
     pub fn wire(origin: Origin) -> NetGate {
-        let mongo = WireMongo::new(origin.clone());
+        NetGate::wire_as(origin, None)
+    }
+
+    /// [`NetGate::wire`], the mongo probes authenticated as `monitor` (user, password).
+    pub fn wire_as(origin: Origin, monitor: Option<(String, String)>) -> NetGate {
+        let mut mongo = WireMongo::new(origin.clone());
+        mongo.credentials = monitor.map(|(user, password)| Credentials {
+            user,
+            password,
+            nonce: None,
+        });
         NetGate::new(origin, Box::new(mongo))
     }
 

@@ -306,6 +306,7 @@ mod tests {
                 slot: Some(slot.into()),
                 version: Some(ver.into()),
                 template: Some(tpl.into()),
+                secrets: None,
                 state: Some(State::Standby),
                 gen: Some(Gen {
                     n,

@@ -152,7 +152,15 @@ impl Release {
             .iter()
             .map(|(r, t)| (*r, t.short_hash().to_string()))
             .collect();
-        let id = target_id(&cluster.version, &tpl);
+        // A rotated secret is a new target too (same templates, new `sec-` tags).
+        let with_secrets: BTreeMap<Role, String> = templates
+            .iter()
+            .map(|(r, t)| match &t.secrets.fingerprint {
+                Some(fp) => (*r, format!("{}/{fp}", t.short_hash())),
+                None => (*r, t.short_hash().to_string()),
+            })
+            .collect();
+        let id = target_id(&cluster.version, &with_secrets);
         let cts = || views.iter().flat_map(SlotView::cts);
         let n = cts()
             .filter(|c| c.gen_id() == Some(id.as_str()))

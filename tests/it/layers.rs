@@ -25,6 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "exec",
             "digest",
             "spec_file",
+            "secrets",
             "model",
         ],
     ),
@@ -40,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "backend",
             "probe",
             "exec",
+            "secrets",
             "model",
         ],
     ),
@@ -63,6 +65,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("exec", &["model"]),
     ("digest", &[]),
     ("spec_file", &["model"]),
+    ("secrets", &["model"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

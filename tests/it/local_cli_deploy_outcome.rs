@@ -101,6 +101,7 @@ fn deploy(state_root: &Path, spec: &Path, out: &Path) -> (i32, String) {
         ])
         .arg(out)
         .env("HAIMG_STATE_DIR", state_root)
+        .env("HAIMG_SECRETS_DIR", state_root.join(".secrets"))
         .env("RUST_LOG", "warn")
         .env_remove("HAIMG_PVE_TOKEN")
         .stdin(Stdio::null())

@@ -32,6 +32,7 @@ mod rollout_mongo;
 mod rollout_resume;
 mod rollout_rollback;
 mod rollout_swap;
+mod secrets_cli;
 mod spec_check;
 mod spec_worst;
 mod vendor_repo;

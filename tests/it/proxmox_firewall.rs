@@ -628,6 +628,7 @@ fn haimg(args: &[&str], spec: &std::path::Path) -> (i32, String, String) {
         .arg(spec)
         .args(args)
         .env("HAIMG_PVE_TOKEN", support::pve_fake::token())
+        .env("HAIMG_SECRETS_DIR", spec.with_file_name(".secrets"))
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();

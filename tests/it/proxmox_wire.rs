@@ -225,6 +225,7 @@ fn haimg(args: &[&str], spec: &std::path::Path, token: Option<&str>) -> (i32, St
         .arg(spec)
         .args(args)
         .env_remove("HAIMG_PVE_TOKEN")
+        .env("HAIMG_SECRETS_DIR", spec.with_file_name(".secrets"))
         .env("RUST_LOG", "warn");
     if let Some(t) = token {
         c.env("HAIMG_PVE_TOKEN", t);
@@ -353,8 +354,11 @@ fn insecure_mode_warns_on_every_run() {
     }
 }
 
+/// Proxmox VE before 9.1 has no container `env`: haimg has no channel for
+/// the cluster's secrets there, so a deploy that would create members stops
+/// before it creates anything (README, "Secrets").
 #[test]
-fn an_older_proxmox_is_named_once_per_run() {
+fn an_older_proxmox_is_refused_before_anything_is_created() {
     let fake = FakePve::start(Config {
         release: "8.4".into(),
         ..Config::default()
@@ -378,40 +382,10 @@ fn an_older_proxmox_is_named_once_per_run() {
         &spec,
         Some(&pve_fake::token()),
     );
-    assert_eq!(code, 0, "{err}");
-    let warnings: Vec<&str> = err
-        .lines()
-        .filter(|l| l.contains("older than 9.1"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "{err}");
-    assert!(
-        warnings[0].starts_with("warning: this Proxmox VE is older than 9.1 and has no container env, entrypoint, host-managed: the members get no HAIMG_* variables"),
-        "{err}"
-    );
-    // And nothing of 9.1 was sent: the fake, as PVE 8.4, would refuse it (400).
-    {
-        let st = fake.state();
-        assert_eq!(st.containers.len(), 9);
-        assert!(st
-            .containers
-            .values()
-            .all(|c| !c.config.contains_key("env") && !c.config.contains_key("entrypoint")));
-    }
-    // A run that creates nothing neither asks for the version nor warns.
-    fake.clear_requests();
-    let (code, _, err) = haimg(
-        &[
-            "deploy",
-            "--no-progress",
-            "--templates",
-            out.to_str().unwrap(),
-        ],
-        &spec,
-        Some(&pve_fake::token()),
-    );
-    assert_eq!(code, 0, "{err}");
-    assert!(!err.contains("older than 9.1"), "{err}");
-    assert!(fake.requests().iter().all(|r| r.path != "/version"));
+    assert_eq!(code, 1, "{err}");
+    insta::assert_snapshot!(err.trim_end().lines().last().unwrap(), @r#"error: refusing to create members: this Proxmox VE is older than 9.1 and has no container `env`, the only channel haimg has to deliver the cluster's secrets (MongoDB keyfile and users, VRRP password, the app's keys) at start without baking them into a template; upgrade to Proxmox VE 9.1 or later (see README, "Secrets")"#);
+    let st = fake.state();
+    assert!(st.containers.is_empty(), "nothing is created");
 }
 
 #[test]

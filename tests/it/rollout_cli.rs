@@ -64,6 +64,7 @@ fn haimg(args: &[&str], spec: &Path) -> (i32, String, String) {
         .arg(spec)
         .args(args)
         .env("HAIMG_PVE_TOKEN", pve_fake::token())
+        .env("HAIMG_SECRETS_DIR", spec.with_file_name(".secrets"))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()

@@ -788,3 +788,73 @@ fn regex_lite_seconds(s: &str) -> String {
         None => s.to_string(),
     }
 }
+
+/// With the store's monitor user (what `haimg deploy` and the golden testbed
+/// pass), every connection authenticates with SCRAM-SHA-256 first, then asks
+/// `replSetGetStatus` and `replSetStepDown` as that user instead of falling
+/// back to `hello`. The SASL replies are RFC 7677's conversation shapes,
+/// the server signature constructed for `haimg-monitor`.
+#[test]
+fn the_gate_authenticates_as_the_monitor_user() {
+    use haimg::rollout::gate::{Credentials, WireMongo};
+    use haimg_mongo::scram;
+    const NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
+    const SALT: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
+    const SERVER_NONCE: &str = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    let user = haimg_model::image::mongo_users::MONITOR;
+    let password = "MONITOR-PASSWORD-PLACEHOLDER";
+    let first = format!("r={SERVER_NONCE},s={SALT},i=4096");
+    let salted = scram::hi(password.as_bytes(), &scram::b64_decode(SALT).unwrap(), 4096);
+    let auth = format!("n={user},r={NONCE},{first},c=biws,r={SERVER_NONCE}");
+    let fin = format!(
+        "v={}",
+        scram::b64_encode(&scram::hmac(
+            &scram::hmac(&salted, b"Server Key"),
+            auth.as_bytes()
+        ))
+    );
+    let all = [(Primary, NOW), (Secondary, NOW), (Secondary, NOW)];
+    let script = |me: usize| {
+        Script::new()
+            .reply("saslStart", recorded::sasl_step(1, false, &first))
+            .reply("saslContinue", recorded::sasl_step(1, true, &fin))
+            .reply(STATUS, status(all, me))
+            .reply(STEP_DOWN, recorded::step_down_ok())
+    };
+    let tier = Tier::new([script(0), script(1), script(2)]);
+    let mut g = tier.gate(None);
+    g.mongo = Box::new(WireMongo {
+        origin: Origin::here(),
+        credentials: Some(Credentials {
+            user: user.into(),
+            password: password.into(),
+            nonce: Some(NONCE.into()),
+        }),
+    });
+    let c = cluster();
+    assert_eq!(g.mongo_primary(&c).unwrap().as_deref(), Some("mongo1"));
+    let passed = g
+        .wait_healthy(&c, &expect("mongo2"), Duration::from_secs(5))
+        .unwrap();
+    assert!(!format!("{passed:?}").contains("hello"), "{passed:?}");
+    let [m1, m2, _] = tier.commands();
+    assert_eq!(m1, ["saslStart", "saslContinue", STATUS]);
+    assert!(m2.iter().all(|c| c != "hello"), "{m2:?}");
+    assert_eq!(&m2[..3], ["saslStart", "saslContinue", STATUS]);
+    let start = tier.0[0].request("saslStart").unwrap();
+    assert_eq!(start.get_str("mechanism").unwrap(), "SCRAM-SHA-256");
+    // A wrong password (the server's signature does not verify) fails the probe, naming no secret.
+    let mut bad = tier.gate(None);
+    bad.mongo = Box::new(WireMongo {
+        origin: Origin::here(),
+        credentials: Some(Credentials {
+            user: user.into(),
+            password: "another".into(),
+            nonce: Some(NONCE.into()),
+        }),
+    });
+    let e = bad.mongo_primary(&c).unwrap_err().to_string();
+    let e = tier.redact(&e);
+    assert!(!e.contains("another"), "{e}");
+    insta::assert_snapshot!(e, @"mongo: mongo1: [mongo1]: SCRAM conversation with haimg-monitor: the server's signature is wrong: it does not know this user's keys; mongo2: [mongo2]: SCRAM conversation with haimg-monitor: the server's signature is wrong: it does not know this user's keys; mongo3: [mongo3]: SCRAM conversation with haimg-monitor: the server's signature is wrong: it does not know this user's keys");
+}

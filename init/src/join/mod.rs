@@ -5,6 +5,7 @@
 //! the thread reports into the status file.
 
 pub mod mongo;
+pub mod users;
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
@@ -37,14 +38,26 @@ pub fn peers(cluster: &Cluster, id: &Identity) -> (Vec<Peer>, usize) {
 }
 
 /// Start the rs0 join in its own thread; the returned value is what the status file shows.
-pub fn spawn(cluster: &Cluster, id: &Identity) -> Arc<Mutex<serde_json::Value>> {
+/// With `users`, the thread then creates the MongoDB users whenever this
+/// member is primary ([`users::ensure`]).
+pub fn spawn(
+    cluster: &Cluster,
+    id: &Identity,
+    users: Option<users::Passwords>,
+) -> Arc<Mutex<serde_json::Value>> {
     let state = Arc::new(Mutex::new(serde_json::json!({"state": "starting"})));
     let (peers, me) = peers(cluster, id);
     let rs = cluster.mongo.replica_set.clone();
+    let database = cluster.webapp.database.clone();
     let shared = Arc::clone(&state);
     let spawned = std::thread::Builder::new()
         .name("rs0-join".into())
-        .spawn(move || run(&rs, &peers, me, &shared));
+        .spawn(move || {
+            run(&rs, &peers, me, &shared);
+            if let (Some(pw), Some(local)) = (users, peers.get(me)) {
+                run_users(&rs, local.addr, &pw, &database);
+            }
+        });
     if let Err(e) = spawned {
         crate::error!("rs0: failed to start the join thread: {e}");
     }
@@ -82,5 +95,44 @@ fn run(rs: &str, peers: &[Peer], me: usize, state: &Mutex<serde_json::Value>) {
         }
         std::thread::sleep(wait);
         wait = (wait * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Once this member is primary, create or update the users; until then ask
+/// every 5 s (a member that never becomes primary leaves it to the one that is).
+fn run_users(rs: &str, local: SocketAddr, pw: &users::Passwords, database: &str) {
+    let t = Duration::from_secs(5);
+    let mut last = String::new();
+    loop {
+        let primary = matches!(
+            mongo::hello(local, t),
+            mongo::Hello::InSet { primary: true, .. }
+        );
+        if primary {
+            let r = haimg_mongo::wire::Conn::connect(local, t)
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| {
+                    users::ensure(&mut c, pw, database, &mut || {
+                        haimg_mongo::scram::os_nonce().map_err(|e| format!("/dev/urandom: {e}"))
+                    })
+                });
+            match r {
+                Ok(done) => {
+                    crate::info!(
+                        "{rs}: users ready (admin created: {}, created: {}, updated: {})",
+                        done.admin_created,
+                        done.created.join(" "),
+                        done.updated.join(" ")
+                    );
+                    return;
+                }
+                Err(e) if e != last => {
+                    crate::warn!("{rs}: users: {e}; retrying");
+                    last = e;
+                }
+                Err(_) => {}
+            }
+        }
+        std::thread::sleep(t);
     }
 }

@@ -67,6 +67,8 @@ impl Root {
             .arg(self.dir.path())
             .env_clear()
             .env("HAIMG_TEST_UTS", uts)
+            // What `haimg deploy` delivers to an lb (placeholder value).
+            .env("HAIMG_VRRP_PASS", "VRRPPASS")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -250,6 +252,7 @@ fn hostile_environment_and_image_json_do_not_abort() {
         .arg(r.dir.path())
         .env_clear()
         .env("HAIMG_TEST_UTS", "nginx1")
+        .env("HAIMG_VRRP_PASS", "VRRPPASS")
         .env(
             std::ffi::OsStr::from_bytes(b"HAIMG_NOTE"),
             std::ffi::OsStr::from_bytes(b"caf\xe9"),
@@ -544,5 +547,67 @@ fn a_good_boot_renders_and_spawns() {
     assert!(c.contains("haimg-init[info]: rendered 2 config(s)"), "{c}");
     assert!(c.contains("haimg-init[info]: nginx started pid"), "{c}");
     assert!(b.errors().is_empty(), "{c}");
+    assert_eq!(b.halt(), 0);
+}
+
+/// A mongo member started with the store's secrets (placeholders here):
+/// the keyfile lands 0400 on the tmpfs path mongod.conf names, the config
+/// turns authorization on, and mongod's environment holds no secret.
+#[test]
+fn secrets_reach_their_files_and_no_service_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let r = Root::new("mongo", "mongo2", "192.168.30.104");
+    // The stand-in mongod writes its environment where the test can read it.
+    r.executable(
+        "usr/bin/mongod",
+        &format!(
+            "#!/bin/sh\nenv > {}\nexec sleep 1000\n",
+            r.path("mongod.env").display()
+        ),
+    );
+    let log = fs::File::create(r.path("console.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_haimg-init"))
+        .args(["boot", "--root"])
+        .arg(r.dir.path())
+        .env_clear()
+        .env("HAIMG_TEST_UTS", "mongo2")
+        .env("HAIMG_MONGO_KEY", "KEYFILEPLACEHOLDER0123456789")
+        .env("HAIMG_MONGO_ADMIN_PASSWORD", "ADMIN-PASSWORD-PLACEHOLDER")
+        .env("HAIMG_MONGO_APP_PASSWORD", "APP-PASSWORD-PLACEHOLDER")
+        .env(
+            "HAIMG_MONGO_MONITOR_PASSWORD",
+            "MONITOR-PASSWORD-PLACEHOLDER",
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut b = Boot {
+        child: Some(child),
+        root: r.dir.path().to_path_buf(),
+    };
+    b.wait_for("mongod to write its environment", |_| {
+        fs::read_to_string(r.path("mongod.env")).is_ok_and(|e| e.contains("PATH="))
+    });
+    let key = r.path("run/haimg/mongod/keyfile");
+    assert_eq!(
+        fs::read_to_string(&key).unwrap(),
+        "KEYFILEPLACEHOLDER0123456789"
+    );
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o400
+    );
+    let conf = fs::read_to_string(r.path("run/haimg/mongod/mongod.conf")).unwrap();
+    assert!(
+        conf.contains("  keyFile: /run/haimg/mongod/keyfile\n  authorization: enabled\n"),
+        "{conf}"
+    );
+    let env = fs::read_to_string(r.path("mongod.env")).unwrap();
+    assert!(!env.contains("HAIMG_"), "{env}");
+    assert!(!env.contains("PLACEHOLDER"), "{env}");
+    let c = b.console();
+    assert!(!c.contains("PLACEHOLDER"), "{c}");
     assert_eq!(b.halt(), 0);
 }

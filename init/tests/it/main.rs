@@ -4,6 +4,7 @@ mod boot;
 mod fuzz_identity;
 mod identity;
 mod mongo_join;
+mod mongo_users;
 mod net;
 mod render;
 mod supervise;

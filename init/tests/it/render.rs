@@ -13,11 +13,11 @@ fn spec(patch: impl FnOnce(&mut String)) -> Cluster {
         .cluster
 }
 
+/// Every secret present, as a placeholder: the configs as a deployed member
+/// renders them (mongod with keyFile and authorization, keepalived with the
+/// store's password, the app's URI with its user), never a real value.
 fn extras() -> Extras {
-    Extras {
-        image_hash: "0123456789ab".into(),
-        ..Extras::default()
-    }
+    Extras::placeholders("0123456789ab")
 }
 
 #[test]
@@ -211,17 +211,17 @@ fn ecosystem_credentials_and_spec_env() {
     insta::assert_snapshot!("ecosystem.config.js@webapp3-credentials-env", out);
 }
 
+/// No VRRP password, no keepalived.conf: the hash of the cluster name that
+/// stood in for it could be computed by anyone on the segment.
 #[test]
-fn vrrp_pass_is_derived_from_the_cluster_name() {
-    assert_eq!(render::derive_vrrp_pass("haimg").len(), 8);
-    assert_eq!(
-        render::derive_vrrp_pass("haimg"),
-        render::derive_vrrp_pass("haimg")
-    );
-    assert_ne!(
-        render::derive_vrrp_pass("haimg"),
-        render::derive_vrrp_pass("haimg2")
-    );
+fn keepalived_needs_the_stores_password() {
+    let c = spec(|_| {});
+    let e = Extras {
+        vrrp_pass: None,
+        ..extras()
+    };
+    let err = render::render_default(&TEMPLATES[1], &c, &c.lb.members[0], &e).unwrap_err();
+    insta::assert_snapshot!(err.to_string(), @"HAIMG_VRRP_PASS is not set: an lb member needs the cluster's VRRP password, which `haimg deploy` delivers from the deploy host's secrets store");
 }
 
 #[test]

@@ -47,6 +47,21 @@
 //!   (`isWritablePrimary: false, secondary: false` with `setName`): the SDAM
 //!   spec test `source/server-discovery-and-monitoring/tests/rs/discover_rsother.yml`.
 //!   `hello` needs no authentication (see `crate::hello`).
+//! - SCRAM-SHA-256 ([`sasl_step`], [`auth_failed`]): `saslStart` and
+//!   `saslContinue` reply `{conversationId: int32, done: bool, payload:
+//!   BinData(0), ok: 1.0}` (mongod's `src/mongo/db/auth/sasl_commands.cpp`,
+//!   `buildResponse`; the drivers' auth specification, "SCRAM-SHA-256"
+//!   conversation example, which shows `done: true` on the second reply with
+//!   `skipEmptyExchange`); a wrong password answers 18 AuthenticationFailed
+//!   "Authentication failed." (error_codes.yml; the server never says why).
+//!   The payloads are RFC 7677 §3's example conversation.
+//! - `createUser` on a fresh member through the localhost exception: `{ok:
+//!   1.0}`; once any user exists, a second unauthenticated `createUser` is
+//!   [`unauthorized`] (the manual, "Localhost Exception"); a user that exists
+//!   answers 51003 Location51003 "User \"name@admin\" already exists", a
+//!   role that exists 51002 "Role \"name@admin\" already exists" (mongod's
+//!   `user_management_commands.cpp`, `uassert(51003, …)` / `uassert(51002, …)`;
+//!   the codes are from the source, not from a captured reply).
 
 use bson::{doc, oid::ObjectId, Bson, DateTime, Document, Timestamp};
 
@@ -150,6 +165,33 @@ pub fn command_not_found(command: &str) -> Document {
         59,
         "CommandNotFound",
         &format!("no such command: '{command}'"),
+    )
+}
+
+/// One `saslStart`/`saslContinue` reply carrying `payload`.
+pub fn sasl_step(conversation: i32, done: bool, payload: &str) -> Document {
+    let mut d = doc! {
+        "conversationId": conversation,
+        "done": done,
+        "payload": Bson::Binary(bson::Binary {
+            subtype: bson::spec::BinarySubtype::Generic,
+            bytes: payload.as_bytes().to_vec(),
+        }),
+        "ok": 1.0,
+    };
+    gossip(&mut d);
+    d
+}
+
+pub fn auth_failed() -> Document {
+    error(18, "AuthenticationFailed", "Authentication failed.")
+}
+
+pub fn user_exists(user: &str) -> Document {
+    error(
+        51003,
+        "Location51003",
+        &format!("User \"{user}@admin\" already exists"),
     )
 }
 

@@ -3,3 +3,4 @@
 mod fuzz_wire;
 mod hello;
 mod member;
+mod scram;

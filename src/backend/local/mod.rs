@@ -647,6 +647,10 @@ impl LocalBackend {
                 message: e.to_string(),
             })?;
         std::fs::write(&cfg, text).map_err(io_err("write", &cfg))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        // 0600: `lxc.environment` carries the member's secrets; only root (lxc-start) reads it.
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err("chmod", &cfg))?;
         pvefiles::apply(&ct.join("rootfs"), &self.pve_input(rec))?;
         Ok(())
     }

@@ -296,7 +296,12 @@ impl StateDir {
             message: e.to_string(),
         })?;
         text.push('\n');
+        use std::os::unix::fs::PermissionsExt as _;
+        // 0600: the records hold each member's PID-1 environment, secrets
+        // included, and the state root is traversable by the containers' root group.
         let mut f = File::create(&tmp).map_err(io("write", &tmp))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("chmod", &tmp))?;
         f.write_all(text.as_bytes()).map_err(io("write", &tmp))?;
         f.sync_all().map_err(io("sync", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
