@@ -140,7 +140,8 @@ fn fuzz_spec_loader() {
         let extras = haimg_model::render::Extras {
             image_hash: "0123456789ab".into(),
             db_credentials: Some(("app".into(), "p@ss:w/rd\"'\\".into())),
-            ..Default::default()
+            // An lb renders only with the store's VRRP password (placeholder).
+            ..haimg_model::render::Extras::placeholders("0123456789ab")
         };
         for m in checked.cluster.members() {
             for t in haimg_model::render::templates_for(m.role) {
