@@ -361,6 +361,15 @@ pub trait Backend {
     fn move_data_volume(&self, node: &str, from_vmid: u32, to_vmid: u32) -> Result<()>;
     fn set_tags(&self, node: &str, vmid: u32, tags: &[String]) -> Result<()>;
 
+    /// Write the tags and whether the container starts when its host boots,
+    /// in one change: a rollout's promotion (`onboot` on) and demotion (off),
+    /// so a standby never starts by itself next to its live member (same IP,
+    /// same MAC). Targets where nothing starts at boot (local) write the tags.
+    fn set_tags_onboot(&self, node: &str, vmid: u32, tags: &[String], onboot: bool) -> Result<()> {
+        let _ = onboot;
+        self.set_tags(node, vmid, tags)
+    }
+
     /// Whether the container holds the data volume (`mp0`). Rollouts read it to
     /// know where a mongo member's data is after an interrupted hand-over.
     fn has_data_volume(&self, node: &str, vmid: u32) -> Result<bool> {

@@ -3,7 +3,7 @@
 //!
 //! The target is chosen where the program starts ([`Target::open`]): a
 //! `proxmox.endpoint` in the spec means Proxmox; none means the local LXC
-//! backend, where roles whose template was not built may be left out
+//! backend. On both, roles whose template was not built may be left out
 //! (`--allow-missing`). Both go the same way: when a rollout is needed its
 //! plan is printed (stderr) before anything changes, and it goes ahead only
 //! with `--yes` or a `y` on a terminal. stdout carries data (`--json`, or the
@@ -199,27 +199,18 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
 pub const NO_ENV_REFUSAL: &str = "refusing to create members: this Proxmox VE is older than 9.1 and has no container `env`, the only channel haimg has to deliver the cluster's secrets (MongoDB keyfile and users, VRRP password, the app's keys) at start without baking them into a template; upgrade to Proxmox VE 9.1 or later (see README, \"Secrets\")";
 
 /// The templates to deploy, the cluster they make and the roles left out.
-/// Proxmox takes every role's template. Locally a role whose template was
-/// not built is left out when `--allow-missing` names it (mongo cannot be
-/// built here); its members are neither deployed nor rolled out.
+/// On either target a role whose template was not built is left out when
+/// `--allow-missing` names it (mongo cannot be built here); its members are
+/// neither deployed nor rolled out, and on Proxmox no call is made for them.
 fn deployable(
-    target: &Target,
+    _target: &Target,
     cluster: &Cluster,
     args: &DeployArgs,
 ) -> Result<(BTreeMap<Role, LocalTemplate>, Cluster, Vec<Role>)> {
-    match target {
-        Target::Proxmox(_) => {
-            let t = templates::find(&args.templates, cluster)
-                .context("failed to find the built templates")?;
-            Ok((t, cluster.clone(), Vec::new()))
-        }
-        Target::Local(_) => {
-            let (roles, missing) = available_roles(&args.templates, cluster, &args.allow_missing)?;
-            let t = templates::find_roles(&args.templates, cluster, &roles)
-                .context("failed to find the built templates")?;
-            Ok((t, cluster.without_roles(&missing), missing))
-        }
-    }
+    let (roles, missing) = available_roles(&args.templates, cluster, &args.allow_missing)?;
+    let t = templates::find_roles(&args.templates, cluster, &roles)
+        .context("failed to find the built templates")?;
+    Ok((t, cluster.without_roles(&missing), missing))
 }
 
 /// The roles to deploy: those with a built template, unless a missing one was not allowed.
@@ -290,16 +281,26 @@ fn print_summary(r: &Report, target: &Target, calls: Option<CallCounts>) {
             c.retries
         )
     });
-    eprintln!(
-        "{} created, {} started, {} unchanged, {} blocked, {} failed, {} to roll out in {:.1}s{api}",
-        r.count(|a| *a == Action::Created),
-        r.count(|a| *a == Action::Started),
-        r.count(|a| *a == Action::Unchanged),
-        r.count(|a| matches!(a, Action::Blocked(_))),
-        r.count(|a| matches!(a, Action::Failed(_))),
-        r.rollouts(),
-        r.elapsed_ms as f64 / 1000.0,
-    );
+    eprintln!("{} in {:.1}s{api}", totals(r), r.elapsed_ms as f64 / 1000.0);
+}
+
+/// The summary's counts; a dry run says what it would do ("would create 9").
+pub fn totals(r: &Report) -> String {
+    let created = r.count(|a| *a == Action::Created);
+    let started = r.count(|a| *a == Action::Started);
+    let unchanged = r.count(|a| *a == Action::Unchanged);
+    let blocked = r.count(|a| matches!(a, Action::Blocked(_)));
+    let failed = r.count(|a| matches!(a, Action::Failed(_)));
+    let rollouts = r.rollouts();
+    if r.dry_run {
+        format!(
+            "would create {created}, would start {started}, would leave {unchanged} unchanged, {blocked} blocked, {failed} failed, would roll out {rollouts}"
+        )
+    } else {
+        format!(
+            "{created} created, {started} started, {unchanged} unchanged, {blocked} blocked, {failed} failed, {rollouts} to roll out"
+        )
+    }
 }
 
 fn print_firewall(f: &PolicyReport, target: &Target, dry_run: bool) {

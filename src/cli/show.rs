@@ -279,7 +279,11 @@ pub fn summary(r: &Report, cluster: &Cluster) {
             s.from.vmid,
             s.to.vmid,
             s.seconds,
-            outcome_text(&s.outcome)
+            if r.dry_run && s.ok() {
+                "would be swapped".to_string()
+            } else {
+                outcome_text(&s.outcome)
+            }
         );
         if let Some(a) = &s.after_restore {
             eprintln!("             {a}");
@@ -287,10 +291,15 @@ pub fn summary(r: &Report, cluster: &Cluster) {
     }
     let done = r.slots.iter().filter(|s| s.ok()).count();
     eprintln!(
-        "{}{what} of cluster {}: {done}/{} slot(s) done in {:.1}s{}",
+        "{}{what} of cluster {}: {done}/{} slot(s) {} in {:.1}s{}",
         if r.dry_run { "dry-run: " } else { "" },
         cluster.name,
         r.slots.len(),
+        if r.dry_run {
+            "would be swapped"
+        } else {
+            "done"
+        },
         r.seconds,
         r.stopped
             .as_deref()

@@ -632,7 +632,10 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                 if let Some(g) = gen {
                     tags.gen = Some(g.clone());
                 }
-                be(self.backend.set_tags(node, *vmid, &tags.render())).map(|()| Some(detail))
+                be(self
+                    .backend
+                    .set_tags_onboot(node, *vmid, &tags.render(), true))
+                .map(|()| Some(detail))
             }
             Step::Demote { vmid } => {
                 let ct = view
@@ -640,7 +643,12 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                     .ok_or_else(|| Fail::Backend(format!("CT {vmid} vanished")))?;
                 let mut tags = ct.tags.clone();
                 tags.state = Some(State::Standby);
-                be(self.backend.set_tags(node, *vmid, &tags.render())).map(|()| None)
+                // A standby never starts by itself (a node reboot would bring
+                // it up next to the live member, same IP and MAC).
+                be(self
+                    .backend
+                    .set_tags_onboot(node, *vmid, &tags.render(), false))
+                .map(|()| None)
             }
         }
     }
@@ -782,6 +790,8 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
         spec.tags = tags;
         spec.data_volume_gb = None;
         spec.data_mount = None;
+        // Created standby: it starts at boot only once promoted.
+        spec.onboot = false;
         Ok(spec)
     }
 }

@@ -269,3 +269,132 @@ fn status_rollback_and_gc_read_the_tags() {
         "{stdout}"
     );
 }
+
+/// The README's main flow on Proxmox: no mongo template here, so
+/// `haimg deploy --allow-missing mongo` deploys the six lb and webapp members
+/// (created, started, firewalled) and makes no call about mongo. The dry run
+/// first says what it would do, in the conditional.
+#[test]
+fn deploy_allow_missing_mongo_creates_and_starts_the_six_lb_and_webapp_members() {
+    let fake = pve_fake::FakePve::start(pve_fake::Config::default());
+    let dir = tempfile::tempdir().unwrap();
+    let text = support::spec_text(&fake.endpoint(), "templates", &support::ca_tls());
+    let spec_path = dir.path().join("haimg.yaml");
+    std::fs::write(&spec_path, &text).unwrap();
+    let cluster = haimg::model::spec::parse_yaml(&text).unwrap().cluster;
+    let out = support::write_templates(dir.path(), &cluster, "1.0.0");
+    let mongo = out.join(cluster.template_name(haimg::model::Role::Mongo).file_name());
+    std::fs::remove_file(&mongo).unwrap();
+    std::fs::remove_file(format!("{}.sha256", mongo.display())).unwrap();
+    let clean = |s: &str| {
+        regex::Regex::new(r"\d+\.\d+s")
+            .unwrap()
+            .replace_all(
+                &s.replace(dir.path().to_str().unwrap(), "[DIR]")
+                    .replace(&fake.endpoint(), "[ENDPOINT]"),
+                "[T]s",
+            )
+            .into_owned()
+    };
+    let tdir = out.to_str().unwrap();
+
+    // Without the flag: the error a user sees, before any API call.
+    let (code, _, err) = haimg(&["deploy", "--yes", "--templates", tdir], &spec_path);
+    assert_eq!(code, 1, "{err}");
+    insta::assert_snapshot!("cli_allow_missing_refused", clean(&err));
+    assert!(fake.requests().is_empty());
+
+    let (code, stdout, err) = haimg(
+        &[
+            "deploy",
+            "--dry-run",
+            "--allow-missing",
+            "mongo",
+            "--templates",
+            tdir,
+        ],
+        &spec_path,
+    );
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("cli_allow_missing_dry_run_stderr", clean(&err));
+    assert_eq!(
+        stdout.matches("\nPOST /nodes/pve1/lxc\n").count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("/status/start\n").count(), 6, "{stdout}");
+    assert!(fake.requests().iter().all(|r| r.method == "GET"));
+    assert_eq!(fake.containers_len(), 0);
+
+    let (code, _, err) = haimg(
+        &[
+            "deploy",
+            "--yes",
+            "--no-progress",
+            "--allow-missing",
+            "mongo",
+            "--templates",
+            tdir,
+        ],
+        &spec_path,
+    );
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("cli_allow_missing_deploy_stderr", clean(&err));
+    let st = fake.state();
+    let running: Vec<(u32, String)> = st
+        .containers
+        .values()
+        .map(|c| {
+            (
+                c.vmid,
+                format!(
+                    "{} {}",
+                    c.name(),
+                    if c.running { "running" } else { "stopped" }
+                ),
+            )
+        })
+        .collect();
+    drop(st);
+    assert_eq!(
+        running,
+        [
+            (100, "nginx1 running".to_string()),
+            (101, "nginx2 running".to_string()),
+            (102, "nginx3 running".to_string()),
+            (106, "webapp1 running".to_string()),
+            (107, "webapp2 running".to_string()),
+            (108, "webapp3 running".to_string()),
+        ]
+    );
+    // No call for a mongo member (the policy still names the mongo tier's
+    // group and set, so a later deploy with mongo finds them in place).
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|r| !["/103", "/104", "/105"].iter().any(|v| r.path.contains(v))),
+        "no call about a mongo member"
+    );
+    assert!(fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/lxc"))
+        .all(|r| !format!("{:?}", r.body).contains("mongo")));
+
+    // A second run changes nothing.
+    fake.clear_requests();
+    let (code, _, err) = haimg(
+        &[
+            "deploy",
+            "--yes",
+            "--no-progress",
+            "--allow-missing",
+            "mongo",
+            "--templates",
+            tdir,
+        ],
+        &spec_path,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(fake.requests().iter().all(|r| r.method == "GET"), "{err}");
+}

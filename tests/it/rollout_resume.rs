@@ -76,6 +76,7 @@ fn kill_at(base: &Bed, n: usize, want: &Reference) {
         "kill at {n}: data back on the old members"
     );
     assert!(back.down_per_tier(&v1).is_empty());
+    back.reboot_all_only_live_run(&format!("rollback after a kill at step {n}"));
 
     // Resume with the same spec: the rollout finishes as if never killed.
     let mut rec = Recorder::new(&killed, &v2, tl.clone());
@@ -92,6 +93,7 @@ fn kill_at(base: &Bed, n: usize, want: &Reference) {
         "kill at {n}: data moved once"
     );
     assert!(killed.down_per_tier(&v2).is_empty());
+    killed.reboot_all_only_live_run(&format!("resume after a kill at step {n}"));
     eprintln!(
         "kill after step {n:>2}: resume took {} step(s), rollback {} step(s)",
         rec.steps, rec_b.steps

@@ -20,6 +20,7 @@ fn rolled_out() -> (Bed, Arc<Mutex<Vec<String>>>) {
         let mut rec = Recorder::new(&bed, &v2, tl.clone());
         let r = rollout_support::roll(&bed.backend(&v2), &v2, &tpl, &gate, &mut rec).unwrap();
         assert!(r.ok());
+        bed.reboot_all_only_live_run("after a rollout");
         bed.fake.clear_requests();
     }
     (bed, tl)
@@ -71,6 +72,8 @@ fn rollback_swaps_back_to_the_kept_members_in_the_same_order() {
         .map(|v| bed.fake.state().serial_of(v, "mp0"))
         .collect();
     assert_eq!(back, serials, "the data came back");
+    let running = bed.reboot_all_only_live_run("after a rollback");
+    assert_eq!(running, [100, 101, 102, 103, 104, 105, 106, 107, 108]);
     insta::assert_snapshot!(
         "rollback_mutating_calls",
         rollout_support::mutating(&bed.fake).join("\n")

@@ -860,6 +860,41 @@ impl Backend for ProxmoxBackend {
         })
     }
 
+    fn set_tags_onboot(&self, node: &str, vmid: u32, tags: &[String], onboot: bool) -> Result<()> {
+        let path = format!("/nodes/{}/lxc/{vmid}/config", seg(node));
+        let p = params::tags_onboot(tags, onboot).map_err(|e| anyhow::anyhow!("CT {vmid}: {e}"))?;
+        if self.plan(Method::Put, &path, &p) {
+            return Ok(());
+        }
+        let ctx = Ctx {
+            node,
+            vmid: Some(vmid),
+        };
+        let op = Op::sync(Method::Put, &path, ctx);
+        let want: std::collections::BTreeSet<String> =
+            tags.iter().map(|t| t.to_ascii_lowercase()).collect();
+        self.converge(&op, &|| self.client.call(Method::Put, &path, &p), &|| {
+            // A lost answer is settled by reading the config: both written or neither.
+            let conf: serde_json::Map<String, Value> = self.get_as(&path, &Params::new(), ctx)?;
+            let have: std::collections::BTreeSet<String> = conf
+                .get("tags")
+                .and_then(Value::as_str)
+                .map(wire::split_tags)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect();
+            let boots = conf.get("onboot").is_some_and(|v| {
+                v.as_u64() == Some(1) || v.as_str() == Some("1") || v.as_bool() == Some(true)
+            });
+            Ok(if have == want && boots == onboot {
+                Observed::Done
+            } else {
+                Observed::NotDone
+            })
+        })
+    }
+
     fn create_leftover(&self, node: &str, vmid: u32) -> Result<Option<CreateLeftover>> {
         match self.ct_status(node, vmid)? {
             Some(st) if st.lock.as_deref() == Some("create") => {}

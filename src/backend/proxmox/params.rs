@@ -104,6 +104,13 @@ pub fn tags(tags: &[String]) -> Result<Params, Unquotable> {
     Ok(Params::new().add("tags", tag_list(tags)?))
 }
 
+/// `PUT …/config` of a promotion or demotion: the tags and `onboot`.
+pub fn tags_onboot(tags: &[String], onboot: bool) -> Result<Params, Unquotable> {
+    Ok(Params::new()
+        .add("tags", tag_list(tags)?)
+        .flag("onboot", onboot))
+}
+
 /// Tags joined the way Proxmox splits them (`;`), each checked not to split.
 fn tag_list(tags: &[String]) -> Result<String, Unquotable> {
     let checked: Result<Vec<&str>, _> = tags.iter().map(|t| quote::pve(t)).collect();

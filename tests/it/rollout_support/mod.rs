@@ -147,6 +147,54 @@ impl Bed {
         out
     }
 
+    /// Reboot every node of the fake; then exactly the live members must
+    /// run, one per slot, and no standby (or any other guest) came up.
+    /// The running VMIDs after the reboot.
+    pub fn reboot_all_only_live_run(&self, what: &str) -> Vec<u32> {
+        let before = self.live();
+        let nodes = self.fake.state().nodes.clone();
+        for n in &nodes {
+            self.fake.state().reboot_node(n);
+        }
+        let after = self.live();
+        assert_eq!(
+            after,
+            before,
+            "{what}: after a reboot of every node the same live members serve\n{}",
+            self.table()
+        );
+        let st = self.fake.state();
+        let running: Vec<u32> = st
+            .containers
+            .values()
+            .filter(|c| c.running)
+            .map(|c| c.vmid)
+            .collect();
+        let live: Vec<u32> = after.values().map(|(v, _)| *v).collect();
+        let mut sorted = live.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            running,
+            sorted,
+            "{what}: only the live members run after a reboot\n{}",
+            self.table()
+        );
+        for c in st.containers.values() {
+            let Some(t) = MemberTags::parse(&c.tags().split(';').collect::<Vec<_>>()) else {
+                continue;
+            };
+            let boots = c.config.get("onboot").map(String::as_str) == Some("1");
+            assert_eq!(
+                boots,
+                t.state != Some(Tag::Standby),
+                "{what}: CT {} onboot={boots} with state {:?}",
+                c.vmid,
+                t.state
+            );
+        }
+        running
+    }
+
     /// Slots per tier with no running container (must never exceed one).
     pub fn down_per_tier(&self, c: &Cluster) -> BTreeMap<Role, Vec<String>> {
         let st = self.fake.state();

@@ -275,6 +275,21 @@ impl State {
         }
     }
 
+    /// A node reboots: every guest on it stops, then the node starts exactly
+    /// the guests whose config says `onboot: 1` (`pve-guests` start-all, which
+    /// skips templates and locked guests). The VMIDs started, in order.
+    pub fn reboot_node(&mut self, node: &str) -> Vec<u32> {
+        let mut started = Vec::new();
+        for c in self.containers.values_mut().filter(|c| c.node == node) {
+            c.running = false;
+            if c.config.get("onboot").map(String::as_str) == Some("1") && c.lock.is_none() {
+                c.running = true;
+                started.push(c.vmid);
+            }
+        }
+        started
+    }
+
     /// What the operator's `pct unlock <vmid>` does (`PVE::LXC::Config->remove_lock`).
     pub fn pct_unlock(&mut self, vmid: u32) -> Result<(), String> {
         let c = self.containers.get_mut(&vmid).ok_or(format!(
