@@ -119,6 +119,45 @@ impl BackendError {
 
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
+/// One setting of an existing container that differs from its spec
+/// (changed by hand, e.g. in the Proxmox web UI), for the plan and the
+/// converge: `haimg deploy --dry-run` shows it, `haimg deploy` changes it in
+/// place when `in_place`, else says that it needs a swap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// The setting, as the target names it (`cores`, `memory`, `net0`, `tags`, `onboot`).
+    pub key: String,
+    /// What the container has (empty when unset).
+    pub have: String,
+    /// What the spec wants.
+    pub want: String,
+    /// Changeable on the existing container (Proxmox: `PUT …/config`).
+    pub in_place: bool,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &str| {
+            if v.is_empty() {
+                "(unset)".to_string()
+            } else {
+                format!("{v:?}")
+            }
+        };
+        write!(
+            f,
+            "{}: {} -> {}",
+            self.key,
+            show(&self.have),
+            show(&self.want)
+        )?;
+        if !self.in_place {
+            write!(f, " (needs a swap: not changeable in place)")?;
+        }
+        Ok(())
+    }
+}
+
 /// The network policy to enforce, and on which containers.
 #[derive(Debug, Clone)]
 pub struct Policy<'a> {
@@ -407,6 +446,24 @@ pub trait Backend {
     /// something haimg did not create is noticed. Defaults to [`Backend::list`].
     fn inventory(&self) -> Result<Vec<ContainerStatus>> {
         self.list()
+    }
+
+    /// What differs between the existing container `spec.vmid` and `spec`,
+    /// setting by setting (not the template: a member of another template is
+    /// a rollout's). Targets that cannot tell answer nothing.
+    fn drift(&self, spec: &ContainerSpec) -> Result<Vec<Drift>> {
+        let _ = spec;
+        Ok(Vec::new())
+    }
+
+    /// Change the in-place settings of `drift` on the existing container to
+    /// what `spec` says, in one change.
+    fn reconfigure(&self, spec: &ContainerSpec, drift: &[Drift]) -> Result<()> {
+        let _ = (spec, drift);
+        Err(BackendError::Other(anyhow::anyhow!(
+            "the {} backend cannot change a container's settings in place",
+            self.kind()
+        )))
     }
 
     /// The remains of a failed create holding `vmid` on `node` (a config still

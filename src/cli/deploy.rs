@@ -261,6 +261,24 @@ fn print_summary(r: &Report, target: &Target, calls: Option<CallCounts>) {
             Action::Created => format!("{would}created and started"),
             Action::Started => format!("{would}started"),
             Action::Unchanged => "unchanged".to_string(),
+            Action::Reconfigured(d) => {
+                let n = d.iter().filter(|d| d.in_place).count();
+                let swap = d.len() - n;
+                let mut t = if r.dry_run {
+                    format!("drifted from the spec: would change {n} setting(s) in place")
+                } else {
+                    format!("drifted from the spec: {n} setting(s) changed in place")
+                };
+                if swap > 0 {
+                    t.push_str(&format!(
+                        ", {swap} need(s) a swap (a rollout to a new version)"
+                    ));
+                }
+                for x in d {
+                    t.push_str(&format!("\n      ~ {x}"));
+                }
+                t
+            }
             Action::Rollout(why) => format!("rollout: {why}"),
             Action::Blocked(why) => format!("BLOCKED: {why}"),
             Action::Failed(why) => format!("FAILED: {why}"),
@@ -289,16 +307,17 @@ pub fn totals(r: &Report) -> String {
     let created = r.count(|a| *a == Action::Created);
     let started = r.count(|a| *a == Action::Started);
     let unchanged = r.count(|a| *a == Action::Unchanged);
+    let reconfigured = r.count(|a| matches!(a, Action::Reconfigured(_)));
     let blocked = r.count(|a| matches!(a, Action::Blocked(_)));
     let failed = r.count(|a| matches!(a, Action::Failed(_)));
     let rollouts = r.rollouts();
     if r.dry_run {
         format!(
-            "would create {created}, would start {started}, would leave {unchanged} unchanged, {blocked} blocked, {failed} failed, would roll out {rollouts}"
+            "would create {created}, would start {started}, would reconfigure {reconfigured}, would leave {unchanged} unchanged, {blocked} blocked, {failed} failed, would roll out {rollouts}"
         )
     } else {
         format!(
-            "{created} created, {started} started, {unchanged} unchanged, {blocked} blocked, {failed} failed, {rollouts} to roll out"
+            "{created} created, {started} started, {reconfigured} reconfigured, {unchanged} unchanged, {blocked} blocked, {failed} failed, {rollouts} to roll out"
         )
     }
 }

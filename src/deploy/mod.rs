@@ -24,7 +24,10 @@ use std::time::Instant;
 use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendError, ContainerStatus, Guest, Policy, PolicyReport};
+use crate::backend::{
+    Backend, BackendError, Capabilities, ContainerSpec, ContainerStatus, Drift, Guest, Policy,
+    PolicyReport, StoredTemplate,
+};
 use crate::fleet::members;
 use crate::fleet::slot::{need, Need, SlotView};
 use crate::fleet::tags::MemberTags;
@@ -40,6 +43,9 @@ pub enum Action {
     /// Existed stopped; started.
     Started,
     Unchanged,
+    /// Settings differed from the spec (changed by hand): those changeable in
+    /// place were changed, the others need a swap (each drift says which).
+    Reconfigured(Vec<Drift>),
     /// Not touched here: a blue/green rollout replaces it (see `crate::rollout`).
     Rollout(String),
     /// Not touched: the target holds something haimg must not change on its own.
@@ -111,6 +117,9 @@ pub struct MemberPlan {
     pub vmid: u32,
     #[serde(flatten)]
     pub change: Change,
+    /// The existing container's spec, for a [`Change::Reconfigure`].
+    #[serde(skip)]
+    pub spec: Option<Box<ContainerSpec>>,
 }
 
 /// One member's change.
@@ -121,6 +130,9 @@ pub enum Change {
     Create,
     /// Start the slot's live member.
     Start,
+    /// Change the live member's drifted settings in place (`PUT …/config`);
+    /// drift that cannot change in place is only reported (needs a swap).
+    Reconfigure(Vec<Drift>),
     /// Nothing here; the action says why (unchanged, a rollout's, blocked).
     Leave(Action),
 }
@@ -128,9 +140,11 @@ pub enum Change {
 impl Plan {
     /// Whether executing it changes something on the target.
     pub fn changes_anything(&self) -> bool {
-        self.members
-            .iter()
-            .any(|m| matches!(m.change, Change::Create | Change::Start))
+        self.members.iter().any(|m| match &m.change {
+            Change::Create | Change::Start => true,
+            Change::Reconfigure(d) => d.iter().any(|d| d.in_place),
+            Change::Leave(_) => false,
+        })
     }
 }
 
@@ -205,17 +219,34 @@ pub fn plan<B: Backend + ?Sized>(
     inventory: &[ContainerStatus],
     dry_run: bool,
 ) -> Plan {
+    let caps = std::sync::OnceLock::new();
     let members = cluster
         .members()
         .map(|m| {
             let want = members::member_tags(cluster, m, &templates[&m.role]);
-            let live = SlotView::from_inventory(cluster, m, inventory)
-                .live()
-                .map_or(m.vmid, |l| l.vmid);
+            let view = SlotView::from_inventory(cluster, m, inventory);
+            let live = view.live().map_or(m.vmid, |l| l.vmid);
+            let mut spec = None;
             let (vmid, change) = match classify(cluster, m, &want, inventory) {
                 Ok(Some(Todo::Create)) => (m.vmid, Change::Create),
                 Ok(Some(Todo::Start(vmid))) => (vmid, Change::Start),
-                Ok(None) => (live, Change::Leave(Action::Unchanged)),
+                Ok(None) => {
+                    let have = view.live().map(|l| l.tags.clone()).unwrap_or_default();
+                    let s = live_spec(backend, cluster, m, &templates[&m.role], &caps, live, &have);
+                    let change = match s
+                        .as_ref()
+                        .map_err(ToString::to_string)
+                        .and_then(|s| backend.drift(s).map_err(|e| e.to_string()))
+                    {
+                        Ok(d) if d.is_empty() => Change::Leave(Action::Unchanged),
+                        Ok(d) => Change::Reconfigure(d),
+                        Err(e) => Change::Leave(Action::Failed(format!(
+                            "failed to compare CT {live} with the spec: {e}"
+                        ))),
+                    };
+                    spec = s.ok().map(Box::new);
+                    (live, change)
+                }
                 Err(a @ Action::Blocked(_)) => {
                     (m.vmid, Change::Leave(leftover_or(backend, m, inventory, a)))
                 }
@@ -226,10 +257,42 @@ pub fn plan<B: Backend + ?Sized>(
                 slot: m.slot.clone(),
                 vmid,
                 change,
+                spec,
             }
         })
         .collect();
     Plan { dry_run, members }
+}
+
+/// The spec an existing live member should match: the member's, at the
+/// VMID it lives on, keeping the rollout's state and generation tags, and
+/// starting at boot (it is live).
+fn live_spec<B: Backend + ?Sized>(
+    backend: &B,
+    cluster: &Cluster,
+    m: &Member,
+    local: &LocalTemplate,
+    caps: &std::sync::OnceLock<Result<Capabilities, String>>,
+    vmid: u32,
+    have: &MemberTags,
+) -> Result<ContainerSpec, String> {
+    let caps = caps
+        .get_or_init(|| backend.capabilities().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| format!("failed to read the target's capabilities: {e}"))?;
+    let stored = StoredTemplate {
+        volid: String::new(),
+        filename: local.stored_name(),
+        size: 0,
+    };
+    let mut spec = members::container_spec(cluster, m, local, &stored, caps);
+    let mut tags = members::member_tags(cluster, m, local);
+    tags.state = have.state;
+    tags.gen = have.gen.clone();
+    spec.vmid = vmid;
+    spec.tags = tags.render();
+    spec.onboot = true;
+    Ok(spec)
 }
 
 /// Carry `plan` out: upload, create and start per node, enforce the policy.
@@ -268,6 +331,13 @@ pub fn execute<B: Backend + Sync + ?Sized>(
         let m = &p.member;
         let action = match &p.change {
             Change::Leave(a) => a.clone(),
+            Change::Reconfigure(d) => match p.spec.as_deref() {
+                None => Action::Failed("no spec to converge to".into()),
+                Some(spec) => match backend.reconfigure(spec, d) {
+                    Ok(()) => Action::Reconfigured(d.clone()),
+                    Err(e) => Action::Failed(e.to_string()),
+                },
+            },
             Change::Start => match backend.start(&m.node, p.vmid) {
                 Ok(()) => Action::Started,
                 Err(e) => Action::Failed(e.to_string()),
@@ -329,7 +399,7 @@ fn enforce_policy<B: Backend + ?Sized>(
         .filter(|r| {
             matches!(
                 r.action,
-                Action::Created | Action::Started | Action::Unchanged
+                Action::Created | Action::Started | Action::Unchanged | Action::Reconfigured(_)
             )
         })
         .filter_map(|r| {

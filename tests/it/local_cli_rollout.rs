@@ -344,7 +344,9 @@ fn deploy_rollout_rollback_and_gc_through_the_cli() {
         "{err}"
     );
     assert!(
-        err.contains("4 created, 0 started, 0 unchanged, 0 blocked, 0 failed, 0 to roll out"),
+        err.contains(
+            "4 created, 0 started, 0 reconfigured, 0 unchanged, 0 blocked, 0 failed, 0 to roll out"
+        ),
         "{err}"
     );
     assert!(!err.contains("API calls"), "no API calls locally: {err}");

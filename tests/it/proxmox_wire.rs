@@ -285,7 +285,8 @@ fn haimg_deploy_end_to_end_through_the_binary() {
     eprintln!("first run: {summary}");
     assert!(!err.contains("older than 9.1"), "{err}");
     assert!(
-        summary.starts_with("9 created, 0 started, 0 unchanged, 0 blocked, 0 failed"),
+        summary
+            .starts_with("9 created, 0 started, 0 reconfigured, 0 unchanged, 0 blocked, 0 failed"),
         "{err}"
     );
 

@@ -895,6 +895,55 @@ impl Backend for ProxmoxBackend {
         })
     }
 
+    fn drift(&self, spec: &ContainerSpec) -> Result<Vec<crate::backend::Drift>> {
+        let path = format!("/nodes/{}/lxc/{}/config", seg(&spec.node), spec.vmid);
+        let ctx = Ctx {
+            node: &spec.node,
+            vmid: Some(spec.vmid),
+        };
+        let conf: serde_json::Map<String, Value> = self.get_as(&path, &Params::new(), ctx)?;
+        let want = params::settings(spec, self.net_firewall)
+            .map_err(|e| anyhow::anyhow!("CT {}: {e}", spec.vmid))?;
+        Ok(want
+            .into_iter()
+            .filter_map(|(key, want, in_place)| {
+                let have = match conf.get(key) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(v) => v.to_string(),
+                };
+                (!wire::same_setting(key, &have, &want)).then(|| crate::backend::Drift {
+                    key: key.to_string(),
+                    have,
+                    want,
+                    in_place,
+                })
+            })
+            .collect())
+    }
+
+    /// One `PUT …/config` with every in-place setting; a lost answer is
+    /// settled by reading the config again.
+    fn reconfigure(&self, spec: &ContainerSpec, drift: &[crate::backend::Drift]) -> Result<()> {
+        let path = format!("/nodes/{}/lxc/{}/config", seg(&spec.node), spec.vmid);
+        let p = params::reconfigure(drift).map_err(|e| anyhow::anyhow!("CT {}: {e}", spec.vmid))?;
+        if p.is_empty() || self.plan(Method::Put, &path, &p) {
+            return Ok(());
+        }
+        let ctx = Ctx {
+            node: &spec.node,
+            vmid: Some(spec.vmid),
+        };
+        let op = Op::sync(Method::Put, &path, ctx);
+        self.converge(&op, &|| self.client.call(Method::Put, &path, &p), &|| {
+            Ok(if self.drift(spec)?.iter().any(|d| d.in_place) {
+                Observed::NotDone
+            } else {
+                Observed::Done
+            })
+        })
+    }
+
     fn create_leftover(&self, node: &str, vmid: u32) -> Result<Option<CreateLeftover>> {
         match self.ct_status(node, vmid)? {
             Some(st) if st.lock.as_deref() == Some("create") => {}

@@ -111,6 +111,35 @@ pub fn tags_onboot(tags: &[String], onboot: bool) -> Result<Params, Unquotable> 
         .flag("onboot", onboot))
 }
 
+/// `PUT …/config` converging drift: each in-place setting to its wanted value.
+pub fn reconfigure(drift: &[crate::backend::Drift]) -> Result<Params, Unquotable> {
+    let mut p = Params::new();
+    for d in drift.iter().filter(|d| d.in_place) {
+        p = p.add(&d.key, &d.want);
+    }
+    Ok(p)
+}
+
+/// The settings [`crate::backend::Backend::drift`] compares, as `create`
+/// sends them: (key, wanted value, changeable in place).
+pub fn settings(
+    spec: &ContainerSpec,
+    firewall: bool,
+) -> Result<Vec<(&'static str, String, bool)>, Unquotable> {
+    Ok(vec![
+        ("hostname", spec.hostname.clone(), true),
+        ("cores", spec.cores.to_string(), true),
+        ("memory", spec.memory_mb.to_string(), true),
+        ("net0", net0(spec, firewall)?, true),
+        (
+            "onboot",
+            if spec.onboot { "1" } else { "0" }.to_string(),
+            true,
+        ),
+        ("tags", tag_list(&spec.tags)?, true),
+    ])
+}
+
 /// Tags joined the way Proxmox splits them (`;`), each checked not to split.
 fn tag_list(tags: &[String]) -> Result<String, Unquotable> {
     let checked: Result<Vec<&str>, _> = tags.iter().map(|t| quote::pve(t)).collect();

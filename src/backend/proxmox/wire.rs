@@ -226,6 +226,33 @@ pub struct CtStatus {
     pub lock: Option<String>,
 }
 
+/// Whether a config value read back equals the value haimg sends, the way
+/// Proxmox stores it: tags as a set (it sorts them), property strings such as
+/// `net0` as a set of `key=value` (it writes its own key order, MACs in upper
+/// case), and an unset option as its schema default.
+pub fn same_setting(key: &str, have: &str, want: &str) -> bool {
+    let lower_set = |v: Vec<String>| -> std::collections::BTreeSet<String> {
+        v.into_iter().map(|t| t.to_ascii_lowercase()).collect()
+    };
+    match key {
+        "tags" => lower_set(split_tags(have)) == lower_set(split_tags(want)),
+        k if k.starts_with("net") => {
+            let parts = |s: &str| lower_set(s.split(',').map(str::to_string).collect());
+            parts(have) == parts(want)
+        }
+        _ => {
+            let default = match key {
+                "onboot" => "0",
+                "cores" => "1",
+                "memory" => "512",
+                _ => "",
+            };
+            let h = if have.is_empty() { default } else { have };
+            h == want
+        }
+    }
+}
+
 /// Split a Proxmox tag list (`;`, `,` or whitespace separated).
 pub fn split_tags(s: &str) -> Vec<String> {
     s.split([';', ',', ' ', '\t', '\n'])
