@@ -152,7 +152,7 @@ impl std::fmt::Display for Drift {
             show(&self.want)
         )?;
         if !self.in_place {
-            write!(f, " (needs a swap: not changeable in place)")?;
+            write!(f, " (not changeable in place: needs a new member)")?;
         }
         Ok(())
     }

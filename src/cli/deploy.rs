@@ -271,7 +271,7 @@ fn print_summary(r: &Report, target: &Target, calls: Option<CallCounts>) {
                 };
                 if swap > 0 {
                     t.push_str(&format!(
-                        ", {swap} need(s) a swap (a rollout to a new version)"
+                        ", {swap} need(s) a new member (a rollout: raise cluster.version)"
                     ));
                 }
                 for x in d {
@@ -307,17 +307,24 @@ pub fn totals(r: &Report) -> String {
     let created = r.count(|a| *a == Action::Created);
     let started = r.count(|a| *a == Action::Started);
     let unchanged = r.count(|a| *a == Action::Unchanged);
-    let reconfigured = r.count(|a| matches!(a, Action::Reconfigured(_)));
+    let reconfigured =
+        r.count(|a| matches!(a, Action::Reconfigured(d) if d.iter().any(|d| d.in_place)));
+    let swaps = r.count(|a| matches!(a, Action::Reconfigured(d) if d.iter().any(|d| !d.in_place)));
+    let swaps = if swaps > 0 {
+        format!(", {swaps} drifted beyond an in-place change (a new member: raise cluster.version)")
+    } else {
+        String::new()
+    };
     let blocked = r.count(|a| matches!(a, Action::Blocked(_)));
     let failed = r.count(|a| matches!(a, Action::Failed(_)));
     let rollouts = r.rollouts();
     if r.dry_run {
         format!(
-            "would create {created}, would start {started}, would reconfigure {reconfigured}, would leave {unchanged} unchanged, {blocked} blocked, {failed} failed, would roll out {rollouts}"
+            "would create {created}, would start {started}, would reconfigure {reconfigured}, would leave {unchanged} unchanged, {blocked} blocked, {failed} failed, would roll out {rollouts}{swaps}"
         )
     } else {
         format!(
-            "{created} created, {started} started, {reconfigured} reconfigured, {unchanged} unchanged, {blocked} blocked, {failed} failed, {rollouts} to roll out"
+            "{created} created, {started} started, {reconfigured} reconfigured, {unchanged} unchanged, {blocked} blocked, {failed} failed, {rollouts} to roll out{swaps}"
         )
     }
 }

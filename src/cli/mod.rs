@@ -34,6 +34,8 @@ pub enum Exit {
     Error = 1,
     Usage = 2,
     GoldenMismatch = 3,
+    /// `haimg status`: at rest, but not on the spec's version.
+    Drift = 4,
 }
 
 #[derive(Debug, Parser)]

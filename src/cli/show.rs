@@ -160,7 +160,10 @@ pub fn status(st: &Status) -> String {
                 line(&s.live),
                 line(&s.standby),
                 match s.phase {
-                    Phase::AtRest => "ok".to_string(),
+                    Phase::AtRest => match &s.drift {
+                        None => "ok".to_string(),
+                        Some(d) => format!("DRIFT: {d} (`haimg deploy` rolls it out)"),
+                    },
                     Phase::Interrupted => {
                         "INTERRUPTED: `haimg deploy` finishes, `haimg rollback` undoes".to_string()
                     }

@@ -3,6 +3,11 @@
 //! On the local backend a role with no container at all (mongo, when its
 //! template could not be built) is left out rather than reported missing
 //! ([`Target::scope`]).
+//!
+//! Exit codes: 0 every slot at rest on the spec's version; 4 every slot at
+//! rest, some on another version than the spec's (drift: `haimg deploy`
+//! rolls it out); 1 a slot down, interrupted, absent or held by something
+//! haimg keeps out of.
 
 use std::path::Path;
 
@@ -35,6 +40,11 @@ pub fn run(spec: Option<&Path>, args: &StatusArgs) -> Result<Exit> {
     } else {
         output::stdout(&show::status(&st))?;
     }
-    let healthy = st.slots.iter().all(|s| s.phase == status::Phase::AtRest);
-    Ok(if healthy { Exit::Ok } else { Exit::Error })
+    Ok(if st.converged() {
+        Exit::Ok
+    } else if st.at_rest() {
+        Exit::Drift
+    } else {
+        Exit::Error
+    })
 }

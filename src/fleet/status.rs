@@ -53,6 +53,10 @@ pub struct SlotStatus {
     pub standby: Option<MemberLine>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// At rest, but the live member runs another version than the spec's:
+    /// what differs (`haimg deploy` rolls it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,6 +65,20 @@ pub struct Status {
     /// The version the spec asks for.
     pub spec_version: String,
     pub slots: Vec<SlotStatus>,
+}
+
+impl Status {
+    /// Every slot is at rest on the spec's version.
+    pub fn converged(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| s.phase == Phase::AtRest && s.drift.is_none())
+    }
+
+    /// Every slot is at rest (some may run another version than the spec's).
+    pub fn at_rest(&self) -> bool {
+        self.slots.iter().all(|s| s.phase == Phase::AtRest)
+    }
 }
 
 pub fn of(cluster: &Cluster, views: &[SlotView]) -> Status {
@@ -82,6 +100,9 @@ pub fn of(cluster: &Cluster, views: &[SlotView]) -> Status {
             } else {
                 Phase::Interrupted
             };
+            let drift = live
+                .filter(|l| phase == Phase::AtRest && l.version() != cluster.version)
+                .map(|l| format!("runs {}, the spec says {}", l.version(), cluster.version));
             SlotStatus {
                 slot: v.slot().to_string(),
                 role: v.member.role,
@@ -90,6 +111,7 @@ pub fn of(cluster: &Cluster, views: &[SlotView]) -> Status {
                 live: live.map(MemberLine::of),
                 standby: v.standby().map(MemberLine::of),
                 problem: v.problem.clone(),
+                drift,
             }
         })
         .collect();

@@ -85,12 +85,15 @@ fn full_deploy_then_nothing_to_do() {
         fake.counts()
     );
     assert!(reqs.iter().all(|r| r.method == "GET"), "{reqs:#?}");
-    // One call for the members; the firewall step reads its state (proxmox_firewall.rs).
-    let member_calls = reqs
+    // One call for the inventory and one for the API version; then each
+    // member's config, read by the drift check (here) and by the firewall
+    // step (proxmox_firewall.rs), and the firewall's own state.
+    let other: Vec<&str> = reqs
         .iter()
         .filter(|r| !matches!(kind_of(&r.path), "firewall" | "config"))
-        .count();
-    assert_eq!(member_calls, 1, "{reqs:#?}");
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(other, ["/cluster/resources", "/version"], "{reqs:#?}");
 }
 
 #[test]

@@ -232,6 +232,11 @@ fn status_rollback_and_gc_read_the_tags() {
     assert_eq!(v["slots"][0]["standby"]["version"], "1.0.0");
     assert_eq!(v["slots"][0]["phase"], "at_rest");
 
+    // The spec still saying 1.0.0 while the members run 1.1.0: drift, exit 4.
+    let (code, stdout, err) = haimg(&["status"], &spec(&bed, "1.0.0"));
+    assert_eq!(code, 4, "{err}");
+    insta::assert_snapshot!("cli_status_drift", stdout);
+
     // rollback: refused without a terminal, planned with --dry-run.
     let (code, _, err) = haimg(&["rollback"], &spec2);
     assert_eq!(code, 1, "mongo order unknown when no member answers: {err}");
@@ -397,4 +402,108 @@ fn deploy_allow_missing_mongo_creates_and_starts_the_six_lb_and_webapp_members()
     );
     assert_eq!(code, 0, "{err}");
     assert!(fake.requests().iter().all(|r| r.method == "GET"), "{err}");
+}
+
+/// Someone changes members in the Proxmox web UI (cores, memory, the
+/// firewall flag of net0, a tag): `deploy --dry-run` shows each change per
+/// member without making one, `deploy` puts them back with one
+/// `PUT …/config` per member, and the next deploy has nothing to do.
+#[test]
+fn a_web_ui_change_is_shown_by_the_dry_run_and_converged_by_deploy() {
+    let fake = pve_fake::FakePve::start(pve_fake::Config::default());
+    let dir = tempfile::tempdir().unwrap();
+    let text = support::spec_text(&fake.endpoint(), "templates", &support::ca_tls());
+    let spec_path = dir.path().join("haimg.yaml");
+    std::fs::write(&spec_path, &text).unwrap();
+    let cluster = haimg::model::spec::parse_yaml(&text).unwrap().cluster;
+    let out = support::write_templates(dir.path(), &cluster, "1.0.0");
+    let tdir = out.to_str().unwrap();
+    let clean = |s: &str| {
+        let s = regex::Regex::new(r"\d+\.\d+s")
+            .unwrap()
+            .replace_all(
+                &s.replace(dir.path().to_str().unwrap(), "[DIR]")
+                    .replace(&fake.endpoint(), "[ENDPOINT]"),
+                "[T]s",
+            )
+            .into_owned();
+        // MACs and the secrets' fingerprint are generated per run.
+        let s = regex::Regex::new(r"hwaddr=[0-9A-Fa-f:]{17}")
+            .unwrap()
+            .replace_all(&s, "hwaddr=[MAC]")
+            .into_owned();
+        regex::Regex::new(r"sec-[0-9a-f]{8}")
+            .unwrap()
+            .replace_all(&s, "sec-[FP]")
+            .into_owned()
+    };
+    let deploy = |extra: &[&str]| {
+        let mut args = vec!["deploy", "--no-progress", "--templates", tdir];
+        args.extend_from_slice(extra);
+        haimg(&args, &spec_path)
+    };
+    let (code, _, err) = deploy(&["--yes"]);
+    assert_eq!(code, 0, "{err}");
+
+    // The web UI changes.
+    {
+        let mut st = fake.state();
+        let c = st.containers.get_mut(&100).unwrap();
+        c.config.insert("cores".into(), "4".into());
+        let c = st.containers.get_mut(&106).unwrap();
+        c.config.insert("memory".into(), "4096".into());
+        let c = st.containers.get_mut(&104).unwrap();
+        let net0 = c.config["net0"].replace(",firewall=1", "");
+        c.config.insert("net0".into(), net0);
+        let rootfs = c.config["rootfs"].replace("size=4G", "size=6G");
+        c.config.insert("rootfs".into(), rootfs);
+        let c = st.containers.get_mut(&107).unwrap();
+        let tags = format!("{};by-hand", c.config["tags"]);
+        c.config.insert("tags".into(), tags);
+    }
+    let configs = || {
+        let st = fake.state();
+        let v: Vec<(u32, String, bool)> = st
+            .containers
+            .values()
+            .map(|c| (c.vmid, format!("{:?}", c.config), c.running))
+            .collect();
+        v
+    };
+    let before = configs();
+
+    fake.clear_requests();
+    let (code, _, err) = deploy(&["--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("cli_drift_dry_run_stderr", clean(&err));
+    assert!(fake.requests().iter().all(|r| r.method == "GET"));
+    assert_eq!(configs(), before, "the dry run changed nothing");
+
+    fake.clear_requests();
+    let (code, _, err) = deploy(&["--yes"]);
+    assert_eq!(code, 0, "{err}");
+    insta::assert_snapshot!("cli_drift_deploy_stderr", clean(&err));
+    let mut puts: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| clean(&format!("{} {} {:?}", r.method, r.path, r.body)))
+        .collect();
+    puts.sort();
+    insta::assert_snapshot!("cli_drift_deploy_writes", puts.join("\n"));
+    {
+        let st = fake.state();
+        assert_eq!(st.containers[&100].config["cores"], "1");
+        assert_eq!(st.containers[&106].config["memory"], "1024");
+        assert!(st.containers[&104].config["net0"].contains(",firewall=1"));
+        assert!(!st.containers[&107].config["tags"].contains("by-hand"));
+        assert!(st.containers.values().all(|c| c.running));
+    }
+
+    fake.clear_requests();
+    let (code, _, err) = deploy(&["--yes"]);
+    assert_eq!(code, 0, "{err}");
+    // The rootfs size cannot change in place: still reported, nothing sent.
+    insta::assert_snapshot!("cli_drift_second_deploy_stderr", clean(&err));
+    assert!(fake.requests().iter().all(|r| r.method == "GET"));
 }

@@ -137,6 +137,8 @@ pub fn settings(
             true,
         ),
         ("tags", tag_list(&spec.tags)?, true),
+        // A volume's size: growing or shrinking it is a new member.
+        ("rootfs", format!("size={}G", spec.rootfs_gb), false),
     ])
 }
 

@@ -236,6 +236,16 @@ pub fn same_setting(key: &str, have: &str, want: &str) -> bool {
     };
     match key {
         "tags" => lower_set(split_tags(have)) == lower_set(split_tags(want)),
+        // A volume property string (`local-lvm:vm-100-disk-0,size=4G`)
+        // against the wanted `size=4G`: only the size is compared.
+        "rootfs" => {
+            let size = |s: &str| {
+                s.split(',')
+                    .find_map(|p| p.strip_prefix("size="))
+                    .map(str::to_string)
+            };
+            size(have) == size(want)
+        }
         k if k.starts_with("net") => {
             let parts = |s: &str| lower_set(s.split(',').map(str::to_string).collect());
             parts(have) == parts(want)
