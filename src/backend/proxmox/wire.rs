@@ -276,6 +276,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn settings_compare_the_way_proxmox_stores_them() {
+        assert!(same_setting("tags", "b;a;C", "a;c;b"));
+        assert!(!same_setting("tags", "a;b;extra", "a;b"));
+        assert!(same_setting(
+            "net0",
+            "name=eth0,hwaddr=02:AA:BB:CC:DD:EE,firewall=1",
+            "firewall=1,name=eth0,hwaddr=02:aa:bb:cc:dd:ee"
+        ));
+        assert!(!same_setting("net0", "name=eth0", "name=eth0,firewall=1"));
+        assert!(same_setting(
+            "rootfs",
+            "local-lvm:vm-100-disk-0,size=4G",
+            "size=4G"
+        ));
+        assert!(!same_setting(
+            "rootfs",
+            "local-lvm:vm-100-disk-0,size=6G",
+            "size=4G"
+        ));
+        // Unset options are their schema defaults.
+        assert!(same_setting("onboot", "", "0"));
+        assert!(!same_setting("onboot", "", "1"));
+        assert!(same_setting("cores", "", "1"));
+        assert!(!same_setting("memory", "2048", "1024"));
+    }
+
+    #[test]
     fn numbers_and_flags_arrive_in_any_shape() {
         let r: Resource = serde_json::from_value(serde_json::json!({
             "type": "lxc", "vmid": "103", "template": "0", "tags": "haimg;role-mongo"
