@@ -159,3 +159,59 @@ fn an_interrupted_rollout_blocks_gc() {
     assert!(r.removed_members.is_empty());
     assert!(bed.fake.requests().is_empty());
 }
+
+/// A live member whose config holds a volume *named* for its standby (the
+/// storage kept the old name, or an admin attached it by hand): destroying
+/// the standby must not free it. With `destroy-unreferenced-disks`, Proxmox
+/// frees every volume named `vm-<standby>-…` whoever holds it.
+#[test]
+fn destroying_a_standby_never_frees_a_volume_the_live_member_holds() {
+    let bed = Bed::new();
+    roll_to(&bed, "1.1.0");
+    {
+        let mut st = bed.fake.state();
+        let vol = "local-lvm:vm-103-disk-7".to_string();
+        st.volumes.insert(vol.clone(), 4242);
+        let live = st.containers.get_mut(&1103).unwrap();
+        live.config
+            .insert("mp1".into(), format!("{vol},mp=/var/backups,size=1G"));
+    }
+    let (p, c) = gc_plan(&bed, 1);
+    assert!(p.members.iter().any(|m| m.vmid == 103));
+    let r = gc::run(&bed.backend(&c), &p, false);
+    assert!(r.ok(), "{r:?}");
+    let st = bed.fake.state();
+    assert!(!st.containers.contains_key(&103));
+    assert_eq!(
+        st.serial_of(1103, "mp1"),
+        Some(4242),
+        "the live member's volume is gone"
+    );
+    assert!(st.serial_of(1103, "mp0").is_some());
+}
+
+/// A standby that holds a data volume (`mp0`) is never destroyed: gc
+/// reports it with what to do, and the data stays.
+#[test]
+fn a_standby_holding_a_data_volume_is_refused_and_kept() {
+    let bed = Bed::new();
+    roll_to(&bed, "1.1.0");
+    {
+        // A second data volume on the stopped standby (a hand-made copy).
+        let mut st = bed.fake.state();
+        let vol = "local-lvm:vm-104-disk-5".to_string();
+        st.volumes.insert(vol.clone(), 77);
+        let standby = st.containers.get_mut(&104).unwrap();
+        standby
+            .config
+            .insert("mp0".into(), format!("{vol},mp=/var/lib/mongodb,size=16G"));
+    }
+    let (p, c) = gc_plan(&bed, 1);
+    let r = gc::run(&bed.backend(&c), &p, false);
+    assert!(!r.ok());
+    insta::assert_snapshot!(r.failures.join("\n"), @"mongo2 CT 104: DELETE /nodes/pve2/lxc/104 on node pve2 for CT 104: refusing to destroy CT 104: it holds a data volume (mp0 local-lvm:vm-104-disk-5); haimg never destroys data. Move the volume to the live member (`haimg deploy` does when the slot needs it) or, if the data is not needed, remove it by hand: `pct set 104 --delete mp0`, then `haimg gc`");
+    assert_eq!(r.removed_members.len(), 8);
+    let st = bed.fake.state();
+    assert!(st.containers.contains_key(&104));
+    assert_eq!(st.serial_of(104, "mp0"), Some(77));
+}

@@ -712,13 +712,33 @@ impl Backend for ProxmoxBackend {
         })
     }
 
-    /// Destroying a container that is already gone is done.
+    /// Destroying a container that is already gone is done. Never data: a
+    /// container whose config holds a data volume (`mp0`) is refused, and
+    /// the call does not set `destroy-unreferenced-disks`, which frees every
+    /// volume *named* for the VMID even when another container's config
+    /// holds it (`PVE::LXC::destroy_lxc_container`); `purge` frees only the
+    /// volumes of this config that this CT owns.
     fn destroy(&self, node: &str, vmid: u32) -> Result<()> {
         let path = format!("/nodes/{}/lxc/{vmid}", seg(node));
         let ctx = Ctx {
             node,
             vmid: Some(vmid),
         };
+        if self.ct_status(node, vmid)?.is_none() {
+            return Ok(());
+        }
+        let conf: serde_json::Map<String, Value> =
+            self.get_as(&format!("{path}/config"), &Params::new(), ctx)?;
+        if let Some(Value::String(mp0)) = conf.get("mp0") {
+            let vol = mp0.split(',').next().unwrap_or(mp0);
+            return Err(Self::err(
+                &format!("DELETE {path}"),
+                ctx,
+                format!(
+                    "refusing to destroy CT {vmid}: it holds a data volume (mp0 {vol}); haimg never destroys data. Move the volume to the live member (`haimg deploy` does when the slot needs it) or, if the data is not needed, remove it by hand: `pct set {vmid} --delete mp0`, then `haimg gc`"
+                ),
+            ));
+        }
         let task = TaskRef::ct("vzdestroy", vmid);
         let op = Op::task(
             Method::Delete,
@@ -728,9 +748,7 @@ impl Backend for ProxmoxBackend {
             self.settings.timeouts.destroy,
         )
         .settle_on(&["does not exist"]);
-        let params = Params::new()
-            .flag("purge", true)
-            .flag("destroy-unreferenced-disks", true);
+        let params = Params::new().flag("purge", true);
         self.task_op(Method::Delete, &path, &params, op, &|| {
             self.observe_gone(node, vmid)
         })

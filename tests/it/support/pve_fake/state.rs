@@ -87,7 +87,8 @@ enum Effect {
     Create(u32, BTreeMap<String, String>),
     Start(u32),
     Stop(u32),
-    Destroy(u32),
+    /// The VMID and whether `destroy-unreferenced-disks` was set.
+    Destroy(u32, bool),
     /// `move_volume` to another container: (vmid, key, target vmid, target key).
     Reassign(u32, String, u32, String),
 }
@@ -314,7 +315,7 @@ impl State {
             Some(c) if c.running => Err(format!(
                 "unable to destroy CT {vmid} - container is running"
             )),
-            Some(_) => self.apply(&Effect::Destroy(vmid)),
+            Some(_) => self.apply(&Effect::Destroy(vmid, true)),
         }
     }
 
@@ -467,16 +468,25 @@ impl State {
                 }
                 Ok(())
             }
-            Effect::Destroy(v) => {
+            Effect::Destroy(v, unreferenced) => {
+                // `PVE::LXC::destroy_lxc_container`: each volume of the config
+                // is freed only when this CT owns it (its name says
+                // `vm-<vmid>-`; "ignore deletion of …, CT isn't the owner!"),
+                // and with `destroy-unreferenced-disks` every other volume
+                // named for the VMID too — whoever's config holds it.
+                let mine = format!(":vm-{v}-disk-");
                 if let Some(c) = self.containers.remove(v) {
-                    // purge + destroy-unreferenced-disks: its volumes and any named for it.
                     for val in c.config.values() {
-                        self.volumes.remove(&Self::volid_of(val));
+                        let vol = Self::volid_of(val);
+                        if vol.contains(&mine) {
+                            self.volumes.remove(&vol);
+                        }
                     }
                 }
                 self.fw.guests.remove(v); // remove_vmfw_conf
-                let mine = format!(":vm-{v}-disk-");
-                self.volumes.retain(|k, _| !k.contains(&mine));
+                if *unreferenced {
+                    self.volumes.retain(|k, _| !k.contains(&mine));
+                }
                 Ok(())
             }
             Effect::Reassign(from, key, to, tkey) => {
@@ -1166,11 +1176,12 @@ fn dispatch(
                 ));
             }
             let v = c.vmid;
+            let unreferenced = p.get("destroy-unreferenced-disks").map(String::as_str) == Some("1");
             Ok(json!(st.new_task(
                 &node,
                 "vzdestroy",
                 &vmid,
-                Effect::Destroy(v),
+                Effect::Destroy(v, unreferenced),
                 fault
             )))
         }
