@@ -49,6 +49,9 @@ pub struct DeployArgs {
     /// Roll out without asking (needed when stdin is not a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Break the cluster's run lock held by another run (one that hangs)
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 #[derive(Serialize)]
@@ -70,6 +73,11 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let spec_cluster = &loaded.checked.cluster;
     let target = Target::open(&loaded, args.dry_run, !args.no_progress)?;
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(target.lock(&loaded.checked.cluster, "deploy", args.force_unlock)?)
+    };
     if let Target::Local(_) = &target {
         super::doctor::preflight("haimg deploy", crate::doctor::Need::Deploy, None)?;
     }

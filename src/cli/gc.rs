@@ -24,6 +24,9 @@ pub struct GcArgs {
     /// Remove without asking (needed when stdin is not a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Break the cluster's run lock held by another run (one that hangs)
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 #[derive(Serialize)]
@@ -36,6 +39,11 @@ pub fn run(spec: Option<&Path>, args: &GcArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let cluster = &loaded.checked.cluster;
     let target = Target::open(&loaded, args.dry_run, false)?;
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(target.lock(&loaded.checked.cluster, "gc", args.force_unlock)?)
+    };
     let backend = target.backend();
     let inventory = backend.inventory().context("failed to read the target")?;
     let scoped = target.scope(cluster, &inventory);

@@ -15,6 +15,7 @@ pub mod local_outcome;
 pub mod lock;
 pub mod output;
 mod rollback;
+pub mod runlock;
 pub mod secrets;
 pub mod show;
 mod status;

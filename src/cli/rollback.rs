@@ -26,6 +26,9 @@ pub struct RollbackArgs {
     /// Roll back without asking (needed when stdin is not a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Break the cluster's run lock held by another run (one that hangs)
+    #[arg(long)]
+    pub force_unlock: bool,
 }
 
 #[derive(Serialize)]
@@ -38,6 +41,11 @@ struct RollbackJson<'a> {
 pub fn run(spec: Option<&Path>, args: &RollbackArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let target = Target::open(&loaded, args.dry_run, false)?;
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(target.lock(&loaded.checked.cluster, "rollback", args.force_unlock)?)
+    };
     let backend = target.backend();
     let gate = target.gate(&loaded.checked.cluster)?;
     let req = Request {

@@ -14,6 +14,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{bail, Context, Result};
 use haimg_model::Cluster;
 
+use super::runlock::{self, RunLock};
 use crate::backend::local::LocalBackend;
 use crate::backend::proxmox::client::CallCounts;
 use crate::backend::proxmox::{ApiToken, PlannedCall, ProxmoxBackend, Settings};
@@ -49,6 +50,21 @@ impl Target {
         let b = LocalBackend::for_cluster(&cluster.name)
             .context("failed to set up the local LXC backend")?;
         Ok(Target::Local(b))
+    }
+
+    /// Take the cluster's run lock for a mutating `command` (`deploy`,
+    /// `rollback`, `gc`) for as long as the guard lives ([`runlock`]).
+    pub fn lock(&self, cluster: &Cluster, command: &str, force: bool) -> Result<RunLock> {
+        let path = match self {
+            Target::Local(b) => runlock::local_path(b.state_dir()),
+            Target::Proxmox(_) => {
+                let ep = cluster.proxmox.endpoint.as_deref().unwrap_or("");
+                let ep = haimg_model::endpoint::Endpoint::parse(ep)
+                    .map_err(|e| anyhow::anyhow!("proxmox.endpoint: {e}"))?;
+                runlock::proxmox_path(&cluster.name, &ep.host, ep.port.unwrap_or(8006))
+            }
+        };
+        runlock::acquire(&path, &runlock::Holder::me(command), force)
     }
 
     pub fn backend(&self) -> &(dyn Backend + Sync) {

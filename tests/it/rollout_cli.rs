@@ -65,6 +65,8 @@ fn haimg(args: &[&str], spec: &Path) -> (i32, String, String) {
         .args(args)
         .env("HAIMG_PVE_TOKEN", pve_fake::token())
         .env("HAIMG_SECRETS_DIR", spec.with_file_name(".secrets"))
+        // The run lock of a Proxmox cluster lives here ([`haimg::cli::runlock`]).
+        .env("XDG_STATE_HOME", spec.with_file_name(".state"))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()
@@ -506,4 +508,36 @@ fn a_web_ui_change_is_shown_by_the_dry_run_and_converged_by_deploy() {
     // The rootfs size cannot change in place: still reported, nothing sent.
     insta::assert_snapshot!("cli_drift_second_deploy_stderr", clean(&err));
     assert!(fake.requests().iter().all(|r| r.method == "GET"));
+
+    // Another run holds the cluster's run lock: refused before any call,
+    // naming the holder; `--force-unlock` breaks it.
+    let port: u16 = fake.endpoint().rsplit(':').next().unwrap().parse().unwrap();
+    let lock = haimg::cli::runlock::proxmox_path("haimg", "127.0.0.1", port);
+    let lock = dir.path().join(".state").join(
+        lock.strip_prefix(lock.parent().unwrap().parent().unwrap())
+            .unwrap(),
+    );
+    let holder = haimg::cli::runlock::Holder {
+        command: "rollback".into(),
+        pid: 4242,
+        host: "other-shell".into(),
+        since: 0,
+    };
+    let held = haimg::cli::runlock::acquire(&lock, &holder, false).unwrap();
+    fake.clear_requests();
+    let (code, _, err) = deploy(&["--yes"]);
+    assert_eq!(code, 1, "{err}");
+    let err = regex::Regex::new(r"started \d+ s ago")
+        .unwrap()
+        .replace(&clean(&err), "started [N] s ago")
+        .replace(&format!("_{port}.run.lock"), "_[PORT].run.lock");
+    insta::assert_snapshot!("cli_deploy_locked", err);
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    let (code, _, err) = deploy(&["--yes", "--force-unlock"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("breaking the run lock held by `haimg rollback` (pid 4242 on other-shell"),
+        "{err}"
+    );
+    drop(held);
 }
