@@ -31,6 +31,10 @@ use haimg_model::{Cluster, Member, Role};
 use serde::Serialize;
 
 use super::gate::{Expect, GateError, HealthGate, Passed};
+
+/// How long the tier check waits for each other member of the tier to
+/// answer before it counts as not serving.
+const TIER_PROBE: Duration = Duration::from_secs(5);
 use super::machine::{apply, next, Goal, Next, Step, MAX_STEPS};
 use super::plan::{Brief, Kind, Plan, SlotPlan};
 use crate::backend::{Backend, Capabilities, Guest, Policy, StoredTemplate};
@@ -672,18 +676,55 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
             })
             .map(|o| o.slot.clone())
             .collect();
-        if down.is_empty() {
-            Ok(())
-        } else {
-            Err(Fail::Refused(format!(
+        if !down.is_empty() {
+            return Err(Fail::Refused(format!(
                 "{} of the {} tier {} not running; taking {} down now would leave more than one member of the tier down: bring {} back first",
                 down.join(", "),
                 m.role,
                 if down.len() == 1 { "is" } else { "are" },
                 m.slot,
                 if down.len() == 1 { "it" } else { "them" }
-            )))
+            )));
         }
+        if self.opts.dry_run {
+            return Ok(());
+        }
+        self.check_tier_health(m, &inv)
+    }
+
+    /// Running is not serving: probe every other member of the tier and
+    /// refuse when fewer would serve than the tier needs
+    /// ([`haimg_model::tolerance`]: one lb, one webapp, a mongo majority).
+    fn check_tier_health(
+        &self,
+        m: &Member,
+        inv: &[crate::backend::ContainerStatus],
+    ) -> Result<(), Fail> {
+        let members = self.cluster.members_of(m.role);
+        let needs = match m.role {
+            Role::Mongo => members.len() / 2 + 1,
+            Role::Lb | Role::Webapp => 1,
+        };
+        let mut healthy = 0;
+        let mut sick = Vec::new();
+        for o in members.iter().filter(|o| o.slot != m.slot) {
+            let v = SlotView::from_inventory(self.cluster, o, inv);
+            let Some(l) = v.live() else { continue };
+            let e = self.expect(o, l.vmid, l.version(), l.template());
+            match self.gate.wait_healthy(self.cluster, &e, TIER_PROBE) {
+                Ok(_) => healthy += 1,
+                Err(err) => sick.push(err.to_string()),
+            }
+        }
+        if healthy >= needs {
+            return Ok(());
+        }
+        Err(Fail::Refused(format!(
+            "taking {} down now would leave the {} tier with {healthy} serving member(s) where it needs {needs} (`haimg check`); fix first: {}",
+            m.slot,
+            m.role,
+            sick.join("; ")
+        )))
     }
 
     /// Before a mongo member's shutdown: if it is primary, ask it to step

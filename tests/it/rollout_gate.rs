@@ -209,3 +209,32 @@ fn a_tier_member_down_stops_the_rollout_before_the_next_swap() {
         Some(1)
     );
 }
+
+/// Running is not serving: with webapp2 and webapp3 running but failing
+/// their health probe, draining webapp1 would leave the tier nobody to
+/// serve. The rollout stops before the drain; webapp1 keeps serving.
+#[test]
+fn running_but_unhealthy_members_stop_the_rollout_before_a_drain() {
+    let bed = Bed::new();
+    let tl = Arc::new(Mutex::new(Vec::new()));
+    let gate = FakeGate::new(&bed, tl.clone());
+    gate.fail("webapp2", "1.0.0");
+    gate.fail("webapp3", "1.0.0");
+    let tpl = bed.webapp_only("w2");
+    let b = bed.backend(&bed.v1);
+    let mut rec = Recorder::new(&bed, &bed.v1, tl.clone());
+    let r = rollout_support::roll(&b, &bed.v1, &tpl, &gate, &mut rec).unwrap();
+    insta::assert_snapshot!(outcomes(&r), @r"
+    webapp1: refused: taking webapp1 down now would leave the webapp tier with 0 serving member(s) where it needs 1 (`haimg check`); fix first: webapp2 (CT 107) did not pass its webapp health gate within 0s: the app exits at start (injected); webapp3 (CT 108) did not pass its webapp health gate within 0s: the app exits at start (injected)
+        steps: create CT 1106 stopped
+    webapp2: not started
+        steps: 
+    webapp3: not started
+        steps: 
+    stopped: webapp1: taking webapp1 down now would leave the webapp tier with 0 serving member(s) where it needs 1 (`haimg check`); fix first: webapp2 (CT 107) did not pass its webapp health gate within 0s: the app exits at start (injected); webapp3 (CT 108) did not pass its webapp health gate within 0s: the app exits at start (injected)
+    ");
+    let st = bed.fake.state();
+    for v in [106, 107, 108] {
+        assert!(st.containers[&v].running, "CT {v} kept running");
+    }
+}
