@@ -277,12 +277,15 @@ fn status_rollback_and_gc_read_the_tags() {
     );
 }
 
-/// The README's main flow on Proxmox: no mongo template here, so
-/// `haimg deploy --allow-missing mongo` deploys the six lb and webapp members
-/// (created, started, firewalled) and makes no call about mongo. The dry run
-/// first says what it would do, in the conditional.
-#[test]
-fn deploy_allow_missing_mongo_creates_and_starts_the_six_lb_and_webapp_members() {
+/// A Proxmox fake, a spec file pointing at it, and the three templates at
+/// 1.0.0 written next to it (the fake needs the temporary directory to stay).
+fn fake_with_templates() -> (
+    pve_fake::FakePve,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    haimg::model::Cluster,
+    std::path::PathBuf,
+) {
     let fake = pve_fake::FakePve::start(pve_fake::Config::default());
     let dir = tempfile::tempdir().unwrap();
     let text = support::spec_text(&fake.endpoint(), "templates", &support::ca_tls());
@@ -290,6 +293,16 @@ fn deploy_allow_missing_mongo_creates_and_starts_the_six_lb_and_webapp_members()
     std::fs::write(&spec_path, &text).unwrap();
     let cluster = haimg::model::spec::parse_yaml(&text).unwrap().cluster;
     let out = support::write_templates(dir.path(), &cluster, "1.0.0");
+    (fake, dir, spec_path, cluster, out)
+}
+
+/// The README's main flow on Proxmox: no mongo template here, so
+/// `haimg deploy --allow-missing mongo` deploys the six lb and webapp members
+/// (created, started, firewalled) and makes no call about mongo. The dry run
+/// first says what it would do, in the conditional.
+#[test]
+fn deploy_allow_missing_mongo_creates_and_starts_the_six_lb_and_webapp_members() {
+    let (fake, dir, spec_path, cluster, out) = fake_with_templates();
     let mongo = out.join(cluster.template_name(haimg::model::Role::Mongo).file_name());
     std::fs::remove_file(&mongo).unwrap();
     std::fs::remove_file(format!("{}.sha256", mongo.display())).unwrap();
@@ -412,13 +425,7 @@ fn deploy_allow_missing_mongo_creates_and_starts_the_six_lb_and_webapp_members()
 /// `PUT …/config` per member, and the next deploy has nothing to do.
 #[test]
 fn a_web_ui_change_is_shown_by_the_dry_run_and_converged_by_deploy() {
-    let fake = pve_fake::FakePve::start(pve_fake::Config::default());
-    let dir = tempfile::tempdir().unwrap();
-    let text = support::spec_text(&fake.endpoint(), "templates", &support::ca_tls());
-    let spec_path = dir.path().join("haimg.yaml");
-    std::fs::write(&spec_path, &text).unwrap();
-    let cluster = haimg::model::spec::parse_yaml(&text).unwrap().cluster;
-    let out = support::write_templates(dir.path(), &cluster, "1.0.0");
+    let (fake, dir, spec_path, _, out) = fake_with_templates();
     let tdir = out.to_str().unwrap();
     let clean = |s: &str| {
         let s = regex::Regex::new(r"\d+\.\d+s")
