@@ -57,6 +57,33 @@ fn nginx_consistent_hash_and_tls() {
     insta::assert_snapshot!("nginx.conf@nginx2-consistent-tls", out);
 }
 
+/// Unicast VRRP: each lb member advertises to the other lb members only, and
+/// keepalived drops adverts from any source not in that list
+/// (`check_unicast_src`) before it looks at their priority.
+#[test]
+fn keepalived_peers_are_the_other_lb_members_and_only_they_count() {
+    let c = spec(|_| {});
+    for m in &c.lb.members {
+        let out = render::render_default(&TEMPLATES[1], &c, m, &extras()).unwrap();
+        let block = out
+            .split("unicast_peer {")
+            .nth(1)
+            .and_then(|b| b.split('}').next())
+            .expect("a unicast_peer block");
+        let peers: Vec<&str> = block.split_whitespace().collect();
+        let others: Vec<String> = c
+            .lb
+            .members
+            .iter()
+            .filter(|o| o.slot != m.slot)
+            .map(|o| o.ip.to_string())
+            .collect();
+        assert_eq!(peers, others, "{}", m.slot);
+        assert!(out.contains(&format!("unicast_src_ip {}", m.ip)));
+        assert!(out.contains("\n    check_unicast_src\n"), "{out}");
+    }
+}
+
 #[test]
 fn keepalived_multicast_and_pass_override() {
     let c = spec(|t| *t = t.replace("mode: unicast", "mode: multicast"));
@@ -67,6 +94,7 @@ fn keepalived_multicast_and_pass_override() {
     };
     let out = render::render_default(&TEMPLATES[1], &c, m, &e).unwrap();
     assert!(!out.contains("unicast_peer"));
+    assert!(!out.contains("check_unicast_src"));
     assert!(out.contains("auth_pass s3cret+1"));
     insta::assert_snapshot!("keepalived.conf@nginx3-multicast", out);
 
