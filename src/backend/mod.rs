@@ -172,6 +172,10 @@ pub struct Policy<'a> {
     pub target_wide: bool,
     /// The containers to filter. Empty before any exists.
     pub guests: Vec<Guest<'a>>,
+    /// Which MAC may speak ARP for which address: every member's own, and
+    /// every lb member's for the VIP. Locally the bridge's table drops other
+    /// claims; on Proxmox `ipfilter` does the same from the guests' configs.
+    pub arp_owners: Vec<(std::net::Ipv4Addr, String)>,
 }
 
 /// A container the policy filters.

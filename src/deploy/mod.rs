@@ -8,9 +8,11 @@
 //! is reported, not touched). [`execute`] then:
 //! 1. uploads the templates the creates need ([`crate::fleet::upload`]);
 //! 2. per node, in parallel across nodes and in spec order within a node:
-//!    creates stopped (`start=0`), then starts;
+//!    creates stopped (`start=0`) and reconfigures in place;
 //! 3. enforces the network policy on every member ([`Backend::enforce_policy`]:
-//!    Proxmox's firewall, or nftables on the local bridge).
+//!    Proxmox's firewall, or nftables on the local bridge);
+//! 4. starts the created and the stopped members, so none ever runs before
+//!    its policy is in place. When the policy reports an error, nothing starts.
 //!
 //! A failure of one member does not stop the others; the report lists each.
 //! Run twice, the second run changes nothing. Dry-run goes through the same
@@ -327,23 +329,21 @@ pub fn execute<B: Backend + Sync + ?Sized>(
     {
         per_node.entry(p.member.node.as_str()).or_default().push(p);
     }
-    let done: Vec<MemberReport> = crate::backend::per_node(&per_node, |_, p| {
+    // 1. Per node: create stopped, reconfigure in place. Nothing starts yet.
+    let prepared: Vec<(String, Step)> = crate::backend::per_node(&per_node, |_, p| {
         let m = &p.member;
-        let action = match &p.change {
-            Change::Leave(a) => a.clone(),
+        let step = match &p.change {
+            Change::Leave(a) => Step::Done(a.clone()),
             Change::Reconfigure(d) => match p.spec.as_deref() {
-                None => Action::Failed("no spec to converge to".into()),
+                None => Step::Done(Action::Failed("no spec to converge to".into())),
                 Some(spec) => match backend.reconfigure(spec, d) {
-                    Ok(()) => Action::Reconfigured(d.clone()),
-                    Err(e) => Action::Failed(e.to_string()),
+                    Ok(()) => Step::Done(Action::Reconfigured(d.clone())),
+                    Err(e) => Step::Done(Action::Failed(e.to_string())),
                 },
             },
-            Change::Start => match backend.start(&m.node, p.vmid) {
-                Ok(()) => Action::Started,
-                Err(e) => Action::Failed(e.to_string()),
-            },
+            Change::Start => Step::Start(Action::Started),
             Change::Create => match &stored[&(m.node.clone(), m.role)] {
-                Err(e) => Action::Failed(format!("template upload failed: {e}")),
+                Err(e) => Step::Done(Action::Failed(format!("template upload failed: {e}"))),
                 Ok(st) => {
                     // Invariant: caps is Some whenever a create is planned.
                     let caps = caps.unwrap_or(crate::backend::Capabilities {
@@ -352,31 +352,63 @@ pub fn execute<B: Backend + Sync + ?Sized>(
                         host_managed: false,
                     });
                     let spec = members::container_spec(cluster, m, &templates[&m.role], st, caps);
-                    match backend
-                        .create(&spec)
-                        .and_then(|()| backend.start(&m.node, m.vmid))
-                    {
-                        Ok(()) => Action::Created,
-                        Err(e) => Action::Failed(e.to_string()),
+                    match backend.create(&spec) {
+                        Ok(()) => Step::Start(Action::Created),
+                        Err(e) => Step::Done(Action::Failed(e.to_string())),
                     }
                 }
             },
         };
-        report(p, action)
+        (p.slot.clone(), step)
     });
-    let mut done: BTreeMap<String, MemberReport> =
-        done.into_iter().map(|r| (r.slot.clone(), r)).collect();
+    let mut steps: BTreeMap<String, Step> = prepared.into_iter().collect();
+
+    // 2. The network policy, before any member it covers starts: a member is
+    // filtered from its first packet, never running unprotected in between.
+    let firewall = enforce_policy(backend, cluster, &plan.members, &steps, dry_run);
+    let blocked = firewall
+        .as_ref()
+        .and_then(|r| r.errors.first())
+        .map(|e| format!("not started: the network policy is not in place ({e})"));
+
+    // 3. Start, per node in spec order.
+    let starts: BTreeMap<&str, Vec<&MemberPlan>> = per_node
+        .iter()
+        .map(|(node, ps)| {
+            let ps = ps
+                .iter()
+                .copied()
+                .filter(|p| matches!(steps.get(&p.slot), Some(Step::Start(_))))
+                .collect();
+            (*node, ps)
+        })
+        .collect();
+    let start_results: Vec<(String, Action)> = crate::backend::per_node(&starts, |_, p| {
+        let Some(Step::Start(then)) = steps.get(&p.slot) else {
+            return (p.slot.clone(), Action::Failed("not carried out".into()));
+        };
+        let action = match &blocked {
+            Some(why) => Action::Failed(why.clone()),
+            None => match backend.start(&p.member.node, p.vmid) {
+                Ok(()) => then.clone(),
+                Err(e) => Action::Failed(e.to_string()),
+            },
+        };
+        (p.slot.clone(), action)
+    });
+    for (slot, action) in start_results {
+        steps.insert(slot, Step::Done(action));
+    }
     // Report in spec order.
     let members: Vec<MemberReport> = plan
         .members
         .iter()
-        .map(|p| match (&p.change, done.remove(&p.slot)) {
-            (_, Some(r)) => r,
+        .map(|p| match (&p.change, steps.remove(&p.slot)) {
+            (_, Some(Step::Done(a))) => report(p, a),
             (Change::Leave(a), None) => report(p, a.clone()),
-            (_, None) => report(p, Action::Failed("not carried out".into())),
+            _ => report(p, Action::Failed("not carried out".into())),
         })
         .collect();
-    let firewall = enforce_policy(backend, cluster, &members, dry_run);
     Ok(Report {
         dry_run,
         members,
@@ -386,31 +418,43 @@ pub fn execute<B: Backend + Sync + ?Sized>(
     })
 }
 
-/// The network policy on every member that runs the spec's template.
+/// Where a member stands between the phases of [`execute`].
+enum Step {
+    /// Finished, with this outcome.
+    Done(Action),
+    /// To be started after the policy; then reported as this.
+    Start(Action),
+}
+
+/// The network policy on every member that runs (or is about to run) the
+/// spec's template.
 fn enforce_policy<B: Backend + ?Sized>(
     backend: &B,
     cluster: &Cluster,
-    members: &[MemberReport],
+    plans: &[MemberPlan],
+    steps: &BTreeMap<String, Step>,
     dry_run: bool,
 ) -> Option<PolicyReport> {
     let flows = haimg_model::policy::derive(cluster);
-    let guests = members
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.action,
-                Action::Created | Action::Started | Action::Unchanged | Action::Reconfigured(_)
-            )
+    let guest = |p: &MemberPlan, created: bool| {
+        Some(Guest {
+            member: cluster.member_by_slot(&p.slot)?,
+            vmid: p.vmid,
+            fresh: created,
+            absent: created && dry_run,
         })
-        .filter_map(|r| {
-            let member = cluster.member_by_slot(&r.slot)?;
-            let created = r.action == Action::Created;
-            Some(Guest {
-                member,
-                vmid: r.vmid,
-                fresh: created,
-                absent: created && dry_run,
-            })
+    };
+    let guests = plans
+        .iter()
+        .filter_map(|p| {
+            let done = match (steps.get(&p.slot), &p.change) {
+                (Some(Step::Start(a)), _) => return guest(p, *a == Action::Created),
+                (Some(Step::Done(a)), _) | (None, Change::Leave(a)) => a,
+                (None, _) => return None,
+            };
+            matches!(done, Action::Unchanged | Action::Reconfigured(_))
+                .then(|| guest(p, false))
+                .flatten()
         })
         .collect();
     backend.enforce_policy(&Policy {
@@ -418,6 +462,7 @@ fn enforce_policy<B: Backend + ?Sized>(
         flows: &flows,
         target_wide: true,
         guests,
+        arp_owners: members::arp_owners(cluster),
     })
 }
 

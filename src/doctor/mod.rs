@@ -596,18 +596,23 @@ fn nftables(host: &dyn Host) -> Check {
         }
     };
     let policy = haimg_model::policy::derive(&cluster);
-    let rules =
-        match crate::backend::local::nftables::ruleset(&policy, "haimg_doctor_probe", "hdoctor") {
-            Ok(r) => r,
-            Err(e) => {
-                return Check::missing(
-                    name,
-                    Need::Deploy,
-                    format!("the embedded spec's policy cannot be written for nft: {e}"),
-                    "report this as a bug",
-                )
-            }
-        };
+    let owners = crate::fleet::members::arp_owners(&cluster);
+    let rules = match crate::backend::local::nftables::ruleset(
+        &policy,
+        "haimg_doctor_probe",
+        "hdoctor",
+        &owners,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            return Check::missing(
+                name,
+                Need::Deploy,
+                format!("the embedded spec's policy cannot be written for nft: {e}"),
+                "report this as a bug",
+            )
+        }
+    };
     let file = match tempfile::Builder::new()
         .prefix("haimg-doctor-")
         .suffix(".nft")

@@ -29,6 +29,20 @@ pub fn stable_mac(cluster: &str, slot: &str) -> String {
         .join(":")
 }
 
+/// Who may speak ARP for which address ([`crate::backend::Policy::arp_owners`]):
+/// each member for its own address with its slot's MAC, and every lb member
+/// for the VIP. Blue and green of a slot share the MAC, so a rollout changes nothing here.
+pub fn arp_owners(cluster: &Cluster) -> Vec<(std::net::Ipv4Addr, String)> {
+    let mut owners: Vec<_> = cluster
+        .members()
+        .map(|m| (m.ip, stable_mac(&cluster.name, &m.slot)))
+        .collect();
+    for m in cluster.members().filter(|m| m.role.holds_vip()) {
+        owners.push((cluster.network.vip, stable_mac(&cluster.name, &m.slot)));
+    }
+    owners
+}
+
 /// The tags a member carries when it runs `template`.
 pub fn member_tags(cluster: &Cluster, member: &Member, template: &LocalTemplate) -> MemberTags {
     MemberTags {

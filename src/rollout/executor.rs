@@ -552,6 +552,7 @@ impl<'a, B: Backend + Sync + ?Sized> Executor<'a, B> {
                 fresh: true,
                 absent: self.opts.dry_run,
             }],
+            arp_owners: crate::fleet::members::arp_owners(self.cluster),
         };
         match self
             .backend

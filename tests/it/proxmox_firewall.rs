@@ -462,6 +462,7 @@ fn a_rollout_container_gets_only_its_own_firewall() {
                 fresh: true,
                 absent: false,
             }],
+            arp_owners: haimg::fleet::members::arp_owners(&cluster),
         })
         .unwrap();
     assert!(out.ok(), "{out:#?}");
@@ -711,4 +712,61 @@ fn what_haimg_deploy_prints() {
       firewall: 0 changes; datacenter switch on
       FAILED: firewall: the datacenter already has an IP set 'haimg-vip' that haimg did not write for cluster haimg (comment: "mine"); haimg leaves it alone: rename or remove it in Datacenter > Firewall, or rename the cluster
     "#);
+}
+
+/// No member runs before its policy: every created container is started only
+/// after its own firewall options and the datacenter switch were written.
+#[test]
+fn members_start_only_after_their_policy_is_in_place() {
+    let fake = FakePve::start(Config::default());
+    let cluster = cluster_with(&fake, "{ datacenter: enable }");
+    assert!(deploy_once(&cluster, "v1").ok());
+    let reqs = fake.requests();
+    let at = |method: &str, path: &str| {
+        reqs.iter()
+            .position(|r| r.method == method && r.path == path)
+            .unwrap_or_else(|| panic!("no {method} {path}"))
+    };
+    let switch = at("PUT", "/cluster/firewall/options");
+    for m in cluster.members() {
+        let base = format!("/nodes/{}/lxc/{}", m.node, m.vmid);
+        let options = at("PUT", &format!("{base}/firewall/options"));
+        let start = at("POST", &format!("{base}/status/start"));
+        assert!(options < start, "CT {} started before its firewall", m.vmid);
+        assert!(switch < start, "CT {} started before the switch", m.vmid);
+    }
+}
+
+/// A policy that cannot be written starts nothing: the members stay created
+/// and stopped, each reported with the reason, and the next deploy starts them.
+#[test]
+fn a_policy_that_fails_starts_nothing() {
+    let fake = FakePve::start(Config::default());
+    let cluster = cluster_with(&fake, "{ datacenter: enable }");
+    fake.inject(Fault::new(
+        "POST",
+        "/cluster/firewall/groups$",
+        1,
+        FaultKind::Status(403, "Permission check failed (/, Sys.Modify)".into()),
+    ));
+    let r = deploy_once(&cluster, "v1");
+    assert!(!r.ok());
+    assert_eq!(r.members.len(), 9);
+    for m in &r.members {
+        let Action::Failed(why) = &m.action else {
+            panic!("{} not failed: {:?}", m.slot, m.action)
+        };
+        assert!(
+            why.starts_with("not started: the network policy is not in place"),
+            "{why}"
+        );
+    }
+    insta::assert_snapshot!(format!("{:?}", r.members[0].action));
+    let st = fake.state();
+    assert_eq!(st.containers.len(), 9);
+    assert!(st.containers.values().all(|c| !c.running));
+    drop(st);
+    let again = deploy_once(&cluster, "v1");
+    assert!(again.ok(), "{again:#?}");
+    assert!(fake.state().containers.values().all(|c| c.running));
 }

@@ -71,13 +71,12 @@ fn keepalived_peers_are_the_other_lb_members_and_only_they_count() {
             .and_then(|b| b.split('}').next())
             .expect("a unicast_peer block");
         let peers: Vec<&str> = block.split_whitespace().collect();
-        let others: Vec<String> = c
-            .lb
-            .members
-            .iter()
-            .filter(|o| o.slot != m.slot)
-            .map(|o| o.ip.to_string())
-            .collect();
+        let others: Vec<String> =
+            c.lb.members
+                .iter()
+                .filter(|o| o.slot != m.slot)
+                .map(|o| o.ip.to_string())
+                .collect();
         assert_eq!(peers, others, "{}", m.slot);
         assert!(out.contains(&format!("unicast_src_ip {}", m.ip)));
         assert!(out.contains("\n    check_unicast_src\n"), "{out}");

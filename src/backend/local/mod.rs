@@ -544,9 +544,13 @@ impl LocalBackend {
     /// applies a file atomically; loaded every time, in case the table went
     /// away with a reboot). `true` when the rules differ from the last ones
     /// loaded. Removed again by [`Self::down`].
-    pub fn apply_policy(&self, policy: &haimg_model::policy::Policy) -> Result<bool> {
+    pub fn apply_policy(
+        &self,
+        policy: &haimg_model::policy::Policy,
+        arp_owners: &[(std::net::Ipv4Addr, String)],
+    ) -> Result<bool> {
         let table = self.policy_table();
-        let rules = nftables::ruleset(policy, &table, &self.names.ct_veth_prefix())?;
+        let rules = nftables::ruleset(policy, &table, &self.names.ct_veth_prefix(), arp_owners)?;
         // Declaring the table first makes the delete valid when it does not exist yet.
         let text = format!("table bridge {table} {{}}\ndelete table bridge {table}\n{rules}");
         let path = self.dir.root.join("policy.nft");
@@ -1003,7 +1007,7 @@ impl Backend for LocalBackend {
     fn enforce_policy(&self, p: &super::Policy<'_>) -> Option<super::PolicyReport> {
         let mut report = super::PolicyReport::new("nftables", super::Switch::On);
         if p.target_wide {
-            match self.apply_policy(p.flows) {
+            match self.apply_policy(p.flows, &p.arp_owners) {
                 Ok(true) => report.changes.push(format!(
                     "nftables table bridge {}: loaded",
                     self.policy_table()

@@ -689,6 +689,7 @@ fn the_policy_is_one_nftables_table_loaded_whole() {
         flows: &flows,
         target_wide,
         guests: vec![green.clone()],
+        arp_owners: vec![(c.network.vip, "02:00:00:00:00:01".into())],
     };
     // A container joining: the bridge's table already filters it.
     let joined = b.enforce_policy(&policy(false)).unwrap();
