@@ -224,6 +224,8 @@ pub struct Firewall {
     /// `firewall=1` on net0, per-container options, tier IP sets and security groups.
     pub enforce: bool,
     pub datacenter: DatacenterFirewall,
+    /// Deploy mongo members while the datacenter firewall is off (insecure).
+    pub allow_insecure_mongo: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

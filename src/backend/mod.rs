@@ -446,6 +446,14 @@ pub trait Backend {
     /// with `proxmox.firewall.enforce: false`).
     fn enforce_policy(&self, policy: &Policy<'_>) -> Option<PolicyReport>;
 
+    /// Whether the policy will be enforced once [`Backend::enforce_policy`]
+    /// has run, read before anything is created: a deploy refuses to start a
+    /// mongo member the network could reach (`On` locally: the bridge's table).
+    fn policy_switch(&self, cluster: &Cluster) -> Result<Switch> {
+        let _ = cluster;
+        Ok(Switch::On)
+    }
+
     /// Every guest on the target whatever its owner, so a VMID taken by
     /// something haimg did not create is noticed. Defaults to [`Backend::list`].
     fn inventory(&self) -> Result<Vec<ContainerStatus>> {

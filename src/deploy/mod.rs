@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::backend::{
     Backend, BackendError, Capabilities, ContainerSpec, ContainerStatus, Drift, Guest, Policy,
-    PolicyReport, StoredTemplate,
+    PolicyReport, StoredTemplate, Switch,
 };
 use crate::fleet::members;
 use crate::fleet::slot::{need, Need, SlotView};
@@ -263,7 +263,44 @@ pub fn plan<B: Backend + ?Sized>(
             }
         })
         .collect();
-    Plan { dry_run, members }
+    Plan {
+        dry_run,
+        members: refuse_exposed_mongo(backend, cluster, members),
+    }
+}
+
+/// A mongo member is not created or started where the network policy will
+/// not be enforced (Proxmox's datacenter firewall off and not to be turned
+/// on), unless the spec says `proxmox.firewall.allow_insecure_mongo: true`:
+/// MongoDB's authentication would then be all that keeps the network from
+/// :27017. lb and webapp members go ahead; the policy step warns about them.
+fn refuse_exposed_mongo<B: Backend + ?Sized>(
+    backend: &B,
+    cluster: &Cluster,
+    mut members: Vec<MemberPlan>,
+) -> Vec<MemberPlan> {
+    let starts = |p: &MemberPlan| {
+        p.member.role == Role::Mongo && matches!(p.change, Change::Create | Change::Start)
+    };
+    if cluster.proxmox.firewall.allow_insecure_mongo || !members.iter().any(starts) {
+        return members;
+    }
+    let why = match backend.policy_switch(cluster) {
+        Ok(Switch::Off) => "refused: the datacenter firewall is off, so nothing but MongoDB's own \
+             authentication would keep the network from :27017; turn it on (Datacenter > Firewall > \
+             Options, or proxmox.firewall.datacenter: enable), or accept the risk with \
+             proxmox.firewall.allow_insecure_mongo: true"
+            .to_string(),
+        Ok(_) => return members,
+        Err(e) => format!(
+            "refused: could not read whether the datacenter firewall is on ({e}); a mongo \
+             member starts only where the network policy is enforced"
+        ),
+    };
+    for p in members.iter_mut().filter(|p| starts(p)) {
+        p.change = Change::Leave(Action::Blocked(why.clone()));
+    }
+    members
 }
 
 /// The spec an existing live member should match: the member's, at the

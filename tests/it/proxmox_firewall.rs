@@ -7,7 +7,7 @@ use crate::support;
 
 use haimg::backend::{Backend, Guest, Policy, Switch};
 use haimg::deploy::{self, Action};
-use haimg::model::Cluster;
+use haimg::model::{Cluster, Role};
 use support::pve_fake::{kind_of, Body, Config, FakePve, Fault, FaultKind, Recorded};
 
 /// The default spec aimed at the fake, with `proxmox.firewall` set to `firewall`.
@@ -19,6 +19,14 @@ fn cluster_with(fake: &FakePve, firewall: &str) -> Cluster {
         1,
     );
     haimg::model::spec::parse_yaml(&text).expect("spec").cluster
+}
+
+/// A Proxmox whose datacenter firewall is off, as a fresh install has it.
+fn switch_off() -> Config {
+    Config {
+        datacenter_firewall: false,
+        ..Config::default()
+    }
 }
 
 /// Requests the firewall step made: its own API and the net0 check on `/config`.
@@ -146,7 +154,7 @@ fn deploy_once(cluster: &Cluster, salt: &str) -> deploy::Report {
 
 #[test]
 fn full_deploy_writes_the_policy_then_a_second_deploy_writes_nothing() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{ datacenter: enable }");
     let report = deploy_once(&cluster, "v1");
     assert!(report.ok(), "{report:#?}");
@@ -206,7 +214,7 @@ fn full_deploy_writes_the_policy_then_a_second_deploy_writes_nothing() {
 
 #[test]
 fn dry_run_shows_every_firewall_call_and_the_switch() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{ datacenter: enable }");
     let dir = tempfile::tempdir().unwrap();
     let out = support::write_templates(dir.path(), &cluster, "v1");
@@ -249,7 +257,7 @@ fn dry_run_shows_every_firewall_call_and_the_switch() {
         })
         .collect();
     // Exactly the calls a real deploy makes, in the same order.
-    let real = FakePve::start(Config::default());
+    let real = FakePve::start(switch_off());
     let real_cluster = cluster_with(&real, "{ datacenter: enable }");
     assert!(deploy_once(&real_cluster, "v1").ok());
     assert_eq!(
@@ -270,10 +278,17 @@ fn dry_run_shows_every_firewall_call_and_the_switch() {
 
 #[test]
 fn datacenter_switch_off_is_reported_and_left_alone() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{}");
     let report = deploy_once(&cluster, "v1");
-    assert!(report.ok(), "the containers are deployed: {report:#?}");
+    // lb and webapp are deployed with a warning; mongo is refused (below).
+    assert!(!report.ok(), "{report:#?}");
+    for m in &report.members {
+        match m.role {
+            Role::Mongo => assert!(matches!(m.action, Action::Blocked(_)), "{m:?}"),
+            _ => assert_eq!(m.action, Action::Created, "{m:?}"),
+        }
+    }
     let f = report.firewall.as_ref().unwrap();
     assert_eq!(f.switch, Switch::Off);
     assert!(!f.enforced());
@@ -288,13 +303,64 @@ fn datacenter_switch_off_is_reported_and_left_alone() {
     assert!(fake.state().fw.options.is_empty());
     // Everything else is in place, ready for when the switch is turned on.
     assert_eq!(fake.state().fw.groups.len(), 3);
-    assert_eq!(fake.state().fw.guests.len(), 9);
+    assert_eq!(fake.state().fw.guests.len(), 6);
+}
+
+/// With the datacenter firewall off nothing but MongoDB's authentication would
+/// guard :27017: no mongo member is created or started, each says why and what
+/// to do; the spec's explicit opt-out deploys them (the warning stays).
+#[test]
+fn mongo_is_refused_while_the_datacenter_firewall_is_off_unless_the_spec_opts_out() {
+    let fake = FakePve::start(switch_off());
+    let cluster = cluster_with(&fake, "{}");
+    let report = deploy_once(&cluster, "v1");
+    let mongo: Vec<_> = report
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Mongo)
+        .collect();
+    assert_eq!(mongo.len(), 3);
+    let Action::Blocked(why) = &mongo[0].action else {
+        panic!("{:?}", mongo[0].action)
+    };
+    insta::assert_snapshot!(why, @"refused: the datacenter firewall is off, so nothing but MongoDB's own authentication would keep the network from :27017; turn it on (Datacenter > Firewall > Options, or proxmox.firewall.datacenter: enable), or accept the risk with proxmox.firewall.allow_insecure_mongo: true");
+    assert!(mongo.iter().all(|m| m.action == mongo[0].action));
+    assert!(cluster
+        .mongo
+        .members
+        .iter()
+        .all(|m| !fake.state().containers.contains_key(&m.vmid)));
+    let creates_mongo = |r: &Recorded| {
+        let Body::Form(f) = &r.body else { return false };
+        r.method == "POST"
+            && r.path.ends_with("/lxc")
+            && f.iter()
+                .any(|(k, v)| k == "hostname" && v.starts_with("mongo"))
+    };
+    assert!(!fake.requests().iter().any(creates_mongo));
+
+    // The switch that haimg turns on itself (datacenter: enable): no refusal.
+    let other = FakePve::start(switch_off());
+    assert!(deploy_once(&cluster_with(&other, "{ datacenter: enable }"), "v1").ok());
+    assert!(other.requests().iter().any(creates_mongo));
+
+    // The explicit, documented opt-out.
+    let insecure = cluster_with(&fake, "{ allow_insecure_mongo: true }");
+    let again = deploy_once(&insecure, "v1");
+    assert!(again.ok(), "{again:#?}");
+    let st = fake.state();
+    assert!(cluster
+        .mongo
+        .members
+        .iter()
+        .all(|m| st.containers[&m.vmid].running));
 }
 
 #[test]
 fn enforce_false_writes_no_firewall_at_all() {
-    let fake = FakePve::start(Config::default());
-    let cluster = cluster_with(&fake, "{ enforce: false }");
+    let fake = FakePve::start(switch_off());
+    // Without a policy the mongo members need the explicit opt-out too.
+    let cluster = cluster_with(&fake, "{ enforce: false, allow_insecure_mongo: true }");
     let report = deploy_once(&cluster, "v1");
     assert!(report.ok() && report.firewall.is_none(), "{report:#?}");
     assert!(firewall_requests(&fake.requests()).is_empty());
@@ -307,7 +373,7 @@ fn enforce_false_writes_no_firewall_at_all() {
 
 #[test]
 fn drift_is_repaired_and_foreign_rules_are_reported() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{ datacenter: enable }");
     assert!(deploy_once(&cluster, "v1").ok());
     {
@@ -373,7 +439,7 @@ fn drift_is_repaired_and_foreign_rules_are_reported() {
 
 #[test]
 fn stale_haimg_rules_are_deleted_by_position_with_the_digest() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{ datacenter: enable }");
     assert!(deploy_once(&cluster, "v1").ok());
     {
@@ -419,7 +485,7 @@ fn stale_haimg_rules_are_deleted_by_position_with_the_digest() {
 
 #[test]
 fn objects_haimg_does_not_own_are_left_alone() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{ datacenter: enable }");
     fake.state().fw.groups.insert(
         "haimg-lb".into(),
@@ -442,7 +508,7 @@ fn objects_haimg_does_not_own_are_left_alone() {
 
 #[test]
 fn a_rollout_container_gets_only_its_own_firewall() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{ datacenter: enable }");
     assert!(deploy_once(&cluster, "v1").ok());
     // A green container for slot nginx1 (VMID + offset), as a rollout creates it.
@@ -490,7 +556,7 @@ fn vmids_of(st: &support::pve_fake::State) -> Vec<u32> {
 
 #[test]
 fn bad_answers_give_errors_naming_the_call() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{ datacenter: enable }");
     fake.inject(Fault::new(
         "POST",
@@ -554,7 +620,7 @@ fn bad_answers_give_errors_naming_the_call() {
 #[test]
 fn the_fake_refuses_what_proxmox_refuses() {
     // Guards for the fake itself: the rules haimg relies on are enforced.
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{}");
     let b = support::backend(&cluster);
     let api: &dyn haimg::backend::proxmox::firewall::PveFirewall = &b;
@@ -653,7 +719,7 @@ fn haimg(args: &[&str], spec: &std::path::Path) -> (i32, String, String) {
 /// it does; the real run reports the changes; a conflict exits 1 naming it.
 #[test]
 fn what_haimg_deploy_prints() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("haimg.yaml");
     let text = support::spec_text(&fake.endpoint(), "templates", &support::ca_tls()).replacen(
@@ -718,7 +784,7 @@ fn what_haimg_deploy_prints() {
 /// after its own firewall options and the datacenter switch were written.
 #[test]
 fn members_start_only_after_their_policy_is_in_place() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{ datacenter: enable }");
     assert!(deploy_once(&cluster, "v1").ok());
     let reqs = fake.requests();
@@ -741,7 +807,7 @@ fn members_start_only_after_their_policy_is_in_place() {
 /// and stopped, each reported with the reason, and the next deploy starts them.
 #[test]
 fn a_policy_that_fails_starts_nothing() {
-    let fake = FakePve::start(Config::default());
+    let fake = FakePve::start(switch_off());
     let cluster = cluster_with(&fake, "{ datacenter: enable }");
     fake.inject(Fault::new(
         "POST",
@@ -769,4 +835,38 @@ fn a_policy_that_fails_starts_nothing() {
     let again = deploy_once(&cluster, "v1");
     assert!(again.ok(), "{again:#?}");
     assert!(fake.state().containers.values().all(|c| c.running));
+}
+
+/// The refusal as `haimg deploy` prints it: the mongo lines say why, the
+/// firewall line says the switch is off, and the run exits 1.
+#[test]
+fn what_haimg_deploy_prints_when_mongo_is_refused() {
+    let fake = FakePve::start(switch_off());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("haimg.yaml");
+    let text = support::spec_text(&fake.endpoint(), "templates", &support::ca_tls());
+    std::fs::write(&spec, &text).unwrap();
+    let cluster = haimg::model::spec::parse_yaml(&text).unwrap().cluster;
+    let out = support::write_templates(dir.path(), &cluster, "v1");
+    let (code, _, stderr) = haimg(
+        &[
+            "deploy",
+            "--no-progress",
+            "--templates",
+            out.to_str().unwrap(),
+        ],
+        &spec,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<String> = stderr
+        .lines()
+        .filter(|l| l.contains("mongo") || l.contains("firewall") || l.starts_with("error"))
+        .map(|l| {
+            regex::Regex::new(r"\d+\.\d+s")
+                .unwrap()
+                .replace_all(l, "[T]s")
+                .into_owned()
+        })
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"));
 }

@@ -286,7 +286,19 @@ fn fake_with_templates() -> (
     haimg::model::Cluster,
     std::path::PathBuf,
 ) {
-    let fake = pve_fake::FakePve::start(pve_fake::Config::default());
+    fake_with_templates_on(pve_fake::Config::default())
+}
+
+fn fake_with_templates_on(
+    config: pve_fake::Config,
+) -> (
+    pve_fake::FakePve,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    haimg::model::Cluster,
+    std::path::PathBuf,
+) {
+    let fake = pve_fake::FakePve::start(config);
     let dir = tempfile::tempdir().unwrap();
     let text = support::spec_text(&fake.endpoint(), "templates", &support::ca_tls());
     let spec_path = dir.path().join("haimg.yaml");
@@ -302,7 +314,11 @@ fn fake_with_templates() -> (
 /// first says what it would do, in the conditional.
 #[test]
 fn deploy_allow_missing_mongo_creates_and_starts_the_six_lb_and_webapp_members() {
-    let (fake, dir, spec_path, cluster, out) = fake_with_templates();
+    // A fresh Proxmox (datacenter firewall off): lb and webapp go ahead with a warning.
+    let (fake, dir, spec_path, cluster, out) = fake_with_templates_on(pve_fake::Config {
+        datacenter_firewall: false,
+        ..Default::default()
+    });
     let mongo = out.join(cluster.template_name(haimg::model::Role::Mongo).file_name());
     std::fs::remove_file(&mongo).unwrap();
     std::fs::remove_file(format!("{}.sha256", mongo.display())).unwrap();

@@ -256,6 +256,11 @@ pub struct RawFirewall {
     /// which Proxmox applies no guest rule at all.
     #[serde(default)]
     pub datacenter: DatacenterFirewall,
+    /// Deploy mongo members even when the datacenter firewall is off, so that
+    /// nothing but MongoDB's own authentication keeps the network from :27017.
+    /// Insecure; off by default.
+    #[serde(default)]
+    pub allow_insecure_mongo: bool,
 }
 
 impl Default for RawFirewall {
@@ -263,6 +268,7 @@ impl Default for RawFirewall {
         RawFirewall {
             enforce: true,
             datacenter: DatacenterFirewall::default(),
+            allow_insecure_mongo: false,
         }
     }
 }

@@ -917,6 +917,7 @@ impl Validator {
             firewall: Firewall {
                 enforce: px.firewall.enforce,
                 datacenter: px.firewall.datacenter,
+                allow_insecure_mongo: px.firewall.allow_insecure_mongo,
             },
         })
     }

@@ -986,6 +986,10 @@ impl Backend for ProxmoxBackend {
         policy::enforce(self, p, self.is_dry_run())
     }
 
+    fn policy_switch(&self, cluster: &haimg_model::Cluster) -> Result<crate::backend::Switch> {
+        policy::expected_switch(self, cluster)
+    }
+
     fn has_data_volume(&self, node: &str, vmid: u32) -> Result<bool> {
         let path = format!("/nodes/{}/lxc/{vmid}/config", seg(node));
         let conf: serde_json::Map<String, Value> = self.get_as(

@@ -325,6 +325,25 @@ pub fn enforce(api: &dyn PveFirewall, p: &Policy<'_>, dry_run: bool) -> Option<P
     Some(report)
 }
 
+/// Is the datacenter firewall (`cluster.fw` `enable`) on?
+fn datacenter_on(api: &dyn PveFirewall) -> Result<bool, BackendError> {
+    let o = api.options(Scope::Datacenter)?;
+    Ok(o.get("enable").is_some_and(|v| v != "0" && !v.is_empty()))
+}
+
+/// What the switch will be once a deploy has run: on, turned on by haimg
+/// (`datacenter: enable` and `enforce`), or off. Read before anything is created.
+pub fn expected_switch(api: &dyn PveFirewall, cluster: &Cluster) -> Result<Switch, BackendError> {
+    let fw = &cluster.proxmox.firewall;
+    Ok(if datacenter_on(api)? {
+        Switch::On
+    } else if fw.enforce && fw.datacenter == DatacenterFirewall::Enable {
+        Switch::WouldEnable
+    } else {
+        Switch::Off
+    })
+}
+
 /// Converge the datacenter objects, then every target container, then the switch.
 fn converge(
     api: &dyn PveFirewall,
@@ -334,8 +353,8 @@ fn converge(
     dry_run: bool,
 ) -> PolicyReport {
     let mut report = PolicyReport::new(ENFORCER, Switch::Unknown);
-    let switch_on = match api.options(Scope::Datacenter) {
-        Ok(o) => o.get("enable").is_some_and(|v| v != "0" && !v.is_empty()),
+    let switch_on = match datacenter_on(api) {
+        Ok(on) => on,
         Err(e) => {
             report.errors.push(e.to_string());
             return report;

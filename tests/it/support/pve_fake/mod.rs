@@ -136,6 +136,10 @@ pub struct Config {
     pub task_polls: u32,
     /// How the server closes TLS sessions (pve-http-server < 5.2.1: unclean).
     pub tls_close: http::TlsClose,
+    /// The datacenter firewall (`cluster.fw` `enable`) at start. On by default:
+    /// the setup haimg asks for, where a mongo member may be deployed; a fresh
+    /// Proxmox has it off, which the tests of that case set.
+    pub datacenter_firewall: bool,
 }
 
 impl Default for Config {
@@ -150,6 +154,7 @@ impl Default for Config {
             release: "9.1".into(),
             task_polls: 1,
             tls_close: http::TlsClose::Clean,
+            datacenter_firewall: true,
         }
     }
 }

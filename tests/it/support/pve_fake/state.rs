@@ -581,6 +581,10 @@ impl Shared {
                 }
             }
         }
+        let mut fw = super::firewall::FwState::default();
+        if cfg.datacenter_firewall {
+            fw.options.insert("enable".into(), "1".into());
+        }
         Shared {
             state: Mutex::new(State {
                 nodes: cfg.nodes,
@@ -590,7 +594,7 @@ impl Shared {
                 tasks: BTreeMap::new(),
                 release: cfg.release,
                 task_polls: cfg.task_polls,
-                fw: Default::default(),
+                fw,
                 next_pid: 0x1000,
                 next_serial: 0,
             }),
