@@ -15,7 +15,7 @@ APT_PACKAGES := apt binutils busybox-static ca-certificates curl debian-archive-
                 gnupg gpgv iproute2 libc6-dev liblxc-common lxc mmdebstrap mount netbase nftables \
                 python3 tar uidmap util-linux zstd
 
-.PHONY: setup build init release demo test lint fresh-host unit templates app-test golden scan bench clean
+.PHONY: setup build init release demo test lint fresh-host unit templates app-test golden demo-policy scan bench clean
 
 ## setup: install the host tools haimg uses (idempotent); Rust (rustup) and make come first
 setup:
@@ -92,13 +92,25 @@ app-test: templates
 golden: templates
 	$(HAIMG) test --next-templates out-next
 
+## demo-policy: the cluster as `haimg deploy` makes it (in a state directory of its own, so a
+## `make demo` cluster is left alone), then the scenarios that leave it as they found it —
+## network-policy and rogue-lb among them — on it (`haimg test --deployed`), then `haimg down`
+demo-policy: templates
+	@set -euo pipefail; \
+	export HAIMG_STATE_DIR; HAIMG_STATE_DIR=$$(mktemp -d /var/tmp/haimg-demo-policy.XXXXXX); \
+	chmod 711 "$$HAIMG_STATE_DIR"; \
+	trap 'if $(HAIMG) down >/dev/null; then rm -rf "$$HAIMG_STATE_DIR"; else echo "error: haimg down failed; HAIMG_STATE_DIR=$$HAIMG_STATE_DIR" >&2; fi' EXIT; \
+	trap 'exit 130' INT; trap 'exit 143' TERM; \
+	$(HAIMG) deploy --allow-missing mongo --yes --no-progress; \
+	$(HAIMG) test --deployed
+
 ## scan: no secret in any built template: the cluster store's values (when this host has a
 ## store for the spec's cluster), PEM private keys, vendor tokens (`haimg secrets scan`)
 scan: templates
 	$(HAIMG) secrets scan out out-next
 
 ## test: everything CI runs
-test: setup lint fresh-host unit app-test golden scan
+test: setup lint fresh-host unit app-test golden demo-policy scan
 
 ## bench: see BENCHMARKS.md
 bench: setup release

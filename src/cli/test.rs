@@ -41,6 +41,12 @@ pub struct TestArgs {
     /// Parent of the test cluster's state directory
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     pub state_root: PathBuf,
+    /// Run on the local cluster `haimg deploy` made (same state directory, same
+    /// secrets store) instead of a throw-away one; only the scenarios that
+    /// leave a cluster as they found it (http, sticky, rate-limit,
+    /// network-policy, rogue-lb), by default all of those
+    #[arg(long, conflicts_with_all = ["keep", "next_templates"])]
+    pub deployed: bool,
 }
 
 pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
@@ -54,6 +60,9 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     }
     let loaded = spec_file::load(spec)?;
     let cluster = &loaded.checked.cluster;
+    if args.deployed {
+        return run_deployed(cluster, args);
+    }
     super::doctor::preflight(
         "haimg test",
         crate::doctor::Need::Deploy,
@@ -101,17 +110,71 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     tb.wait_ready()?;
     eprintln!("test: ready after {:.1}s", t0.elapsed().as_secs_f64());
 
-    let chosen = scenarios::SCENARIOS
+    let chosen: Vec<_> = scenarios::SCENARIOS
         .iter()
-        .filter(|s| args.scenario.is_empty() || args.scenario.iter().any(|n| n == s.name));
+        .filter(|s| args.scenario.is_empty() || args.scenario.iter().any(|n| n == s.name))
+        .collect();
+    let report = run_scenarios(&chosen, &tb);
+    finish(args, &report, tb)
+}
+
+/// `haimg test --deployed`: the harmless scenarios on the cluster `haimg
+/// deploy` made, found as `haimg deploy` finds it.
+fn run_deployed(cluster: &haimg_model::Cluster, args: &TestArgs) -> Result<Exit> {
+    let harmful: Vec<&str> = args
+        .scenario
+        .iter()
+        .filter_map(|n| scenarios::find(n))
+        .filter(|s| !s.harmless)
+        .map(|s| s.name)
+        .collect();
+    if !harmful.is_empty() {
+        bail!(
+            "--deployed runs only scenarios that leave the cluster as they found it, and these kill, stop or roll members: {}; run them with `haimg test` (on a throw-away cluster)",
+            harmful.join(", ")
+        );
+    }
+    super::doctor::preflight("haimg test", crate::doctor::Need::Deploy, None)?;
+    let backend = LocalBackend::new(
+        &cluster.name,
+        LocalOptions::detect(&cluster.name),
+        Arc::new(SystemRunner),
+    )
+    .context("failed to set up the local LXC backend")?;
+    let secrets =
+        crate::secrets::Store::open(&crate::secrets::Store::default_root(), &cluster.name)
+            .load()
+            .context(
+                "failed to read the cluster's secrets store (made by its first haimg deploy)",
+            )?;
+    let (roles, _) = available_roles(&args.templates, cluster, &["mongo".to_string()])?;
+    let templates = templates::find_roles(&args.templates, cluster, &roles)
+        .context("failed to find the built templates")?;
+    eprintln!(
+        "test: the cluster {} deployed in {}",
+        cluster.name,
+        backend.state_dir().display()
+    );
+    let tb = LocalTestbed::attach(backend, cluster.clone(), &templates, secrets)?;
+    tb.wait_ready()?;
+    let chosen: Vec<_> = scenarios::SCENARIOS
+        .iter()
+        .filter(|s| s.harmless)
+        .filter(|s| args.scenario.is_empty() || args.scenario.iter().any(|n| n == s.name))
+        .collect();
+    let report = run_scenarios(&chosen, &tb);
+    finish(args, &report, tb)
+}
+
+fn run_scenarios(chosen: &[&scenarios::Scenario], tb: &LocalTestbed) -> Report {
     let mut report = Report {
         scenarios: Vec::new(),
     };
-    for scenario in chosen {
+    for scenario in chosen.iter().copied() {
         let name = scenario.name;
         let t = Instant::now();
         eprintln!("test: {name} ...");
-        let outcome = scenarios::run(scenario, &tb);
+        let outcome = scenarios::run(scenario, tb);
         eprintln!(
             "test: {name} {:?} in {:.1}s{}",
             outcome.status,
@@ -124,10 +187,15 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
         );
         report.scenarios.push(outcome);
     }
+    report
+}
+
+/// Print the report, then drop the testbed (removing what it owns).
+fn finish(args: &TestArgs, report: &Report, tb: LocalTestbed) -> Result<Exit> {
     if args.json {
-        output::json(&report)?;
+        output::json(report)?;
     } else {
-        output::stdout(&show::golden(&report))?;
+        output::stdout(&show::golden(report))?;
     }
     drop(tb);
     Ok(if report.passed() {

@@ -22,6 +22,7 @@ use haimg_model::{Cluster, Role, TemplateName};
 use super::scenarios::{self, NextBuild, Testbed};
 use crate::backend::local::{LocalBackend, NetworkInfo};
 use crate::backend::Backend;
+use crate::fleet::members;
 use crate::fleet::templates::{self, LocalTemplate};
 use crate::orchestrate::{self, Request};
 use crate::probe::Origin;
@@ -46,6 +47,11 @@ pub struct LocalTestbed {
     /// The throw-away cluster's secrets: made here, kept in memory only,
     /// delivered to the members as `haimg deploy` delivers a store's.
     secrets: Secrets,
+    /// The lb template as deployed, for containers outside the cluster.
+    lb_template: Option<LocalTemplate>,
+    /// A cluster `haimg deploy` made ([`LocalTestbed::attach`]): on drop only
+    /// the client addresses added here are taken away again.
+    attached: bool,
 }
 
 impl LocalTestbed {
@@ -61,13 +67,58 @@ impl LocalTestbed {
             next_templates: None,
             rolled: Mutex::new(None),
             secrets: Secrets::generate(),
+            lb_template: None,
+            attached: false,
         }
+    }
+
+    /// Run scenarios on a cluster `haimg deploy` made: nothing is deployed
+    /// or removed; the roles are those with a running container, the secrets
+    /// the cluster's store's, `templates` the build it was deployed from
+    /// (for containers outside the cluster). Only harmless scenarios may run
+    /// ([`scenarios::Scenario::harmless`]); the client addresses added for
+    /// them are removed again on drop.
+    pub fn attach(
+        backend: LocalBackend,
+        cluster: Cluster,
+        templates: &BTreeMap<Role, LocalTemplate>,
+        secrets: Secrets,
+    ) -> Result<LocalTestbed> {
+        let running: Vec<u32> = backend
+            .list()?
+            .into_iter()
+            .filter(|c| c.state == crate::backend::PowerState::Running)
+            .map(|c| c.vmid)
+            .collect();
+        let roles: Vec<Role> = Role::ALL
+            .into_iter()
+            .filter(|r| {
+                cluster
+                    .members_of(*r)
+                    .iter()
+                    .any(|m| running.contains(&m.vmid))
+            })
+            .collect();
+        anyhow::ensure!(
+            !roles.is_empty(),
+            "no member of cluster {} is running in {}: deploy it first (haimg deploy)",
+            cluster.name,
+            backend.state_dir().display()
+        );
+        let mut tb = LocalTestbed::new(backend, cluster, roles);
+        tb.teardown = false;
+        tb.attached = true;
+        tb.secrets = secrets;
+        tb.lb_template = templates.get(&Role::Lb).cloned();
+        tb.add_clients()?;
+        Ok(tb)
     }
 
     /// Deploy the cluster from `templates` (the roles this testbed has),
     /// then set up its clients.
     pub fn deploy(&mut self, mut templates: BTreeMap<Role, LocalTemplate>) -> Result<()> {
         self.attach_secrets(&mut templates);
+        self.lb_template = templates.get(&Role::Lb).cloned();
         let target = self.deployable(&self.cluster);
         let gate = self.gate()?;
         let opts = rollout::Options::from_cluster(&target, false);
@@ -160,17 +211,33 @@ impl LocalTestbed {
         c.without_roles(&missing)
     }
 
+    /// The node and VMID of `slot`'s live container: after a rollout that is
+    /// the green one (a cluster `haimg deploy` rolled out), else the spec's.
     fn member(&self, slot: &str) -> Result<(String, u32)> {
         let m = self
             .cluster
             .member_by_slot(slot)
             .with_context(|| format!("no member {slot}"))?;
-        Ok((m.node.clone(), m.vmid))
+        let inventory = self.backend.list()?;
+        let live = crate::fleet::slot::SlotView::from_inventory(&self.cluster, m, &inventory)
+            .live()
+            .map_or(m.vmid, |l| l.vmid);
+        Ok((m.node.clone(), live))
     }
 }
 
 impl Drop for LocalTestbed {
     fn drop(&mut self) {
+        if self.attached && self.net.is_some() {
+            for n in 1..=scenarios::client_subnets() {
+                for host in [1, 2] {
+                    let ip = Ipv4Addr::new(CLIENT_NET[0], CLIENT_NET[1], n, host);
+                    if let Err(e) = self.backend.remove_client_address(ip) {
+                        eprintln!("error: failed to remove client address {ip}: {e}");
+                    }
+                }
+            }
+        }
         if self.teardown {
             if let Err(e) = self.backend.down() {
                 eprintln!("error: failed to remove the test cluster: {e}");
@@ -273,6 +340,72 @@ impl Testbed for LocalTestbed {
 
     fn rollback(&self, obs: &mut dyn rollout::Observer) -> Result<rollout::Report> {
         self.rollback_inner(obs)
+    }
+
+    fn start_stranger(&self, ip: Ipv4Addr) -> Result<u32> {
+        let c = &self.cluster;
+        let local = self
+            .lb_template
+            .as_ref()
+            .context("no lb template was deployed")?;
+        let first = c.lb.members.first().context("no lb member")?;
+        let stored = self
+            .backend
+            .list_templates(&first.node)?
+            .into_iter()
+            .find(|t| t.filename == local.stored_name())
+            .with_context(|| format!("{} is not stored", local.stored_name()))?;
+        // Above every member and green VMID, so it never collides with one.
+        let top = c.members().map(|m| m.vmid).max().unwrap_or(100);
+        let vmid = top + 2 * c.rollout.green_vmid_offset;
+        let stranger = haimg_model::Member {
+            slot: "rogue".into(),
+            hostname: "rogue".into(),
+            ip,
+            vmid,
+            ..first.clone()
+        };
+        let caps = self.backend.capabilities()?;
+        let mut spec = members::container_spec(c, &stranger, local, &stored, caps);
+        // Not one of the cluster's: no tags, and none of its secrets.
+        spec.tags = Vec::new();
+        spec.env = members::member_env(c, &stranger);
+        self.backend.create(&spec)?;
+        if let Err(e) = self.backend.start(&first.node, vmid) {
+            let _ = self.remove_ct(vmid);
+            return Err(e.into());
+        }
+        Ok(vmid)
+    }
+
+    fn exec_ct(&self, vmid: u32, argv: &[&str]) -> Result<String> {
+        let out = self.backend.attach(vmid, argv, Duration::from_secs(30))?;
+        anyhow::ensure!(
+            out.success(),
+            "`{}` in CT {vmid} failed: {}",
+            argv.join(" "),
+            out.stderr_str().trim()
+        );
+        Ok(out.stdout_str())
+    }
+
+    fn remove_ct(&self, vmid: u32) -> Result<()> {
+        let node = self
+            .cluster
+            .lb
+            .members
+            .first()
+            .map_or(String::new(), |m| m.node.clone());
+        let _ = self.backend.stop(&node, vmid);
+        Ok(self.backend.destroy(&node, vmid)?)
+    }
+
+    fn vrrp_password(&self) -> Option<String> {
+        self.secrets
+            .env_for(Role::Lb)
+            .into_iter()
+            .find(|(k, _)| k == haimg_model::image::secret_env::VRRP_PASS)
+            .map(|(_, v)| v)
     }
 }
 

@@ -153,3 +153,19 @@ fn default_spec_file_is_the_embedded_one() {
     let out = haimg(&["spec"]);
     assert_eq!(text(&out.stdout), on_disk);
 }
+
+/// `haimg test --deployed` refuses, before touching anything, the scenarios
+/// that would kill, stop or roll members of a cluster someone deployed.
+#[test]
+fn test_deployed_refuses_harmful_scenarios() {
+    let out = haimg(&[
+        "test",
+        "--spec",
+        "haimg.yaml",
+        "--deployed",
+        "--scenario",
+        "http,vip-failover,rollout",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    insta::assert_snapshot!(text(&out.stderr));
+}

@@ -594,6 +594,21 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// Take an address [`LocalBackend::add_client_address`] added away again.
+    pub fn remove_client_address(&self, ip: Ipv4Addr) -> Result<()> {
+        let ns = self.names.netns();
+        self.runner.run(&Cmd::new("ip", IP_TIMEOUT).args([
+            "-n".to_string(),
+            ns,
+            "addr".into(),
+            "del".into(),
+            format!("{ip}/32"),
+            "dev".into(),
+            "eth0".into(),
+        ]))?;
+        Ok(())
+    }
+
     fn lxc_input(&self, rec: &CtRecord, vmid: u32) -> LxcInput {
         let ct = self.dir.ct_dir(&rec.name);
         LxcInput {

@@ -16,6 +16,7 @@ mod failover;
 mod http;
 mod mongo;
 mod policy;
+mod rogue;
 mod rollout;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -80,6 +81,33 @@ pub trait Testbed: Sync {
         self.rollout(dir, obs)
     }
 
+    /// Start a container that is not a member: the lb template at `ip` (an
+    /// address of the cluster network no member uses), with a MAC of its own,
+    /// on the cluster's network. Its init finds no member to be and starts no
+    /// service; the caller runs what it wants with [`Testbed::exec_ct`] and
+    /// removes it with [`Testbed::remove_ct`]. Returns its VMID.
+    fn start_stranger(&self, ip: Ipv4Addr) -> anyhow::Result<u32> {
+        let _ = ip;
+        anyhow::bail!("this testbed cannot start containers outside the cluster")
+    }
+
+    /// Run a command in any container of the testbed, by VMID.
+    fn exec_ct(&self, vmid: u32, argv: &[&str]) -> anyhow::Result<String> {
+        let _ = (vmid, argv);
+        anyhow::bail!("this testbed cannot run commands by VMID")
+    }
+
+    /// Stop and remove a container [`Testbed::start_stranger`] made.
+    fn remove_ct(&self, vmid: u32) -> anyhow::Result<()> {
+        let _ = vmid;
+        anyhow::bail!("this testbed cannot remove containers")
+    }
+
+    /// The cluster's VRRP password, as any host that sees one advert reads it.
+    fn vrrp_password(&self) -> Option<String> {
+        None
+    }
+
     /// `haimg rollback --yes` ([`crate::orchestrate::run`] of a rollback).
     fn rollback(
         &self,
@@ -104,6 +132,9 @@ pub struct Scenario {
     pub name: &'static str,
     /// Client addresses it needs, each in a /24 no other scenario uses.
     pub clients: u8,
+    /// Leaves the cluster as it found it (kills, stops and rolls nothing), so
+    /// `haimg test --deployed` may run it on a cluster `haimg deploy` made.
+    pub harmless: bool,
     run: fn(&Run<'_>) -> anyhow::Result<ScenarioReport>,
 }
 
@@ -113,63 +144,81 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "http",
         clients: 1,
+        harmless: true,
         run: http::http,
     },
     // One client, then 8 more /24s to see the spread.
     Scenario {
         name: "sticky",
         clients: 9,
+        harmless: true,
         run: http::sticky,
     },
     Scenario {
         name: "rate-limit",
         clients: 1,
+        harmless: true,
         run: http::rate_limit,
     },
     Scenario {
         name: "vip-failover",
         clients: 1,
+        harmless: false,
         run: failover::vip_failover,
     },
     Scenario {
         name: "webapp-loss",
         clients: 1,
+        harmless: false,
         run: failover::webapp_loss,
     },
     Scenario {
         name: "app-crash",
         clients: 0,
+        harmless: false,
         run: failover::app_crash,
     },
     Scenario {
         name: "mongo-rs0",
         clients: 0,
+        harmless: false,
         run: mongo::mongo_rs0,
     },
     // 4 for the steady load, 8 to read the served versions.
     Scenario {
         name: "rollout",
         clients: 12,
+        harmless: false,
         run: rollout::rollout,
     },
     Scenario {
         name: "rollback",
         clients: 12,
+        harmless: false,
         run: rollout::rollback,
     },
     Scenario {
         name: "rollout-bad-green",
         clients: 12,
+        harmless: false,
         run: rollout::rollout_bad_green,
     },
     Scenario {
         name: "network-policy",
         clients: 1,
+        harmless: true,
         run: policy::network_policy,
+    },
+    Scenario {
+        name: "rogue-lb",
+        clients: 1,
+        harmless: true,
+        run: rogue::rogue_lb,
     },
     Scenario {
         name: "shutdown",
         clients: 0,
+        harmless: false,
         run: failover::shutdown,
     },
 ];
