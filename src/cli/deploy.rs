@@ -73,15 +73,17 @@ pub fn run(spec: Option<&Path>, args: &DeployArgs) -> Result<Exit> {
     let loaded = spec_file::load(spec)?;
     let spec_cluster = &loaded.checked.cluster;
     let target = Target::open(&loaded, args.dry_run, !args.no_progress)?;
+    if let Target::Local(_) = &target {
+        super::doctor::preflight("haimg deploy", crate::doctor::Need::Deploy, None)?;
+    }
+    // Local checks first (no API call for a run that cannot go ahead), then
+    // the run lock, held from the first read of the target to the end.
+    let (mut templates, cluster, missing) = deployable(&target, spec_cluster, args)?;
     let _lock = if args.dry_run {
         None
     } else {
         Some(target.lock(&loaded.checked.cluster, "deploy", args.force_unlock)?)
     };
-    if let Target::Local(_) = &target {
-        super::doctor::preflight("haimg deploy", crate::doctor::Need::Deploy, None)?;
-    }
-    let (mut templates, cluster, missing) = deployable(&target, spec_cluster, args)?;
     let cluster = &cluster;
     let backend = target.backend();
     // The cluster's secrets: made at the first deploy (a dry run makes none

@@ -5,9 +5,10 @@
 //! Where the lock lives: locally next to the cluster's state directory
 //! (`$HAIMG_STATE_DIR/<cluster>.run.lock`, machine-wide like the cluster);
 //! for Proxmox on the deploy host, per cluster and endpoint
-//! (`$XDG_STATE_HOME/haimg/<cluster>@<host>_<port>.run.lock`). Two deploy
-//! hosts driving one Proxmox cluster are not serialised by it (a lease kept
-//! in Proxmox itself is not built; see NOTES.md).
+//! (`$XDG_STATE_HOME/haimg/<cluster>@<host>_<port>.run.lock`), and then a
+//! lease in Proxmox itself that every deploy host sees ([`take_lease`]:
+//! a resource pool holding the holder and an expiry, renewed while the run
+//! lasts; see `backend::proxmox::lease`).
 //!
 //! The file holds who has it (command, pid, host, start), written after the
 //! lock is taken, so a refused run names the holder. The kernel drops a
@@ -22,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::backend::proxmox::lease::{LeaseApi, Take};
 
 /// Who holds a run lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +57,150 @@ impl Holder {
 pub struct RunLock {
     _file: File,
     pub path: PathBuf,
+    /// On Proxmox: the lease, released after the file lock's holder is done.
+    lease: Option<Lease>,
+}
+
+impl RunLock {
+    /// Also hold `lease` until this lock is dropped.
+    pub fn with_lease(mut self, lease: Lease) -> RunLock {
+        self.lease = Some(lease);
+        self
+    }
+}
+
+/// How long a lease is valid without a renewal, and how often it is renewed.
+/// The expiry is for people: a lease is broken only by `--force-unlock`.
+pub const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a lease's comment holds: the holder and until when it is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LeaseText {
+    #[serde(flatten)]
+    holder: Holder,
+    /// Seconds since the Unix epoch.
+    expires: u64,
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lease_text(me: &Holder) -> String {
+    serde_json::to_string(&LeaseText {
+        holder: me.clone(),
+        expires: now_s() + LEASE_TTL.as_secs(),
+    })
+    .unwrap_or_default()
+}
+
+/// A lease held in Proxmox, renewed by a thread until dropped, then released.
+#[derive(Debug)]
+pub struct Lease {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.renewer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Take the cluster's lease in Proxmox for `me`, or fail naming its holder
+/// (and whether its lease expired). With `force`, a held lease is broken.
+pub fn take_lease(api: LeaseApi, me: &Holder, force: bool) -> Result<Lease> {
+    take_lease_renewing(api, me, force, LEASE_RENEW)
+}
+
+/// [`take_lease`], renewing every `every` (tests renew faster).
+pub fn take_lease_renewing(
+    api: LeaseApi,
+    me: &Holder,
+    force: bool,
+    every: std::time::Duration,
+) -> Result<Lease> {
+    const TAKE: &str = "failed to take the cluster's run lease in Proxmox";
+    let mut text = lease_text(me);
+    match api.take(&text).context(TAKE)? {
+        Take::Taken => {}
+        Take::Held(other) => {
+            let who = describe_lease(&other);
+            if !force {
+                bail!(
+                    "the cluster is locked by {who}, from another deploy host or run (lease: Proxmox pool {}): wait for it to finish; if that run died or hangs, stop it, then break the lease with --force-unlock",
+                    api.pool()
+                );
+            }
+            tracing::warn!("breaking the run lease held by {who} (--force-unlock)");
+            api.force_release().context(TAKE)?;
+            text = lease_text(me);
+            if let Take::Held(again) = api.take(&text).context(TAKE)? {
+                bail!(
+                    "the run lease was taken again at once by {}",
+                    describe_lease(&again)
+                );
+            }
+        }
+    }
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let me = me.clone();
+    let renewer = std::thread::spawn(move || {
+        let mut held = text;
+        // Until the run drops its lease (the sender goes away).
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+            let next = lease_text(&me);
+            match api.renew(&held, &next) {
+                Ok(()) => held = next,
+                Err(e) => tracing::error!("failed to renew the run lease: {e}"),
+            }
+        }
+        match api.release(&held) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "the run lease was no longer this run's (broken with --force-unlock); left as it is"
+            ),
+            Err(e) => tracing::error!(
+                "failed to release the run lease (Proxmox pool {}); the next run needs --force-unlock: {e}",
+                api.pool()
+            ),
+        }
+    });
+    Ok(Lease {
+        stop: Some(stop),
+        renewer: Some(renewer),
+    })
+}
+
+/// "`haimg deploy` (pid 1 on host, started N s ago; lease expires in M s)".
+fn describe_lease(text: &str) -> String {
+    match serde_json::from_str::<LeaseText>(text) {
+        Ok(l) => {
+            let now = now_s();
+            let left = if l.expires > now {
+                format!("lease expires in {} s", l.expires - now)
+            } else {
+                format!(
+                    "lease EXPIRED {} s ago: its run probably died",
+                    now - l.expires
+                )
+            };
+            format!(
+                "`haimg {}` (pid {} on {}, started {}; {left})",
+                l.holder.command,
+                l.holder.pid,
+                l.holder.host,
+                since(l.holder.since)
+            )
+        }
+        Err(_) => format!("another haimg run ({text:?})"),
+    }
 }
 
 /// The run lock of a local cluster whose state directory is `state_dir`.
@@ -133,6 +280,7 @@ pub fn acquire(path: &Path, me: &Holder, force: bool) -> Result<RunLock> {
     Ok(RunLock {
         _file: file,
         path: path.to_path_buf(),
+        lease: None,
     })
 }
 

@@ -55,16 +55,21 @@ impl Target {
     /// Take the cluster's run lock for a mutating `command` (`deploy`,
     /// `rollback`, `gc`) for as long as the guard lives ([`runlock`]).
     pub fn lock(&self, cluster: &Cluster, command: &str, force: bool) -> Result<RunLock> {
-        let path = match self {
-            Target::Local(b) => runlock::local_path(b.state_dir()),
-            Target::Proxmox(_) => {
+        let me = runlock::Holder::me(command);
+        match self {
+            Target::Local(b) => runlock::acquire(&runlock::local_path(b.state_dir()), &me, force),
+            Target::Proxmox(b) => {
                 let ep = cluster.proxmox.endpoint.as_deref().unwrap_or("");
                 let ep = haimg_model::endpoint::Endpoint::parse(ep)
                     .map_err(|e| anyhow::anyhow!("proxmox.endpoint: {e}"))?;
-                runlock::proxmox_path(&cluster.name, &ep.host, ep.port.unwrap_or(8006))
+                let path = runlock::proxmox_path(&cluster.name, &ep.host, ep.port.unwrap_or(8006));
+                // This host first (no API call while another local run holds
+                // it), then the lease every deploy host sees.
+                let local = runlock::acquire(&path, &me, force)?;
+                let lease = runlock::take_lease(b.lease(&cluster.name), &me, force)?;
+                Ok(local.with_lease(lease))
             }
-        };
-        runlock::acquire(&path, &runlock::Holder::me(command), force)
+        }
     }
 
     pub fn backend(&self) -> &(dyn Backend + Sync) {

@@ -24,6 +24,7 @@ mod proxmox_converge;
 mod proxmox_deploy;
 mod proxmox_faults;
 mod proxmox_firewall;
+mod proxmox_lease;
 mod proxmox_wire;
 mod rollout_cli;
 mod rollout_gate;

@@ -119,7 +119,7 @@ fn deploy_prints_the_plan_and_refuses_without_yes_and_without_a_terminal() {
     assert!(stdout.is_empty());
     insta::assert_snapshot!("cli_refuses_without_yes", clean(&err, &bed));
     assert_eq!(bed.table(), before, "nothing changed");
-    assert!(bed.fake.requests().iter().all(|r| r.method == "GET"));
+    assert!(reads_and_the_lease(&bed.fake.requests()));
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn deploy_refuses_a_mongo_rollout_when_no_member_answers() {
     assert_eq!(code, 1, "{err}");
     let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
     insta::assert_snapshot!(last, @"error: refusing to roll out: mongo tier: cannot find the primary: mongo: mongo1: 192.168.30.103:27017: Network is unreachable (os error 101); mongo2: 192.168.30.104:27017: Network is unreachable (os error 101); mongo3: 192.168.30.105:27017: Network is unreachable (os error 101)");
-    assert!(bed.fake.requests().iter().all(|r| r.method == "GET"));
+    assert!(reads_and_the_lease(&bed.fake.requests()));
 }
 
 #[test]
@@ -279,6 +279,17 @@ fn status_rollback_and_gc_read_the_tags() {
 
 /// A Proxmox fake, a spec file pointing at it, and the three templates at
 /// 1.0.0 written next to it (the fake needs the temporary directory to stay).
+/// Nothing but reads, and the run lease taken and released (`/pools`).
+fn reads_and_the_lease(reqs: &[pve_fake::Recorded]) -> bool {
+    let lease: Vec<&str> = reqs
+        .iter()
+        .filter(|r| r.path == "/pools")
+        .map(|r| r.method.as_str())
+        .collect();
+    (lease == ["POST", "GET", "DELETE"] || lease == ["POST", "DELETE"])
+        && reqs.iter().all(|r| r.method == "GET" || r.path == "/pools")
+}
+
 fn fake_with_templates() -> (
     pve_fake::FakePve,
     tempfile::TempDir,
@@ -432,7 +443,7 @@ fn deploy_allow_missing_mongo_creates_and_starts_the_six_lb_and_webapp_members()
         &spec_path,
     );
     assert_eq!(code, 0, "{err}");
-    assert!(fake.requests().iter().all(|r| r.method == "GET"), "{err}");
+    assert!(reads_and_the_lease(&fake.requests()), "{err}");
 }
 
 /// Someone changes members in the Proxmox web UI (cores, memory, the
@@ -508,10 +519,17 @@ fn a_web_ui_change_is_shown_by_the_dry_run_and_converged_by_deploy() {
     let (code, _, err) = deploy(&["--yes"]);
     assert_eq!(code, 0, "{err}");
     insta::assert_snapshot!("cli_drift_deploy_stderr", clean(&err));
+    assert!(reads_and_the_lease(
+        &fake
+            .requests()
+            .into_iter()
+            .filter(|r| !r.path.ends_with("/config"))
+            .collect::<Vec<_>>()
+    ));
     let mut puts: Vec<String> = fake
         .requests()
         .iter()
-        .filter(|r| r.method != "GET")
+        .filter(|r| r.method != "GET" && r.path != "/pools")
         .map(|r| clean(&format!("{} {} {:?}", r.method, r.path, r.body)))
         .collect();
     puts.sort();
@@ -530,7 +548,7 @@ fn a_web_ui_change_is_shown_by_the_dry_run_and_converged_by_deploy() {
     assert_eq!(code, 0, "{err}");
     // The rootfs size cannot change in place: still reported, nothing sent.
     insta::assert_snapshot!("cli_drift_second_deploy_stderr", clean(&err));
-    assert!(fake.requests().iter().all(|r| r.method == "GET"));
+    assert!(reads_and_the_lease(&fake.requests()));
 
     // Another run holds the cluster's run lock: refused before any call,
     // naming the holder; `--force-unlock` breaks it.

@@ -353,7 +353,9 @@ impl CallStats {
 /// The body of a multipart upload, rebuilt for each try.
 pub type MultipartFactory<'a> = &'a dyn Fn() -> std::io::Result<multipart::Form>;
 
-/// An authenticated API client for one endpoint.
+/// An authenticated API client for one endpoint. Clones share the
+/// connection pool and the call counters.
+#[derive(Clone)]
 pub struct Client {
     /// `https://host:8006/api2/json`
     base: String,

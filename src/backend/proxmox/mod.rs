@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod firewall;
+pub mod lease;
 pub mod params;
 pub mod policy;
 mod settle;
@@ -233,6 +234,11 @@ impl ProxmoxBackend {
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner).clone())
             .unwrap_or_default()
+    }
+
+    /// The cluster's run lease ([`lease`]), on a client of its own.
+    pub fn lease(&self, cluster: &str) -> lease::LeaseApi {
+        lease::LeaseApi::new(self.client.clone(), cluster)
     }
 
     /// API calls made so far.

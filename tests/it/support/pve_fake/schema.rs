@@ -2,7 +2,8 @@
 //! from pve-docs (`api-viewer/apidata.js`, PVE 9.1 series):
 //! `tests/fixtures/pve/pve-api-subset.json` (storage, containers, tasks) and
 //! `tests/fixtures/pve/pve-api-firewall-ha.json` (the 77 methods under
-//! `/cluster/firewall`, `/nodes/{node}/lxc/{vmid}/firewall` and `/cluster/ha`).
+//! `/cluster/firewall`, `/nodes/{node}/lxc/{vmid}/firewall` and `/cluster/ha`)
+//! and `tests/fixtures/pve/pve-api-pools.json` (`/pools`, the run lease).
 //!
 //! Mirrors `pve-common:src/PVE/JSONSchema.pm` where haimg can trip over it:
 //! unknown parameter (`additionalProperties: 0`), missing required parameter,
@@ -37,7 +38,11 @@ pub const NOT_DEFINED: &str =
 impl Schema {
     pub fn load() -> Schema {
         let mut endpoints = Vec::new();
-        for file in ["pve-api-subset.json", "pve-api-firewall-ha.json"] {
+        for file in [
+            "pve-api-subset.json",
+            "pve-api-firewall-ha.json",
+            "pve-api-pools.json",
+        ] {
             let p = format!("{}/tests/fixtures/pve/{file}", env!("CARGO_MANIFEST_DIR"));
             let v: Value = serde_json::from_slice(&std::fs::read(&p).expect("schema fixture"))
                 .expect("schema json");
@@ -316,6 +321,15 @@ fn check_format(f: &str, v: &str) -> Result<(), String> {
                 .is_match(v)
                 .then_some(())
                 .ok_or(format!("invalid configuration ID '{v}'"))
+        }
+        // pve-access-control `verify_poolname`.
+        "pve-poolid" => {
+            return (v.split('/').count() <= 3
+                && Regex::new(r"^[A-Za-z0-9.\-_]+(?:/[A-Za-z0-9.\-_]+){0,2}$")
+                    .unwrap()
+                    .is_match(v))
+            .then_some(())
+            .ok_or(format!("pool name '{v}' contains invalid characters"))
         }
         "pve-iface" => {
             return Regex::new(r"(?i)^[a-z][a-z0-9_]{1,20}([:.]\d+)?$")

@@ -138,6 +138,8 @@ pub struct State {
     pub task_polls: u32,
     /// `cluster.fw` and the guests' `.fw` files.
     pub fw: super::firewall::FwState,
+    /// Resource pools (`user.cfg`): id -> comment. haimg's run lease is one.
+    pub pools: BTreeMap<String, Option<String>>,
     next_pid: u32,
     next_serial: u64,
 }
@@ -595,6 +597,7 @@ impl Shared {
                 release: cfg.release,
                 task_polls: cfg.task_polls,
                 fw,
+                pools: BTreeMap::new(),
                 next_pid: 0x1000,
                 next_serial: 0,
             }),
@@ -965,6 +968,72 @@ fn dispatch(
     }
     let vmid = p.get("vmid").cloned().unwrap_or_default();
     match (method, route) {
+        // pve-manager PVE/API2/Pool.pm: create/update/delete under the
+        // user.cfg lock, errors as `die` texts (HTTP 500).
+        ("POST", "/pools") => {
+            let id = &p["poolid"];
+            if st.pools.contains_key(id) {
+                return Err((
+                    500,
+                    format!("create pool failed: pool '{id}' already exists"),
+                ));
+            }
+            if !id.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                return Err((
+                    500,
+                    "create pool failed: pool name must start with a letter".into(),
+                ));
+            }
+            st.pools.insert(
+                id.clone(),
+                p.get("comment").filter(|c| !c.is_empty()).cloned(),
+            );
+            Ok(Value::Null)
+        }
+        ("GET", "/pools") => match p.get("poolid") {
+            Some(id) => {
+                let Some(comment) = st.pools.get(id) else {
+                    return Err((500, format!("pool '{id}' does not exist")));
+                };
+                let mut v = json!({"poolid": id, "members": []});
+                if let Some(c) = comment {
+                    v["comment"] = json!(c);
+                }
+                Ok(json!([v]))
+            }
+            None => Ok(Value::Array(
+                st.pools
+                    .iter()
+                    .map(|(id, c)| match c {
+                        Some(c) => json!({"poolid": id, "comment": c}),
+                        None => json!({"poolid": id}),
+                    })
+                    .collect(),
+            )),
+        },
+        ("PUT", "/pools") => {
+            let id = &p["poolid"];
+            let Some(comment) = st.pools.get_mut(id) else {
+                return Err((
+                    500,
+                    format!("update pools failed: pool '{id}' does not exist"),
+                ));
+            };
+            if let Some(c) = p.get("comment") {
+                *comment = Some(c.clone()).filter(|c| !c.is_empty());
+            }
+            Ok(Value::Null)
+        }
+        ("DELETE", "/pools") => {
+            let id = &p["poolid"];
+            if st.pools.remove(id).is_none() {
+                return Err((
+                    500,
+                    format!("delete pool failed: pool '{id}' does not exist"),
+                ));
+            }
+            Ok(Value::Null)
+        }
         ("GET", "/version") => Ok(
             json!({"version": format!("{}.2", st.release), "release": st.release, "repoid": "0a1b2c3d"}),
         ),
