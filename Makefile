@@ -15,7 +15,7 @@ APT_PACKAGES := apt binutils busybox-static ca-certificates curl debian-archive-
                 gnupg gpgv iproute2 libc6-dev liblxc-common lxc mmdebstrap mount netbase nftables \
                 python3 tar uidmap util-linux zstd
 
-.PHONY: setup build init release demo test lint fresh-host unit templates app-test golden demo-policy scan bench clean
+.PHONY: setup build init release demo test lint fresh-host unit templates app-test golden interrupted demo-policy scan bench clean
 
 ## setup: install the host tools haimg uses (idempotent); Rust (rustup) and make come first
 setup:
@@ -92,6 +92,11 @@ app-test: templates
 golden: templates
 	$(HAIMG) test --next-templates out-next
 
+## interrupted: `haimg test` stopped by SIGTERM mid-scenario removes its cluster itself (exit 143);
+## stopped by SIGKILL, `haimg down --leftover-tests` removes it; nothing of either run is left
+interrupted: templates
+	.ci/interrupted-test $(HAIMG) out
+
 ## demo-policy: the cluster as `haimg deploy` makes it (in a state directory of its own, so a
 ## `make demo` cluster is left alone), then the scenarios that leave it as they found it —
 ## network-policy and rogue-lb among them — on it (`haimg test --deployed`), then `haimg down`
@@ -110,7 +115,7 @@ scan: templates
 	$(HAIMG) secrets scan out out-next
 
 ## test: everything CI runs
-test: setup lint fresh-host unit app-test golden demo-policy scan
+test: setup lint fresh-host unit app-test golden interrupted demo-policy scan
 
 ## bench: see BENCHMARKS.md
 bench: setup release

@@ -19,6 +19,7 @@ use crate::golden::report::Report;
 use crate::golden::scenarios;
 use crate::spec_file;
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::{SigSet, Signal};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -63,6 +64,9 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
     if args.deployed {
         return run_deployed(cluster, args);
     }
+    // Before any thread exists, so that every thread inherits the mask and
+    // only the watcher (below) ever takes these signals.
+    let interrupts = block_interrupts()?;
     super::doctor::preflight(
         "haimg test",
         crate::doctor::Need::Deploy,
@@ -83,6 +87,22 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
         })?;
     let mut opts = LocalOptions::detect(&cluster.name);
     opts.state_dir = state.path().join(&cluster.name);
+    // Held for the whole run: `haimg down --leftover-tests` leaves a test
+    // alone while this lock says it runs.
+    let _running = super::runlock::acquire(
+        &super::runlock::local_path(&opts.state_dir),
+        &super::runlock::Holder::me("test"),
+        false,
+    )?;
+    watch_interrupts(interrupts, {
+        let (name, opts, root, keep) = (
+            cluster.name.clone(),
+            opts.clone(),
+            state.path().to_path_buf(),
+            args.keep,
+        );
+        move || remove_on_interrupt(&name, opts, &root, keep)
+    });
     let backend = LocalBackend::new(&cluster.name, opts, Arc::new(SystemRunner))
         .context("failed to set up the local LXC backend")?;
     eprintln!(
@@ -116,6 +136,55 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
         .collect();
     let report = run_scenarios(&chosen, &tb);
     finish(args, &report, tb)
+}
+
+/// SIGINT, SIGTERM and SIGHUP (Ctrl-C, a CI timeout, a closed terminal),
+/// blocked in this thread and every thread it starts from now on.
+fn block_interrupts() -> Result<SigSet> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block()
+        .context("failed to block the interrupt signals")?;
+    Ok(set)
+}
+
+/// A thread that waits for one of `set` and then runs `cleanup` and exits
+/// with 128 + the signal's number, as a shell reports a signal's end.
+fn watch_interrupts(set: SigSet, cleanup: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            eprintln!("test: interrupted ({sig}); removing the test cluster");
+            cleanup();
+            std::process::exit(128 + sig as i32);
+        }
+    });
+}
+
+/// What the end of a run does, on an interrupt: remove the test cluster and
+/// its state directory (unless `--keep`).
+fn remove_on_interrupt(cluster: &str, opts: LocalOptions, root: &Path, keep: bool) {
+    if keep {
+        eprintln!(
+            "test: keeping the cluster; remove it with HAIMG_STATE_DIR={} haimg down",
+            root.display()
+        );
+        return;
+    }
+    let removed = LocalBackend::new(cluster, opts, Arc::new(SystemRunner))
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(b.down()?));
+    match removed {
+        Ok(r) => eprintln!(
+            "test: removed {} container(s) and the cluster's network",
+            r.containers.len()
+        ),
+        Err(e) => eprintln!(
+            "error: failed to remove the test cluster: {e:#}; `haimg down --leftover-tests` finds it"
+        ),
+    }
+    let _ = std::fs::remove_dir_all(root);
 }
 
 /// `haimg test --deployed`: the harmless scenarios on the cluster `haimg

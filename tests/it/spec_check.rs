@@ -169,3 +169,16 @@ fn test_deployed_refuses_harmful_scenarios() {
     assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
     insta::assert_snapshot!(text(&out.stderr));
 }
+
+/// `haimg down --leftover-tests` with a state root that does not exist says so.
+#[test]
+fn down_leftover_tests_with_a_missing_root() {
+    let out = haimg(&[
+        "down",
+        "--leftover-tests",
+        "--state-root",
+        "/nonexistent/haimg-tests",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    insta::assert_snapshot!(text(&out.stderr));
+}
