@@ -263,7 +263,10 @@ fn check_common(
 #[test]
 fn templates_build_reproducibly_and_hold_what_they_should() {
     if let Some(why) = skip_reason() {
-        eprintln!("skipped: {why}");
+        crate::support::skip(
+            "templates_build_reproducibly_and_hold_what_they_should",
+            &why,
+        );
         return;
     }
     assert!(

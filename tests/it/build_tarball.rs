@@ -153,7 +153,7 @@ fn gnu_tar_extracts_it() {
         .arg(&x)
         .status();
     let Ok(st) = st else {
-        eprintln!("skipped: GNU tar is not installed");
+        crate::support::skip("build_tarball", "GNU tar is not installed (`make setup`)");
         return;
     };
     assert!(st.success());

@@ -27,7 +27,7 @@ fn bad_cluster_name_is_a_usage_error() {
 #[test]
 fn nothing_to_remove_is_success() {
     if !haimg::backend::local::host::is_root() {
-        eprintln!("SKIP nothing_to_remove_is_success: needs root");
+        crate::support::skip("nothing_to_remove_is_success", "needs root");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

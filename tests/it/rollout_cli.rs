@@ -35,7 +35,10 @@ impl Isolated {
         match Command::new("ip").args(["netns", "add", &name]).status() {
             Ok(s) if s.success() => {}
             other => {
-                eprintln!("skipping: `ip netns add` failed ({other:?}); the probes of a mongo rollout need an empty namespace (root, iproute2)");
+                crate::support::skip(
+                    "rollout_cli",
+                    &format!("`ip netns add` failed ({other:?}); the probes of a mongo rollout need an empty namespace (root, iproute2)"),
+                );
                 return None;
             }
         }

@@ -375,7 +375,12 @@ impl Netns {
         match Command::new("ip").args(["netns", "add", &name]).status() {
             Ok(s) if s.success() => {}
             other => {
-                eprintln!("skipping: `ip netns add` failed ({other:?}); this test needs root and iproute2");
+                crate::support::skip(
+                    "rollout_mongo",
+                    &format!(
+                        "`ip netns add` failed ({other:?}); this test needs root and iproute2"
+                    ),
+                );
                 return None;
             }
         }

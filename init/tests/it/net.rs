@@ -16,7 +16,7 @@ struct Netns(String);
 impl Netns {
     fn new(tag: &str) -> Option<Netns> {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping: network namespace tests need root");
+            crate::skip(tag, "network namespace tests need root");
             return None;
         }
         let name = format!(
@@ -28,7 +28,7 @@ impl Netns {
         match ok {
             Ok(s) if s.success() => Some(Netns(name)),
             other => {
-                eprintln!("skipping: `ip netns add` failed: {other:?}");
+                crate::skip(tag, &format!("`ip netns add` failed: {other:?}"));
                 None
             }
         }

@@ -42,7 +42,9 @@ pub(super) fn mongo_rs0(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
 /// How long each step of `mongo-rs0` may take.
 #[derive(Debug, Clone, Copy)]
 struct RsDeadlines {
-    /// Until the set shows one PRIMARY and the rest SECONDARY.
+    /// Until the set shows one PRIMARY and the rest SECONDARY: the goal of a
+    /// fresh `rs0`, 30 s (the init initiates as soon as all three members
+    /// answer; an election takes `electionTimeoutMillis`, 10 s, at most).
     settle: Duration,
     /// From the kill until another member is PRIMARY. A healthy set elects
     /// after `electionTimeoutMillis` (10 s by default) without heartbeats.
@@ -55,7 +57,7 @@ struct RsDeadlines {
 impl Default for RsDeadlines {
     fn default() -> RsDeadlines {
         RsDeadlines {
-            settle: Duration::from_secs(60),
+            settle: Duration::from_secs(30),
             election: Duration::from_secs(30),
             rejoin: Duration::from_secs(120),
             every: Duration::from_millis(250),

@@ -26,7 +26,10 @@ use haimg::probe::netns;
 /// Print why and return false when the test cannot run here.
 pub fn can_run(test: &str) -> bool {
     if !host::is_root() {
-        eprintln!("SKIP {test}: needs root (LXC containers, a bridge, network namespaces)");
+        crate::support::skip(
+            test,
+            "needs root (LXC containers, a bridge, network namespaces)",
+        );
         return false;
     }
     true
