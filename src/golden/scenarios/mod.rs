@@ -12,6 +12,7 @@
 //! ([`Run::client`]), because nginx's rate limit and `ip_hash` both key on
 //! the client address and one scenario must not spend another's budget.
 
+mod boot;
 mod failover;
 mod http;
 mod mongo;
@@ -20,6 +21,8 @@ mod rogue;
 mod rollout;
 
 use std::net::{Ipv4Addr, SocketAddr};
+
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,6 +144,13 @@ pub struct Scenario {
 /// Every scenario, in the order `haimg test` runs them (shutdown last: it
 /// stops the cluster; rollback right after rollout, which it undoes).
 pub const SCENARIOS: &[Scenario] = &[
+    // First, while every member still runs its first boot.
+    Scenario {
+        name: "boot",
+        clients: 0,
+        harmless: true,
+        run: boot::boot,
+    },
     Scenario {
         name: "http",
         clients: 1,
@@ -177,6 +187,12 @@ pub const SCENARIOS: &[Scenario] = &[
         clients: 0,
         harmless: false,
         run: failover::app_crash,
+    },
+    Scenario {
+        name: "nginx-crash",
+        clients: 0,
+        harmless: false,
+        run: boot::nginx_crash,
     },
     Scenario {
         name: "mongo-rs0",
