@@ -81,6 +81,9 @@ pub struct LoadResult {
     /// First few failure reasons, for the report.
     pub failure_samples: Vec<String>,
     pub elapsed_s: f64,
+    /// From the first request sent to the last one sent: how far apart a
+    /// burst that was meant to arrive at once really arrived.
+    pub send_spread_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     /// Bodies of answered requests, counted (only when `keep_bodies`).
@@ -99,9 +102,12 @@ pub fn run(spec: &LoadSpec, keep_bodies: bool) -> std::io::Result<LoadResult> {
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(Mutex::new((LoadResult::default(), Vec::<f64>::new())));
+    // (first, last) send time, as offsets from `start`.
+    let sends = Arc::new(Mutex::new((f64::MAX, 0.0f64)));
     let mut handles = Vec::new();
     for _ in 0..spec.concurrency.max(1) {
-        let (spec, next, shared) = (spec.clone(), next.clone(), shared.clone());
+        let (spec, next, shared, sends) =
+            (spec.clone(), next.clone(), shared.clone(), sends.clone());
         handles.push(std::thread::spawn(move || -> std::io::Result<()> {
             if let Some(ns) = &spec.netns {
                 netns::enter(ns)?;
@@ -118,6 +124,10 @@ pub fn run(spec: &LoadSpec, keep_bodies: bool) -> std::io::Result<LoadResult> {
                     }
                 }
                 let t0 = Instant::now();
+                if let Ok(mut s) = sends.lock() {
+                    let at = t0.duration_since(start).as_secs_f64();
+                    *s = (s.0.min(at), s.1.max(at));
+                }
                 let res = http::get(&spec.request());
                 let ms = t0.elapsed().as_secs_f64() * 1000.0;
                 let mut g = shared
@@ -152,6 +162,9 @@ pub fn run(spec: &LoadSpec, keep_bodies: bool) -> std::io::Result<LoadResult> {
         .into_inner()
         .map_err(|_| std::io::Error::other("poisoned"))?;
     result.elapsed_s = start.elapsed().as_secs_f64();
+    if let Ok(s) = sends.lock() {
+        result.send_spread_s = if s.0 <= s.1 { s.1 - s.0 } else { 0.0 };
+    }
     lat.sort_by(f64::total_cmp);
     result.p50_ms = percentile(&lat, 0.50);
     result.p99_ms = percentile(&lat, 0.99);

@@ -88,7 +88,41 @@ pub fn get(spec: &Request) -> std::io::Result<Response> {
             break;
         }
     }
+    if let Some(why) = truncated(&buf) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the connection ended {why}"),
+        ));
+    }
     parse_response(&buf)
+}
+
+/// Why `buf` is a cut answer: headers that frame a body (`Content-Length`,
+/// chunked) and less than that body. `None` when it is whole, or framed by
+/// the end of the connection (no length), or has no headers yet (which
+/// [`parse_response`] reports).
+fn truncated(buf: &[u8]) -> Option<String> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if is_complete(buf) {
+        return None;
+    }
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let body = buf.len() - end - 4;
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return Some(format!(
+            "before the last chunk of a chunked body ({body} bytes of it)"
+        ));
+    }
+    let n = header("content-length")?.parse::<usize>().ok()?;
+    Some(format!(
+        "after {body} of the {n} bytes its Content-Length announced"
+    ))
 }
 
 /// Is `buf` a whole HTTP/1.1 response by its framing: headers, then
@@ -204,6 +238,43 @@ mod tests {
         // No length: only the end of the connection frames it.
         assert!(!is_complete(b"HTTP/1.1 200 OK\r\n\r\nok"));
         assert!(!is_complete(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"));
+    }
+
+    /// A body cut by the end of the connection (a FIN) is not an answer: a
+    /// Content-Length not reached, a chunked body without its last chunk.
+    /// A body without a length ends with the connection, as HTTP/1.1 says.
+    #[test]
+    fn a_body_cut_by_a_fin_is_a_failure() {
+        fn fin_after(answer: &'static [u8]) -> SocketAddr {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                s.write_all(answer).unwrap();
+                drop(s); // an orderly close: FIN
+            });
+            addr
+        }
+        let short = fin_after(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok");
+        let e = get(&Request::new(short, "/")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            e.to_string(),
+            "the connection ended after 2 of the 5 bytes its Content-Length announced"
+        );
+        let no_last =
+            fin_after(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n");
+        let e = get(&Request::new(no_last, "/")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the connection ended before the last chunk of a chunked body (7 bytes of it)"
+        );
+        let whole = fin_after(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(get(&Request::new(whole, "/")).unwrap().body, "ok");
+        let by_close = fin_after(b"HTTP/1.1 200 OK\r\n\r\nall of it");
+        assert_eq!(get(&Request::new(by_close, "/")).unwrap().body, "all of it");
     }
 
     /// A reset after the whole answer arrived (the VIP moved on meanwhile)

@@ -80,9 +80,11 @@ pub(super) fn rate_limit(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     let r = load::run(&s, false)?;
     let ok = r.count(200);
     let limited = r.count(rl.status);
-    // Expected: one immediate + `burst` queued + what the rate refills while the burst drains.
-    let expect_max = 1 + rl.burst as usize + (rl.rate_per_s as f64 * r.elapsed_s).ceil() as usize;
-    let expect_min = (rl.burst as usize).saturating_sub(5);
+    // Exactly what limit_req admits of requests arriving together
+    // (`criteria::rate_limit_ok` derives it and its one tolerance).
+    let (expect_min, expect_max) =
+        crate::golden::criteria::rate_limit_ok(tb.cluster(), r.sent, r.send_spread_s);
+    o.figure("send_spread_s", r.send_spread_s);
     o.figure("sent", r.sent)
         .figure("ok_200", ok)
         .figure(&format!("limited_{}", rl.status), limited);
@@ -92,6 +94,13 @@ pub(super) fn rate_limit(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     o.expect(
         r.failed == 0,
         format!("{} requests failed: {:?}", r.failed, r.failure_samples),
+    );
+    o.expect(
+        r.sent == 300,
+        format!(
+            "the load did not run as planned: {} of 300 requests sent",
+            r.sent
+        ),
     );
     o.expect(
         (expect_min..=expect_max).contains(&ok),

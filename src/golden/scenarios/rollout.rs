@@ -151,7 +151,9 @@ fn under_load(
     f: impl FnOnce(&mut dyn crate::rollout::Observer) -> anyhow::Result<crate::rollout::Report>,
 ) -> anyhow::Result<(crate::rollout::Report, Vec<Sample>)> {
     let tb = r.tb;
-    let load = Steady::start(tb, steady_sources(r), 20.0, Duration::from_secs(1800));
+    const RATE: f64 = 20.0;
+    let load_started = Instant::now();
+    let load = Steady::start(tb, steady_sources(r), RATE, Duration::from_secs(1800));
     // Let the load settle before the first change.
     let settle = Instant::now();
     std::thread::sleep(Duration::from_secs(2)); // load warm-up, not synchronisation
@@ -175,7 +177,11 @@ fn under_load(
     let result = f(&mut record);
     std::thread::sleep(Duration::from_secs(2)); // trailing load after the last swap
     let samples = load.finish();
+    let load_s = load_started.elapsed().as_secs_f64();
     let report = result?;
+    if let Err(e) = crate::golden::criteria::load_ran(samples.len(), RATE, load_s) {
+        o.fail(e);
+    }
     let failed_at: Vec<usize> = (0..samples.len())
         .filter(|i| failed(&samples[*i]))
         .collect();
