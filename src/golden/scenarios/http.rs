@@ -116,3 +116,49 @@ pub(super) fn rate_limit(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     );
     Ok(o)
 }
+
+/// The app's deadline for a database answer (`roles/webapp/app/lib/db.mjs`,
+/// `DEADLINE_MS`), and what the request around it may add on a loaded machine.
+const DB_DEADLINE: Duration = Duration::from_millis(2000);
+const DB_SLACK: Duration = Duration::from_millis(500);
+
+/// `/api/db` through the VIP: with the database unreachable (no mongo
+/// deployed), a JSON 503 `database_unavailable` within the app's 2 s
+/// deadline (+ 0.5 s), as the README promises — nginx passes the 503 on
+/// instead of asking the next webapp for another 2 s; with mongo, a 200
+/// within the same time.
+pub(super) fn api_db(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
+    let tb = r.tb;
+    let mut o = r.report();
+    let limit = DB_DEADLINE + DB_SLACK;
+    let t0 = Instant::now();
+    let resp = probe(tb, vip(tb), "/api/db", r.client(0), Duration::from_secs(15))?;
+    let took = t0.elapsed();
+    o.figure("status", resp.status as usize)
+        .figure("ms", took.as_secs_f64() * 1000.0)
+        .figure("limit_ms", limit.as_secs_f64() * 1000.0);
+    let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap_or_default();
+    if tb.has_role(Role::Mongo) {
+        o.expect(
+            resp.status == 200 && body["ok"] == true,
+            format!("/api/db answered {} {}", resp.status, resp.body),
+        );
+    } else {
+        o.expect(
+            resp.status == 503 && body["error"] == "database_unavailable",
+            format!(
+                "/api/db without a database answered {} {:?}, not a JSON 503 database_unavailable",
+                resp.status, resp.body
+            ),
+        );
+    }
+    o.expect(
+        took <= limit,
+        format!(
+            "/api/db answered after {:.2} s; the promise is about 2 s ({:.1} s)",
+            took.as_secs_f64(),
+            limit.as_secs_f64()
+        ),
+    );
+    Ok(o)
+}

@@ -171,6 +171,12 @@ pub const SCENARIOS: &[Scenario] = &[
         run: http::rate_limit,
     },
     Scenario {
+        name: "api-db",
+        clients: 1,
+        harmless: true,
+        run: http::api_db,
+    },
+    Scenario {
         name: "vip-failover",
         clients: 1,
         harmless: false,

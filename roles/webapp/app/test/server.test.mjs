@@ -129,9 +129,11 @@ test('/api/db answers 503 within its 2 s deadline (plus slack) when the replica 
   assert.ok(health.ms < first.ms, `health took ${health.ms} ms, db ${first.ms} ms`);
 
   assert.equal(first.res.status, 503);
-  // The driver's 2 s server-selection deadline (lib/db.mjs) plus slack for a
-  // loaded CI machine; without the deadline the driver would wait 30 s.
-  assert.ok(first.ms < 5000, `first 503 took ${first.ms.toFixed(0)} ms`);
+  // The 2 s deadline (lib/db.mjs, DEADLINE_MS) plus 0.5 s for the request
+  // itself on a loaded machine: the README's "within about 2 s". Without
+  // the deadline the driver would wait 30 s. (The golden `api-db` scenario
+  // checks the same through the VIP.)
+  assert.ok(first.ms < 2500, `first 503 took ${first.ms.toFixed(0)} ms`);
   assert.equal(first.res.headers.get('cache-control'), 'no-store');
   assert.match(first.res.headers.get('retry-after') ?? '', /^[1-9][0-9]*$/);
   const body = JSON.parse(first.body);
