@@ -626,6 +626,19 @@ pub fn check_tcp(addr: &str) -> ExitCode {
     }
 }
 
+/// `vrrp-state STATE`: keepalived entered STATE (its notify scripts call
+/// this); recorded whole (temp file + rename) for nginx to serve.
+pub fn vrrp_state(state: &str) -> ExitCode {
+    let path = Path::new(haimg_model::image::VRRP_STATE_FILE);
+    match crate::status::write_atomic(path, state.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("vrrp-state: cannot write {}: {e}", path.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SuperviseFile {

@@ -13,6 +13,8 @@ pub enum Command {
     Boot,
     /// `check-tcp ADDR`: exit 0 when a TCP connection to ADDR succeeds.
     CheckTcp(String),
+    /// `vrrp-state STATE`: keepalived's notify scripts record its state.
+    VrrpState(String),
     /// `supervise FILE [--status PATH]`: run the services described in FILE
     /// (JSON: `{"services": [...], "backoff": {...}}`) until a halt signal.
     Supervise {
@@ -38,6 +40,7 @@ pub enum Command {
 
 pub const USAGE: &str = "usage: haimg-init                      (as PID 1: boot the container)
        haimg-init check-tcp ADDR:PORT
+       haimg-init vrrp-state MASTER|BACKUP|FAULT
        haimg-init supervise FILE.json [--status PATH]
        haimg-init render --root DIR --slot SLOT [--out DIR]
        haimg-init boot --root DIR [--status PATH]   (tests: boot steps against DIR)
@@ -58,6 +61,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt
     };
     let cmd = match sub.as_str() {
         "check-tcp" => Command::CheckTcp(p.value()?.string()?),
+        "vrrp-state" => match p.value()?.string()?.as_str() {
+            s @ ("MASTER" | "BACKUP" | "FAULT") => Command::VrrpState(s.into()),
+            other => return Err(format!("unknown VRRP state {other:?}").into()),
+        },
         "supervise" => {
             let file = PathBuf::from(p.value()?);
             let mut status = PathBuf::from(haimg_model::image::STATUS_FILE);
@@ -131,6 +138,14 @@ mod tests {
         assert_eq!(args(&["--version"]), Ok(Command::Version));
         assert_eq!(args(&["bogus"]), Err("unknown command \"bogus\"".into()));
         assert_eq!(args(&["check-tcp"]), Err("missing argument".into()));
+        assert_eq!(
+            args(&["vrrp-state", "BACKUP"]),
+            Ok(Command::VrrpState("BACKUP".into()))
+        );
+        assert_eq!(
+            args(&["vrrp-state", "backup"]),
+            Err("unknown VRRP state \"backup\"".into())
+        );
         assert_eq!(
             args(&["render", "--slot", "nginx1"]),
             Err("missing --root".into())

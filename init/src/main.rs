@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     match cmd {
         Command::Boot => haimg_init::boot::main(),
         Command::CheckTcp(addr) => haimg_init::boot::check_tcp(&addr),
+        Command::VrrpState(s) => haimg_init::boot::vrrp_state(&s),
         Command::Supervise { file, status } => haimg_init::boot::supervise(&file, &status),
         Command::Render { root, slot, out } => {
             haimg_init::boot::render_cmd(&root, &slot, out.as_deref())

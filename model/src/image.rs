@@ -24,6 +24,11 @@ pub const IMAGE_FILE: &str = "/etc/haimg/image.json";
 pub const TEMPLATES_DIR: &str = "/etc/haimg/templates";
 /// Where the init reports its state at run time.
 pub const STATUS_FILE: &str = "/run/haimg/status.json";
+/// keepalived's VRRP state (`MASTER`, `BACKUP`, `FAULT`), written by its
+/// notify scripts through `haimg-init vrrp-state`; nginx serves it at
+/// [`VRRP_STATE_URL`] for the rollout's lb gate.
+pub const VRRP_STATE_FILE: &str = "/run/haimg/keepalived/state";
+pub const VRRP_STATE_URL: &str = "/haimg/vrrp-state";
 
 /// The unprivileged user the web app (PM2 and Node) runs as in webapp
 /// images. The build adds it with these fixed ids (reproducible), and the

@@ -378,16 +378,27 @@ impl NetGate {
                 // the move happens inside the slot's swap, not after the
                 // rollout has reported the cluster at rest.
                 let holder = via.body.trim();
-                if e.slot == cluster.lb.keepalived.master && holder != e.slot {
+                let master = e.slot == cluster.lb.keepalived.master;
+                if master && holder != e.slot {
                     return Err(format!(
                         "VIP {vip} is still served by {holder}, not yet taken back by the master {}",
                         e.slot
                     ));
                 }
+                // keepalived's own state: a backup whose keepalived does not
+                // run (or runs without hearing the master) fails here, not at
+                // the next failover.
+                let url = haimg_model::image::VRRP_STATE_URL;
+                let st = self
+                    .get(SocketAddr::new(e.ip.into(), port), url)
+                    .map_err(|x| format!("{}:{port}{url}: {x}", e.ip))?;
+                let vrrp = Self::check_vrrp_state(st.status, &st.body, &e.slot, master)?;
                 Ok(format!(
-                    "answers on {}:{port}; VIP {vip} served by {}",
+                    "answers on {}:{port}; VIP {vip} served by {}{}",
                     e.ip,
-                    via.body.trim()
+                    via.body.trim(),
+                    vrrp.map(|v| format!("; keepalived {v}"))
+                        .unwrap_or_default()
                 ))
             }
             Role::Webapp => {
@@ -403,6 +414,29 @@ impl NetGate {
                 let st = self.mongo_status(SocketAddr::new(e.ip.into(), port))?;
                 check_mongo(&st, &cluster.mongo.replica_set)
             }
+        }
+    }
+
+    /// keepalived's state as an lb member's nginx serves it: `Ok(Some(state))`
+    /// when it is what the slot should be (MASTER for the preferred master once
+    /// it holds the VIP, BACKUP for the others); `Ok(None)` for an image from
+    /// before the state was served (404: the request went to the web app);
+    /// `Err` for another state, or none reported yet (503).
+    pub fn check_vrrp_state(
+        status: u16,
+        body: &str,
+        slot: &str,
+        master: bool,
+    ) -> Result<Option<String>, String> {
+        let want = if master { "MASTER" } else { "BACKUP" };
+        match status {
+            200 if body.trim() == want => Ok(Some(want.to_string())),
+            200 => Err(format!(
+                "keepalived on {slot} is {:?}, expected {want}",
+                body.trim()
+            )),
+            503 => Err(format!("keepalived on {slot} has reported no state yet")),
+            _ => Ok(None),
         }
     }
 
@@ -662,6 +696,33 @@ mod tests {
         (addr, n)
     }
 
+    /// A server answering by request path (`/haimg/lb-health`, the VIP's
+    /// too, and `/haimg/vrrp-state`); `f(path, n)` with n counting per path.
+    fn serve_paths(
+        f: impl Fn(&str, usize) -> String + Send + 'static,
+    ) -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        std::thread::spawn(move || {
+            let mut per: std::collections::HashMap<String, usize> = Default::default();
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                let mut buf = [0u8; 2048];
+                let len = s.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..len]).into_owned();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                let k = per.entry(path.clone()).or_default();
+                let i = *k;
+                *k += 1;
+                n2.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(f(&path, i).as_bytes());
+            }
+        });
+        (addr, n)
+    }
+
     fn http(status: u16, body: &str) -> String {
         format!(
             "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -738,8 +799,11 @@ mod tests {
     }
 
     #[test]
-    fn lb_needs_its_own_slot_and_the_vip() {
-        let (addr, _) = serve(|_| http(200, "nginx2\n"));
+    fn lb_needs_its_own_slot_the_vip_and_keepalived_backup() {
+        let (addr, _) = serve_paths(|path, _| match path {
+            "/haimg/vrrp-state" => http(200, "BACKUP\n"),
+            _ => http(200, "nginx2\n"),
+        });
         let g = gate_to(addr);
         let p = g
             .wait_healthy(
@@ -750,7 +814,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             p.detail,
-            "answers on 192.168.30.106:80; VIP 192.168.30.200 served by nginx2"
+            "answers on 192.168.30.106:80; VIP 192.168.30.200 served by nginx2; keepalived BACKUP"
         );
         let e = g
             .wait_healthy(
@@ -766,12 +830,59 @@ mod tests {
         );
     }
 
+    /// A green backup whose keepalived never runs (no state: 503) or has
+    /// made itself master (it does not hear the master's adverts) fails its
+    /// gate now, not at the next failover.
+    #[test]
+    fn a_backup_whose_keepalived_is_broken_fails_the_gate() {
+        for (status, body, why) in [
+            (503, "", "keepalived on nginx2 has reported no state yet"),
+            (
+                200,
+                "MASTER",
+                r#"keepalived on nginx2 is "MASTER", expected BACKUP"#,
+            ),
+            (
+                200,
+                "FAULT",
+                r#"keepalived on nginx2 is "FAULT", expected BACKUP"#,
+            ),
+        ] {
+            let (addr, _) = serve_paths(move |path, _| match path {
+                "/haimg/vrrp-state" => http(status, body),
+                _ => http(200, "nginx2\n"),
+            });
+            let e = gate_to(addr)
+                .wait_healthy(
+                    &cluster(),
+                    &expect(Role::Lb, "nginx2"),
+                    Duration::from_millis(50),
+                )
+                .unwrap_err();
+            assert!(e.to_string().ends_with(why), "{e}");
+        }
+        // An image from before the state was served: the web app's 404.
+        let (addr, _) = serve_paths(|path, _| match path {
+            "/haimg/vrrp-state" => http(404, "<html>not found</html>"),
+            _ => http(200, "nginx2\n"),
+        });
+        let p = gate_to(addr)
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Lb, "nginx2"),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert!(!p.detail.contains("keepalived"), "{}", p.detail);
+    }
+
     #[test]
     fn the_master_passes_once_it_has_taken_the_vip_back() {
-        // Requests alternate: the member's own address, then the VIP.
-        let (addr, n) = serve(|i| match i {
-            0 | 2 => http(200, "nginx1\n"),
-            1 | 3 => http(200, "nginx2\n"),
+        // The VIP answers from nginx2 twice, then from the master; the
+        // master's keepalived is MASTER.
+        let (addr, n) = serve_paths(|path, i| match (path, i) {
+            ("/haimg/vrrp-state", _) => http(200, "MASTER\n"),
+            (_, 1 | 3) => http(200, "nginx2\n"),
             _ => http(200, "nginx1\n"),
         });
         let g = gate_to(addr);
@@ -784,11 +895,16 @@ mod tests {
             .unwrap();
         assert_eq!(
             p.detail,
-            "answers on 192.168.30.106:80; VIP 192.168.30.200 served by nginx1"
+            "answers on 192.168.30.106:80; VIP 192.168.30.200 served by nginx1; keepalived MASTER"
         );
-        assert_eq!(n.load(Ordering::SeqCst), 8);
+        assert!(n.load(Ordering::SeqCst) >= 6);
 
-        let (addr, _) = serve(|i| http(200, if i % 2 == 0 { "nginx1\n" } else { "nginx2\n" }));
+        // The VIP stays with nginx2 (own page and VIP page alternate on the
+        // one loopback server): the take-back is what the gate waits for.
+        let (addr, _) = serve_paths(|path, i| match path {
+            "/haimg/vrrp-state" => http(200, "MASTER\n"),
+            _ => http(200, if i % 2 == 0 { "nginx1\n" } else { "nginx2\n" }),
+        });
         let e = gate_to(addr)
             .wait_healthy(
                 &cluster(),
@@ -797,6 +913,19 @@ mod tests {
             )
             .unwrap_err();
         insta::assert_snapshot!(e.to_string(), @"nginx1 (CT 1106) did not pass its lb health gate within 0s: VIP 192.168.30.200 is still served by nginx2, not yet taken back by the master nginx1");
+        // The VIP is the master's, but its keepalived says BACKUP.
+        let (addr, _) = serve_paths(|path, _| match path {
+            "/haimg/vrrp-state" => http(200, "BACKUP\n"),
+            _ => http(200, "nginx1\n"),
+        });
+        let e = gate_to(addr)
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Lb, "nginx1"),
+                Duration::from_millis(50),
+            )
+            .unwrap_err();
+        insta::assert_snapshot!(e.to_string(), @"nginx1 (CT 1106) did not pass its lb health gate within 0s: keepalived on nginx1 is \"BACKUP\", expected MASTER");
     }
 
     #[test]
