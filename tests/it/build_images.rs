@@ -3,7 +3,7 @@
 //! this repository, and a copy elsewhere whose Cargo output goes to a
 //! `CARGO_TARGET_DIR` outside it (with a decoy init where Cargo's default
 //! output would be) — the second also with another TMPDIR, umask 077 and
-//! another TZ; both must give the same sha256. Then a third, warm run that
+//! another TZ and LANG; both must give the same sha256. Then a third, warm run that
 //! must do no work. The produced tarballs are read member by member.
 //!
 //! Needs root, mmdebstrap, the Debian mirror and the npm registry (or a warm
@@ -49,7 +49,13 @@ fn skip_reason() -> Option<String> {
 }
 
 /// Run `haimg build` in `dir` with extra environment and an umask; returns the JSON summary.
-fn haimg_build(dir: &Path, args: &[&str], env: &[(&str, &Path)], tz: &str, umask: &str) -> Value {
+fn haimg_build(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    (tz, lang): (&str, &str),
+    umask: &str,
+) -> Value {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
@@ -62,6 +68,8 @@ fn haimg_build(dir: &Path, args: &[&str], env: &[(&str, &Path)], tz: &str, umask
         .env_remove("HAIMG_SPEC")
         .envs(env.iter().map(|(k, v)| (*k, *v)))
         .env("TZ", tz)
+        .env("LANG", lang)
+        .env("LC_ALL", lang)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -297,7 +305,7 @@ fn templates_build_reproducibly_and_hold_what_they_should() {
             ("HAIMG_BUILD_SECRET_FILE", &secret),
             ("HAIMG_CACHE_DIR", &cache),
         ],
-        "UTC",
+        ("UTC", "C.UTF-8"),
         "022",
     );
     // The second checkout: another directory, another depth, Cargo's output
@@ -325,7 +333,7 @@ fn templates_build_reproducibly_and_hold_what_they_should() {
             ("HAIMG_CACHE_DIR", &cache),
             ("CARGO_TARGET_DIR", &cargo_target),
         ],
-        "Asia/Tokyo",
+        ("Asia/Tokyo", "POSIX"),
         "077",
     );
     assert!(
@@ -422,7 +430,7 @@ fn templates_build_reproducibly_and_hold_what_they_should() {
             ("HAIMG_BUILD_SECRET_FILE", &secret),
             ("HAIMG_CACHE_DIR", &cache),
         ],
-        "UTC",
+        ("UTC", "C.UTF-8"),
         "022",
     );
     for r in c["roles"].as_array().unwrap() {
