@@ -226,6 +226,27 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
+    /// A server that reads one request, writes `answer` and closes: with a
+    /// FIN, or (`reset`) with a reset.
+    fn answer_then_close(answer: &'static [u8], reset: bool) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            s.write_all(answer).unwrap();
+            if reset {
+                // SO_LINGER 0: close sends a reset instead of a FIN.
+                socket2::SockRef::from(&s)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            }
+            drop(s);
+        });
+        addr
+    }
+
     #[test]
     fn complete_by_framing() {
         let cl = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
@@ -245,18 +266,7 @@ mod tests {
     /// A body without a length ends with the connection, as HTTP/1.1 says.
     #[test]
     fn a_body_cut_by_a_fin_is_a_failure() {
-        fn fin_after(answer: &'static [u8]) -> SocketAddr {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            std::thread::spawn(move || {
-                let (mut s, _) = l.accept().unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
-                s.write_all(answer).unwrap();
-                drop(s); // an orderly close: FIN
-            });
-            addr
-        }
+        let fin_after = |answer| answer_then_close(answer, false);
         let short = fin_after(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok");
         let e = get(&Request::new(short, "/")).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
@@ -281,22 +291,7 @@ mod tests {
     /// is not a failure; a reset before it is, and says how far it got.
     #[test]
     fn a_reset_after_a_complete_answer_is_not_a_failure() {
-        fn reset_after(answer: &'static [u8]) -> SocketAddr {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            std::thread::spawn(move || {
-                let (mut s, _) = l.accept().unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
-                s.write_all(answer).unwrap();
-                // SO_LINGER 0: close sends a reset instead of a FIN.
-                socket2::SockRef::from(&s)
-                    .set_linger(Some(Duration::ZERO))
-                    .unwrap();
-                drop(s);
-            });
-            addr
-        }
+        let reset_after = |answer| answer_then_close(answer, true);
         let whole = reset_after(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         let r = get(&Request::new(whole, "/")).unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "ok"));

@@ -678,22 +678,11 @@ mod tests {
     }
 
     /// A loopback server answering with `f(n)` for the n-th request.
+    /// A server answering the `n`th request (from 0) with `f(n)`.
     fn serve(f: impl Fn(usize) -> String + Send + 'static) -> (SocketAddr, Arc<AtomicUsize>) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let n = Arc::new(AtomicUsize::new(0));
-        let n2 = n.clone();
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(mut s) = s else { return };
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf);
-                let i = n2.fetch_add(1, Ordering::SeqCst);
-                let body = f(i);
-                let _ = s.write_all(body.as_bytes());
-            }
-        });
-        (addr, n)
+        let seen = Arc::new(AtomicUsize::new(0));
+        let n = seen.clone();
+        serve_paths(move |_, _| f(n.fetch_add(1, Ordering::SeqCst)))
     }
 
     /// A server answering by request path (`/haimg/lb-health`, the VIP's

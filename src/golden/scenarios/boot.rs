@@ -131,6 +131,7 @@ pub(super) fn nginx_crash(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Fake;
     use super::*;
 
     #[test]
@@ -152,55 +153,28 @@ mod tests {
         assert_eq!(ready_pid(s, "app"), None);
     }
 
-    /// A cluster whose members answer `cat status.json` with canned boots.
-    struct Canned(Cluster, u64);
-
-    impl Testbed for Canned {
-        fn cluster(&self) -> &Cluster {
-            &self.0
-        }
-        fn client_netns(&self) -> Option<PathBuf> {
-            None
-        }
-        fn client_source(&self, n: u8) -> Ipv4Addr {
-            Ipv4Addr::new(10, 99, n, 1)
-        }
-        fn admin_source(&self) -> Ipv4Addr {
-            Ipv4Addr::new(192, 168, 30, 1)
-        }
-        fn kill(&self, _: &str) -> anyhow::Result<()> {
-            anyhow::bail!("not here")
-        }
-        fn halt(&self, _: &str, _: Duration) -> anyhow::Result<()> {
-            anyhow::bail!("not here")
-        }
-        fn start(&self, _: &str) -> anyhow::Result<()> {
-            anyhow::bail!("not here")
-        }
-        fn exec(&self, slot: &str, _: &[&str]) -> anyhow::Result<String> {
-            let ready = if slot.starts_with("webapp") {
-                self.1
-            } else {
-                20
-            };
-            Ok(format!(
-                r#"{{"boot":{{"all_spawned_ms":5,"all_ready_ms":{ready}}}}}"#
-            ))
-        }
-        fn has_role(&self, role: Role) -> bool {
-            role != Role::Mongo
-        }
-    }
-
     /// A webapp ready after 1.6 s (a planted slow boot) fails the scenario.
     #[test]
     fn a_slow_boot_fails_the_gate() {
         let c = haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
             .unwrap()
             .cluster;
-        let ok = run(find("boot").unwrap(), &Canned(c.clone(), 900));
+        // Every member answers `cat status.json` with a canned boot.
+        let canned = |c: &Cluster, webapp_ms: u64| {
+            Fake::new(c.clone(), move |slot| {
+                let ready = if slot.starts_with("webapp") {
+                    webapp_ms
+                } else {
+                    20
+                };
+                Ok(format!(
+                    r#"{{"boot":{{"all_spawned_ms":5,"all_ready_ms":{ready}}}}}"#
+                ))
+            })
+        };
+        let ok = run(find("boot").unwrap(), &canned(&c, 900));
         assert_eq!(ok.status, crate::golden::report::Status::Pass, "{ok:?}");
-        let slow = run(find("boot").unwrap(), &Canned(c, 1600));
+        let slow = run(find("boot").unwrap(), &canned(&c, 1600));
         assert_eq!(slow.status, crate::golden::report::Status::Fail);
         insta::assert_snapshot!(slow.reason.unwrap(), @"webapp1 was ready 1600 ms after exec; the goal for a webapp member is < 1500 ms");
     }

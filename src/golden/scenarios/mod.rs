@@ -369,6 +369,63 @@ fn health_slot(body: &str) -> Option<String> {
     v.get("slot")?.as_str().map(str::to_string)
 }
 
+/// A testbed for unit tests: a cluster that is not there, whose members
+/// answer `exec` with what the test gives; nothing can be killed or started,
+/// and there is no second build.
+#[cfg(test)]
+pub(super) struct Fake {
+    cluster: Cluster,
+    exec: Box<FakeExec>,
+}
+
+/// What a [`Fake`] member answers to `exec`, by slot.
+#[cfg(test)]
+type FakeExec = dyn Fn(&str) -> anyhow::Result<String> + Sync;
+
+#[cfg(test)]
+impl Fake {
+    pub(super) fn new(
+        cluster: Cluster,
+        exec: impl Fn(&str) -> anyhow::Result<String> + Sync + 'static,
+    ) -> Fake {
+        Fake {
+            cluster,
+            exec: Box::new(exec),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Testbed for Fake {
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+    fn client_netns(&self) -> Option<PathBuf> {
+        None
+    }
+    fn client_source(&self, n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 99, n, 2)
+    }
+    fn admin_source(&self) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, 30, 1)
+    }
+    fn kill(&self, _: &str) -> anyhow::Result<()> {
+        anyhow::bail!("not here")
+    }
+    fn halt(&self, _: &str, _: Duration) -> anyhow::Result<()> {
+        anyhow::bail!("not here")
+    }
+    fn start(&self, _: &str) -> anyhow::Result<()> {
+        anyhow::bail!("not here")
+    }
+    fn exec(&self, slot: &str, _: &[&str]) -> anyhow::Result<String> {
+        (self.exec)(slot)
+    }
+    fn has_role(&self, role: Role) -> bool {
+        role != Role::Mongo
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,45 +439,12 @@ mod tests {
         assert_eq!(health_slot("not json"), None);
     }
 
-    /// A testbed without a second build: the rollout scenarios skip, saying why.
-    struct NoBuilds(Cluster);
-
-    impl Testbed for NoBuilds {
-        fn cluster(&self) -> &Cluster {
-            &self.0
-        }
-        fn client_netns(&self) -> Option<PathBuf> {
-            None
-        }
-        fn client_source(&self, n: u8) -> Ipv4Addr {
-            Ipv4Addr::new(10, 99, n, 2)
-        }
-        fn admin_source(&self) -> Ipv4Addr {
-            Ipv4Addr::new(192, 168, 30, 1)
-        }
-        fn kill(&self, _: &str) -> anyhow::Result<()> {
-            anyhow::bail!("not here")
-        }
-        fn halt(&self, _: &str, _: Duration) -> anyhow::Result<()> {
-            anyhow::bail!("not here")
-        }
-        fn start(&self, _: &str) -> anyhow::Result<()> {
-            anyhow::bail!("not here")
-        }
-        fn exec(&self, _: &str, _: &[&str]) -> anyhow::Result<String> {
-            anyhow::bail!("not here")
-        }
-        fn has_role(&self, _: Role) -> bool {
-            true
-        }
-    }
-
     #[test]
     fn rollout_scenarios_skip_without_a_second_build() {
         let c = haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
             .unwrap()
             .cluster;
-        let tb = NoBuilds(c);
+        let tb = Fake::new(c, |_| anyhow::bail!("not here"));
         for name in ["rollout", "rollback", "rollout-bad-green"] {
             let o = run(find(name).unwrap(), &tb);
             assert_eq!(
