@@ -367,7 +367,13 @@ fn prepare_role(
 ) -> Result<(), String> {
     match id.role {
         Role::Lb => {
-            std::fs::create_dir_all(boot.path("/run/haimg/keepalived"))
+            // 0755: nginx's workers read keepalived's state here; the
+            // config (it holds the VRRP password) is 0600 inside.
+            let dir = boot.path("/run/haimg/keepalived");
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                })
                 .map_err(|e| format!("failed to create /run/haimg/keepalived: {e}"))?;
             if boot.system {
                 // nginx listens on all addresses, so this is belt and braces for a template
@@ -630,7 +636,11 @@ pub fn check_tcp(addr: &str) -> ExitCode {
 /// this); recorded whole (temp file + rename) for nginx to serve.
 pub fn vrrp_state(state: &str) -> ExitCode {
     let path = Path::new(haimg_model::image::VRRP_STATE_FILE);
-    match crate::status::write_atomic(path, state.as_bytes()) {
+    // keepalived runs its scripts with umask 077; nginx's workers (www-data)
+    // must read the file.
+    let written = crate::status::write_atomic(path, state.as_bytes())
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)));
+    match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("vrrp-state: cannot write {}: {e}", path.display());

@@ -420,8 +420,9 @@ impl NetGate {
     /// keepalived's state as an lb member's nginx serves it: `Ok(Some(state))`
     /// when it is what the slot should be (MASTER for the preferred master once
     /// it holds the VIP, BACKUP for the others); `Ok(None)` for an image from
-    /// before the state was served (404: the request went to the web app);
-    /// `Err` for another state, or none reported yet (503).
+    /// before the state was served (404: the request went to the web app; a
+    /// newer image never answers 404 there); `Err` for another state, none
+    /// reported yet (503), or any other answer (403: nginx cannot read it).
     pub fn check_vrrp_state(
         status: u16,
         body: &str,
@@ -436,7 +437,11 @@ impl NetGate {
                 body.trim()
             )),
             503 => Err(format!("keepalived on {slot} has reported no state yet")),
-            _ => Ok(None),
+            404 => Ok(None),
+            other => Err(format!(
+                "keepalived's state on {slot} cannot be read: {url} answered {other}",
+                url = haimg_model::image::VRRP_STATE_URL
+            )),
         }
     }
 
@@ -826,6 +831,11 @@ mod tests {
     fn a_backup_whose_keepalived_is_broken_fails_the_gate() {
         for (status, body, why) in [
             (503, "", "keepalived on nginx2 has reported no state yet"),
+            (
+                403,
+                "<html>403 Forbidden</html>",
+                "keepalived's state on nginx2 cannot be read: /haimg/vrrp-state answered 403",
+            ),
             (
                 200,
                 "MASTER",
