@@ -47,9 +47,14 @@ pub fn rate_limit_ok(c: &Cluster, sent: usize, spread_s: f64) -> (usize, usize) 
 /// 2-core machine.
 pub const ARRIVAL_SLACK: Duration = Duration::from_millis(100);
 
-/// keepalived's skew (VRRPv2, `VRRP_TIMER_SKEW`): `(256 − priority) × advert / 256`.
-fn skew(priority: u8, advert: Duration) -> Duration {
-    advert.mul_f64(f64::from(256 - u32::from(priority)) / 256.0)
+/// keepalived's skew for VRRPv2, the version the rendered keepalived.conf
+/// speaks (`auth_type PASS` exists only in v2, and no `vrrp_version` is set):
+/// `(256 − priority) / 256` s, whatever the advert interval. keepalived 2.2.7
+/// (Debian 12), `keepalived/include/vrrp.h`: `VRRP_TIMER_SKEW_CALC` is
+/// `pri_val * TIMER_HZ / 256` for v2; only v3 scales it by
+/// `master_adver_int` (RFC 3768 §6.1 against RFC 5798 §6.1).
+fn skew(priority: u8) -> Duration {
+    Duration::from_micros(u64::from(256 - u32::from(priority)) * 1_000_000 / 256)
 }
 
 /// The backup that takes the VIP when the master goes: the highest priority
@@ -65,24 +70,56 @@ fn next_priority(c: &Cluster) -> Option<u8> {
 }
 
 /// The goals of `vip-failover`, from the spec's advert interval and priorities:
-/// `(hard, graceful)`.
+/// `(hard, graceful)`; an error when no backup lb could take the VIP.
 ///
 /// * hard stop: keepalived's master-down interval of the backup that takes
-///   over, `3 × advert_int + skew` (3.609 s for the seed: advert 1 s, backup
-///   priority 100). Its timer runs from the last advert it heard, which came
-///   before the kill, so the VIP moves no later than that after the kill.
+///   over, `VRRP_MS_DOWN_TIMER = 3 × advert_int + skew` (3.609 s for the
+///   seed: advert 1 s, backup priority 100; 6.609 s with advert 2 s). Its
+///   timer runs from the last advert it heard, which came before the kill,
+///   so the VIP moves no later than that after the kill.
 /// * graceful stop: the master's keepalived leaves first and sends priority 0;
-///   the backup then takes over after only its skew (0.609 s for the seed).
-///   The goal is one advert interval (1 s for the seed): a planned move
-///   must never take as long as one missed advert.
+///   the backup's down timer is then set to its skew alone (keepalived 2.2.7
+///   `vrrp_state_backup`: `ms_down_timer = VRRP_TIMER_SKEW(vrrp)`), 0.609 s
+///   for the seed. The goal is one advert interval (1 s for the seed): the
+///   skew is always under 1 s in v2, and what is left of the interval is
+///   the halt signal's way to keepalived; a planned move must never take as
+///   long as one missed advert.
 ///
 /// Measured with probes `probe_step` apart (each waits up to its timeout for
 /// an answer), an answer from the new holder is seen up to one step late; the
 /// scenario passes at the goal plus that step.
-pub fn vip_goals(c: &Cluster) -> (Duration, Duration) {
+pub fn vip_goals(c: &Cluster) -> Result<(Duration, Duration), String> {
     let advert = Duration::from_secs(u64::from(c.lb.keepalived.advert_int_s.max(1)));
-    let backup = next_priority(c).unwrap_or(0);
-    (advert * 3 + skew(backup, advert), advert)
+    let backup = next_priority(c).ok_or_else(|| {
+        format!(
+            "no lb besides the master {} has a keepalived priority: nothing can take the VIP",
+            c.lb.keepalived.master
+        )
+    })?;
+    Ok((advert * 3 + skew(backup), advert))
+}
+
+/// Whether a measured move of the VIP meets its goal: `None` (it never
+/// moved) or more than `goal + probe_step` fails, saying which.
+pub fn vip_moved_in_time(
+    what: &str,
+    measured_s: Option<f64>,
+    goal: Duration,
+    probe_step: Duration,
+) -> Result<(), String> {
+    let limit = goal + probe_step;
+    match measured_s {
+        Some(s) if s.is_finite() && s <= limit.as_secs_f64() => Ok(()),
+        Some(s) => Err(format!(
+            "VIP moved after {s:.3} s on a {what} (goal {:.3} s, + {:.2} s probe step)",
+            goal.as_secs_f64(),
+            probe_step.as_secs_f64()
+        )),
+        None => Err(format!(
+            "VIP did not move on a {what} (goal {:.3} s)",
+            goal.as_secs_f64()
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -134,19 +171,191 @@ mod tests {
         assert_eq!((lo, hi), (101, 251), "1000 r/s drains 150 in 0.15 s");
     }
 
+    /// nginx's `limit_req` as a rendered nginx.conf sets it up, modelled on
+    /// `ngx_http_limit_req_module.c` (nginx 1.22, Debian 12): the zone's
+    /// `rate=` in milli-requests a second (`r/s`, or `r/m` ÷ 60), the
+    /// location's `burst=` × 1000 (0 when absent); each request adds 1000 to
+    /// the client's excess after draining `rate × ms / 1000`, and is refused
+    /// when that excess exceeds the burst. `nodelay` changes when an admitted
+    /// request is served, not whether (the lookup is the same).
+    struct LimitReq {
+        rate: i64,
+        burst: i64,
+    }
+
+    impl LimitReq {
+        fn from_nginx_conf(conf: &str) -> Result<LimitReq, String> {
+            let words = |directive: &str| -> Option<Vec<String>> {
+                conf.lines()
+                    .map(str::trim)
+                    .find(|l| l.split_whitespace().next() == Some(directive))
+                    .map(|l| {
+                        l.trim_end_matches(';')
+                            .split_whitespace()
+                            .map(str::to_string)
+                            .collect()
+                    })
+            };
+            let zone = words("limit_req_zone").ok_or("no limit_req_zone")?;
+            let rate = zone
+                .iter()
+                .find_map(|w| w.strip_prefix("rate="))
+                .ok_or("limit_req_zone has no rate=")?;
+            let rate = if let Some(n) = rate.strip_suffix("r/s") {
+                n.parse::<i64>().map_err(|e| e.to_string())? * 1000
+            } else if let Some(n) = rate.strip_suffix("r/m") {
+                n.parse::<i64>().map_err(|e| e.to_string())? * 1000 / 60
+            } else {
+                return Err(format!("rate={rate}: no unit"));
+            };
+            let limit = words("limit_req").ok_or("no limit_req in a location")?;
+            let burst = match limit.iter().find_map(|w| w.strip_prefix("burst=")) {
+                Some(b) => b.parse::<i64>().map_err(|e| e.to_string())? * 1000,
+                None => 0,
+            };
+            Ok(LimitReq { rate, burst })
+        }
+
+        /// How many of one client's requests, arriving at these milliseconds
+        /// (in order), are admitted (`ngx_http_limit_req_lookup`).
+        fn admitted(&self, arrivals_ms: &[i64]) -> usize {
+            let mut node: Option<(i64, i64)> = None; // (excess, last)
+            let mut n = 0;
+            for &now in arrivals_ms {
+                match node {
+                    None => {
+                        node = Some((0, now));
+                        n += 1;
+                    }
+                    Some((excess, last)) => {
+                        let ms = (now - last).abs();
+                        let excess = (excess - self.rate * ms / 1000 + 1000).max(0);
+                        if excess <= self.burst {
+                            node = Some((excess, now));
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            n
+        }
+    }
+
+    /// The seed's lb nginx.conf, rendered as haimg-init renders it at boot.
+    fn rendered_nginx_conf(c: &Cluster) -> String {
+        use haimg_model::render::{render_default, templates_for, Extras};
+        let info = templates_for(haimg_model::Role::Lb)
+            .find(|t| t.name == "nginx.conf")
+            .unwrap();
+        render_default(info, c, &c.lb.members[0], &Extras::placeholders("x")).unwrap()
+    }
+
+    /// 300 requests of one client spread evenly over `spread_ms`.
+    fn arrivals(spread_ms: i64) -> Vec<i64> {
+        (0..300).map(|i| i * spread_ms / 299).collect()
+    }
+
+    /// What nginx running the rendered config admits of 300 requests sent
+    /// together passes the criterion; the same config with a planted
+    /// regression (no `burst`, half the burst, another rate) fails it.
+    #[test]
+    fn a_planted_regression_in_the_rendered_nginx_conf_fails_rate_limit() {
+        let c = spec(|s| s);
+        let conf = rendered_nginx_conf(&c);
+        assert!(conf.contains(" burst=100;"), "{conf}");
+        for spread_ms in [0, 20, 90] {
+            let served = LimitReq::from_nginx_conf(&conf)
+                .unwrap()
+                .admitted(&arrivals(spread_ms));
+            let (lo, hi) = rate_limit_ok(&c, 300, spread_ms as f64 / 1000.0);
+            assert!(
+                (lo..=hi).contains(&served),
+                "spread {spread_ms} ms: {served} not in {lo}..={hi}"
+            );
+        }
+        assert_eq!(
+            LimitReq::from_nginx_conf(&conf)
+                .unwrap()
+                .admitted(&arrivals(0)),
+            101
+        );
+        let planted = [
+            conf.replace(" burst=100", ""),
+            conf.replace(" burst=100", " burst=50"),
+            conf.replace("rate=10r/s", "rate=100r/s"),
+        ];
+        for bad in planted {
+            assert_ne!(bad, conf, "the regression was not planted");
+            let nginx = LimitReq::from_nginx_conf(&bad).unwrap();
+            // Sent over 90 ms: more than a real burst spreads here, which
+            // only widens the range the criterion accepts.
+            let served = nginx.admitted(&arrivals(90));
+            let (lo, hi) = rate_limit_ok(&c, 300, 0.09);
+            assert!(
+                !(lo..=hi).contains(&served),
+                "a regressed config served {served}, inside {lo}..={hi}"
+            );
+        }
+        // What this scenario cannot see: a lower rate drains less while 300
+        // requests arrive within 90 ms, so it still serves 1 + burst.
+        let slower = LimitReq::from_nginx_conf(&conf.replace("rate=10r/s", "rate=10r/m")).unwrap();
+        assert_eq!(slower.admitted(&arrivals(90)), 101);
+    }
+
     #[test]
     fn vip_goals_follow_the_advert_interval_and_priorities() {
-        let (hard, graceful) = vip_goals(&spec(|s| s));
+        let (hard, graceful) = vip_goals(&spec(|s| s)).unwrap();
         assert_eq!(hard.as_millis(), 3609);
         assert_eq!(graceful, Duration::from_secs(1));
+        // VRRPv2: the skew does not scale with the advert interval.
         let slow = spec(|s| s.replace("advert_int_s: 1", "advert_int_s: 2"));
-        let (hard, graceful) = vip_goals(&slow);
-        assert_eq!(hard.as_millis(), 7218);
+        let (hard, graceful) = vip_goals(&slow).unwrap();
+        assert_eq!(hard.as_millis(), 6609);
         assert_eq!(graceful, Duration::from_secs(2));
-        // Planted: a hard move of 4.2 s (the old limit 4.5 s let it pass)
-        // and a graceful one of 1.3 s fail the seed's goals.
-        let (hard, graceful) = vip_goals(&spec(|s| s));
-        assert!(Duration::from_secs_f64(4.2) > hard);
-        assert!(Duration::from_secs_f64(1.3) > graceful);
+    }
+
+    /// A backup of lower priority waits a longer skew; the goal follows.
+    #[test]
+    fn vip_goals_follow_the_backups_priority() {
+        let c = spec(|s| s);
+        let mut low = c.clone();
+        let master = c.member_by_slot(&c.lb.keepalived.master).unwrap().index;
+        for (i, p) in low.lb.keepalived.priorities.iter_mut().enumerate() {
+            if i != master {
+                *p = 10;
+            }
+        }
+        let (hard, _) = vip_goals(&low).unwrap();
+        // 3 s + (256 - 10) / 256 s
+        assert_eq!(hard.as_micros(), 3_960_937);
+        let mut alone = c.clone();
+        alone.lb.members.retain(|m| m.index == master);
+        let e = vip_goals(&alone).unwrap_err();
+        assert!(e.contains("nothing can take the VIP"), "{e}");
+    }
+
+    /// Planted: a hard move of 4.2 s (the old limit 4.5 s let it pass) and a
+    /// graceful one of 1.3 s fail the seed's goals; the seed's measured
+    /// figures (3.57 s, 0.72 s) pass; no move at all fails.
+    #[test]
+    fn a_planted_slow_vip_move_fails() {
+        let (hard, graceful) = vip_goals(&spec(|s| s)).unwrap();
+        let step = Duration::from_millis(120);
+        assert!(vip_moved_in_time("hard stop", Some(3.57), hard, step).is_ok());
+        assert!(vip_moved_in_time("graceful stop", Some(0.72), graceful, step).is_ok());
+        assert_eq!(
+            vip_moved_in_time("hard stop", Some(4.2), hard, step).unwrap_err(),
+            "VIP moved after 4.200 s on a hard stop (goal 3.609 s, + 0.12 s probe step)"
+        );
+        assert!(vip_moved_in_time("graceful stop", Some(1.3), graceful, step).is_err());
+        assert!(vip_moved_in_time("hard stop", Some(f64::NAN), hard, step).is_err());
+        assert_eq!(
+            vip_moved_in_time("hard stop", None, hard, step).unwrap_err(),
+            "VIP did not move on a hard stop (goal 3.609 s)"
+        );
+        // The same 4.2 s passes a spec whose advert interval is 2 s.
+        let slow = spec(|s| s.replace("advert_int_s: 1", "advert_int_s: 2"));
+        let (hard2, _) = vip_goals(&slow).unwrap();
+        assert!(vip_moved_in_time("hard stop", Some(4.2), hard2, step).is_ok());
     }
 }
