@@ -212,6 +212,39 @@ mod tests {
         assert_eq!(r.bodies.get("no"), Some(&20));
     }
 
+    /// The load counts a body cut by the server's FIN as a failed request,
+    /// not an answer: fewer bytes than Content-Length, or a chunked body
+    /// without its last chunk. A whole body is an answer.
+    #[test]
+    fn a_body_cut_by_a_fin_is_a_failed_request() {
+        let cases = [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nok", 0),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n",
+                0,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                10,
+            ),
+        ];
+        for (answer, ok) in cases {
+            let mut spec = LoadSpec::new(serve(10, answer), "/");
+            spec.total = 10;
+            spec.concurrency = 2;
+            let r = run(&spec, false).unwrap();
+            assert_eq!(r.sent, 10, "{answer:?}");
+            assert_eq!((r.count(200), r.failed), (ok, 10 - ok), "{answer:?}: {r:?}");
+            if ok == 0 {
+                assert!(
+                    r.failure_samples[0].starts_with("the connection ended "),
+                    "{:?}",
+                    r.failure_samples
+                );
+            }
+        }
+    }
+
     #[test]
     fn refused_connections_are_failures() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

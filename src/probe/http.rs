@@ -41,6 +41,9 @@ pub struct Response {
     pub body: String,
 }
 
+/// The most a probe reads of one answer (1 MiB); a longer one is a failure.
+pub const MAX_ANSWER: usize = 1 << 20;
+
 /// One `GET`, from inside whatever netns the calling thread is in.
 pub fn get(spec: &Request) -> std::io::Result<Response> {
     let mut stream = super::tcp::connect(spec.target, spec.source, spec.timeout)?;
@@ -52,7 +55,7 @@ pub fn get(spec: &Request) -> std::io::Result<Response> {
     );
     stream.write_all(req.as_bytes())?;
     // The whole answer within `timeout` (a per-read timeout alone would let a
-    // trickling server hold a request far longer), at most 1 MiB.
+    // trickling server hold a request far longer), at most [`MAX_ANSWER`].
     let deadline = Instant::now() + spec.timeout;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
@@ -78,7 +81,14 @@ pub fn get(spec: &Request) -> std::io::Result<Response> {
                 ))
             }
             Ok(0) => break,
-            Ok(n) if buf.len() + n > 1 << 20 => break,
+            // Not an answer this client has seen whole: a failure, never a
+            // body cut at the cap and counted as complete.
+            Ok(n) if buf.len() + n > MAX_ANSWER => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("an answer over {MAX_ANSWER} bytes: not read to its end"),
+                ))
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
         // Done when the answer is complete by HTTP's framing, as a browser or
@@ -235,7 +245,9 @@ mod tests {
             let (mut s, _) = l.accept().unwrap();
             let mut buf = [0u8; 1024];
             let _ = s.read(&mut buf);
-            s.write_all(answer).unwrap();
+            // A client that stops reading (an answer over the cap) may
+            // close first: what it saw is what the test checks.
+            let _ = s.write_all(answer);
             if reset {
                 // SO_LINGER 0: close sends a reset instead of a FIN.
                 socket2::SockRef::from(&s)
@@ -285,6 +297,25 @@ mod tests {
         assert_eq!(get(&Request::new(whole, "/")).unwrap().body, "ok");
         let by_close = fin_after(b"HTTP/1.1 200 OK\r\n\r\nall of it");
         assert_eq!(get(&Request::new(by_close, "/")).unwrap().body, "all of it");
+    }
+
+    /// An answer longer than the probe reads is a failure, not a body cut
+    /// at the cap: with a length, and framed by the end of the connection.
+    #[test]
+    fn an_answer_over_the_cap_is_a_failure() {
+        let body = vec![b'x'; MAX_ANSWER + 1];
+        let with_length = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+        for head in [with_length.as_str(), "HTTP/1.1 200 OK\r\n\r\n"] {
+            let answer: &'static [u8] = [head.as_bytes(), &body].concat().leak();
+            let mut req = Request::new(answer_then_close(answer, false), "/");
+            req.timeout = Duration::from_secs(10);
+            let e = get(&req).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            assert_eq!(
+                e.to_string(),
+                "an answer over 1048576 bytes: not read to its end"
+            );
+        }
     }
 
     /// A reset after the whole answer arrived (the VIP moved on meanwhile)
