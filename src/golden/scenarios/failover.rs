@@ -344,3 +344,38 @@ pub(super) fn shutdown(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     );
     Ok(o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::golden::report::Status;
+
+    /// An unparsable zombie count fails `shutdown`, naming the member and
+    /// what it printed; a count of 0 is not the failure (the fake cannot
+    /// halt, which fails it afterwards for another reason).
+    #[test]
+    fn an_unparsable_zombie_count_fails_shutdown() {
+        let c = haimg_model::spec::parse_yaml(haimg_model::DEFAULT_SPEC)
+            .unwrap()
+            .cluster;
+        let first = c.members().next().unwrap().slot.clone();
+        let garbled = Fake::new(c.clone(), |_| Ok("sh: cut: not found\n".into()));
+        let o = run(find("shutdown").unwrap(), &garbled);
+        assert_eq!(o.status, Status::Fail);
+        assert_eq!(
+            o.reason.as_deref(),
+            Some(
+                format!("{first}: the zombie count \"sh: cut: not found\" is not a number")
+                    .as_str()
+            )
+        );
+        let counted = Fake::new(c, |_| Ok("0\n".into()));
+        let o = run(find("shutdown").unwrap(), &counted);
+        assert!(
+            o.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("did not stop on the halt signal")),
+            "{o:?}"
+        );
+    }
+}
