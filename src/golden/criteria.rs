@@ -7,6 +7,24 @@ use std::time::Duration;
 
 use haimg_model::Cluster;
 
+use super::report::ScenarioReport;
+
+/// Record the load a scenario drove on its report (`haimg test --json`'s
+/// `load`) and fail the scenario unless it ran as planned ([`load_ran`]):
+/// the one check every scenario that reports failures under a paced load uses.
+pub fn expect_load(
+    o: &mut ScenarioReport,
+    sent: usize,
+    failed: usize,
+    rate_per_s: f64,
+    seconds: f64,
+) {
+    o.load(sent, failed, Some((rate_per_s * seconds).round() as usize));
+    if let Err(e) = load_ran(sent, rate_per_s, seconds) {
+        o.fail(e);
+    }
+}
+
 /// The load a scenario drove must have run as planned: `sent` within ±10 %
 /// of `rate_per_s × seconds`. Without it a load thread that never entered
 /// the client namespace (0 requests, so 0 failures) would pass.
@@ -140,6 +158,24 @@ mod tests {
         assert_eq!(e, "the load did not run as planned: 0 requests sent, 600 expected (20 r/s for 30.0 s, ±10 %)");
         assert!(load_ran(530, 20.0, 30.0).is_err());
         assert!(load_ran(700, 20.0, 30.0).is_err());
+    }
+
+    /// The one check the scenarios under load share: it records the counts
+    /// for the JSON and fails a scenario whose load thread never ran, also
+    /// when no request failed.
+    #[test]
+    fn a_load_that_did_not_run_fails_the_scenario() {
+        let mut o = ScenarioReport::new("rollout");
+        expect_load(&mut o, 0, 0, 20.0, 30.0);
+        assert_eq!(o.status, crate::golden::report::Status::Fail);
+        assert_eq!(
+            o.reason.as_deref(),
+            Some("the load did not run as planned: 0 requests sent, 600 expected (20 r/s for 30.0 s, ±10 %)")
+        );
+        assert_eq!(o.load.map(|l| (l.sent, l.planned)), Some((0, Some(600))));
+        let mut ran = ScenarioReport::new("rollout");
+        expect_load(&mut ran, 598, 0, 20.0, 30.0);
+        assert_eq!(ran.status, crate::golden::report::Status::Pass);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Golden scenario results: a table for people, JSON for programs.
 //!
-//! JSON shape: `{"scenarios":[{"name","status","reason","figures":{…}}]}`.
+//! JSON shape: `{"scenarios":[{"name","status","reason","figures":{…},"load"}]}`.
 //! Figures are measured values (seconds, counts); a scenario without figures
-//! did not measure anything and is suspicious by construction.
+//! did not measure anything and is suspicious by construction. `load` is the
+//! load a scenario drove through the VIP, as its client counted it
+//! (`{"sent","failed","planned"}`), or `null` for a scenario that drove none.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +63,21 @@ pub struct ScenarioReport {
     pub status: Status,
     pub reason: Option<String>,
     pub figures: BTreeMap<String, Figure>,
+    /// The load the scenario drove, if any.
+    pub load: Option<LoadCounts>,
+}
+
+/// One scenario's load, as its client counted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LoadCounts {
+    /// Requests sent.
+    pub sent: usize,
+    /// Requests a user saw fail: no answer, a cut answer, a timeout (and a
+    /// 5xx where the scenario counts it so).
+    pub failed: usize,
+    /// What the scenario meant to send (rate × duration, or its request
+    /// count); `None` for probes sent until something happened.
+    pub planned: Option<usize>,
 }
 
 impl ScenarioReport {
@@ -70,11 +87,31 @@ impl ScenarioReport {
             status: Status::Pass,
             reason: None,
             figures: BTreeMap::new(),
+            load: None,
         }
     }
 
     pub fn figure(&mut self, key: &str, v: impl Into<Figure>) -> &mut ScenarioReport {
         self.figures.insert(key.to_string(), v.into());
+        self
+    }
+
+    /// Record the load the scenario drove (the JSON's `load`); a second
+    /// load adds to the first (a scenario with two phases).
+    pub fn load(
+        &mut self,
+        sent: usize,
+        failed: usize,
+        planned: Option<usize>,
+    ) -> &mut ScenarioReport {
+        let l = self.load.get_or_insert(LoadCounts {
+            sent: 0,
+            failed: 0,
+            planned: Some(0),
+        });
+        l.sent += sent;
+        l.failed += failed;
+        l.planned = l.planned.zip(planned).map(|(a, b)| a + b);
         self
     }
 
@@ -112,5 +149,103 @@ pub struct Report {
 impl Report {
     pub fn passed(&self) -> bool {
         self.scenarios.iter().all(|s| s.status != Status::Fail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape `haimg test --json` prints: per scenario its figures and
+    /// its load counts (`null` without a load).
+    #[test]
+    fn json_carries_the_load_counts_per_scenario() {
+        let mut under_load = ScenarioReport::new("webapp-loss");
+        under_load
+            .figure("killed", "webapp2")
+            .load(300, 0, Some(300));
+        let mut probed = ScenarioReport::new("vip-failover");
+        probed
+            .figure("hard_s", 3.571)
+            .load(41, 30, None)
+            .load(12, 5, None);
+        let mut failed = ScenarioReport::new("rollout");
+        failed
+            .load(0, 0, Some(600))
+            .fail("the load did not run as planned: 0 requests sent, 600 expected (20 r/s for 30.0 s, ±10 %)");
+        let r = Report {
+            scenarios: vec![
+                under_load,
+                probed,
+                failed,
+                ScenarioReport::skip("mongo-rs0", "no mongo template"),
+            ],
+        };
+        insta::assert_json_snapshot!(r, @r#"
+        {
+          "scenarios": [
+            {
+              "name": "webapp-loss",
+              "status": "pass",
+              "reason": null,
+              "figures": {
+                "killed": "webapp2"
+              },
+              "load": {
+                "sent": 300,
+                "failed": 0,
+                "planned": 300
+              }
+            },
+            {
+              "name": "vip-failover",
+              "status": "pass",
+              "reason": null,
+              "figures": {
+                "hard_s": 3.571
+              },
+              "load": {
+                "sent": 53,
+                "failed": 35,
+                "planned": null
+              }
+            },
+            {
+              "name": "rollout",
+              "status": "fail",
+              "reason": "the load did not run as planned: 0 requests sent, 600 expected (20 r/s for 30.0 s, ±10 %)",
+              "figures": {},
+              "load": {
+                "sent": 0,
+                "failed": 0,
+                "planned": 600
+              }
+            },
+            {
+              "name": "mongo-rs0",
+              "status": "skip",
+              "reason": "no mongo template",
+              "figures": {},
+              "load": null
+            }
+          ]
+        }
+        "#);
+    }
+
+    #[test]
+    fn loads_add_up_and_an_open_ended_one_has_no_plan() {
+        let mut o = ScenarioReport::new("x");
+        o.load(10, 1, Some(10)).load(5, 0, Some(6));
+        assert_eq!(
+            o.load,
+            Some(LoadCounts {
+                sent: 15,
+                failed: 1,
+                planned: Some(16)
+            })
+        );
+        o.load(3, 3, None);
+        assert_eq!(o.load.and_then(|l| l.planned), None);
     }
 }
