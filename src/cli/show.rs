@@ -343,7 +343,8 @@ mod tests {
               "figures": {
                 "failed": 0.0,
                 "hard_s": 3.457
-              }
+              },
+              "load": null
             },
             {
               "name": "rate-limit",
@@ -351,13 +352,15 @@ mod tests {
               "reason": "expected about 101 x 200",
               "figures": {
                 "ok": 101.0
-              }
+              },
+              "load": null
             },
             {
               "name": "mongo-rs0",
               "status": "skip",
               "reason": "no mongo template",
-              "figures": {}
+              "figures": {},
+              "load": null
             }
           ]
         }

@@ -208,7 +208,7 @@ mod tests {
     }
 
     /// nginx's `limit_req` as a rendered nginx.conf sets it up, modelled on
-    /// `ngx_http_limit_req_module.c` (nginx 1.22, Debian 12): the zone's
+    /// `ngx_http_limit_req_lookup` in nginx's `ngx_http_limit_req_module.c`: the zone's
     /// `rate=` in milli-requests a second (`r/s`, or `r/m` ÷ 60), the
     /// location's `burst=` × 1000 (0 when absent); each request adds 1000 to
     /// the client's excess after draining `rate × ms / 1000`, and is refused
