@@ -124,6 +124,8 @@ fn attack(
     }
     o.figure("window_s", window.as_secs_f64());
     o.figure("requests", sent);
+    // Requests for as long as the window lasts: no plan to hold them to.
+    o.load(sent, other.len(), None);
     o.figure("served_by_master", by_master);
     o.expect(
         other.is_empty() && sent > 0,
