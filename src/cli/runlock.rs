@@ -55,10 +55,11 @@ impl Holder {
 /// Held until dropped.
 #[derive(Debug)]
 pub struct RunLock {
+    /// On Proxmox: the lease. Fields drop in order: the lease is released
+    /// before the file lock, so a run this host starts next finds both free.
+    lease: Option<Lease>,
     _file: File,
     pub path: PathBuf,
-    /// On Proxmox: the lease, released after the file lock's holder is done.
-    lease: Option<Lease>,
 }
 
 impl RunLock {
@@ -278,9 +279,9 @@ pub fn acquire(path: &Path, me: &Holder, force: bool) -> Result<RunLock> {
     file.write_all(text.as_bytes())
         .with_context(|| format!("failed to write {}", path.display()))?;
     Ok(RunLock {
+        lease: None,
         _file: file,
         path: path.to_path_buf(),
-        lease: None,
     })
 }
 
