@@ -107,73 +107,91 @@ pub fn get(spec: &Request) -> std::io::Result<Response> {
     parse_response(&buf)
 }
 
-/// Why `buf` is a cut answer: headers that frame a body (`Content-Length`,
-/// chunked) and less than that body. `None` when it is whole, or framed by
-/// the end of the connection (no length), or has no headers yet (which
-/// [`parse_response`] reports).
-fn truncated(buf: &[u8]) -> Option<String> {
+/// How an answer's body ends, by its headers.
+enum Framing {
+    /// `Transfer-Encoding: chunked`: at the last (empty) chunk.
+    Chunked,
+    /// `Content-Length: n`.
+    Length(usize),
+    /// Neither: at the end of the connection.
+    Close,
+}
+
+/// The framing of `buf` and where its body starts; `None` while the headers
+/// are not all there.
+fn framing(buf: &[u8]) -> Option<(Framing, usize)> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    if is_complete(buf) {
-        return None;
-    }
     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let body = buf.len() - end - 4;
     let header = |name: &str| {
         head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
             (k.trim() == name).then(|| v.trim().to_string())
         })
     };
-    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        return Some(format!(
-            "before the last chunk of a chunked body ({body} bytes of it)"
-        ));
+    let f = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        Framing::Chunked
+    } else {
+        match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    Some((f, end + 4))
+}
+
+/// Why `buf` is a cut answer: headers that frame a body (`Content-Length`,
+/// chunked) and less than that body. `None` when it is whole, or framed by
+/// the end of the connection (no length), or has no headers yet (which
+/// [`parse_response`] reports).
+fn truncated(buf: &[u8]) -> Option<String> {
+    let (f, start) = framing(buf)?;
+    if is_complete(buf) {
+        return None;
     }
-    let n = header("content-length")?.parse::<usize>().ok()?;
-    Some(format!(
-        "after {body} of the {n} bytes its Content-Length announced"
-    ))
+    let body = buf.len() - start;
+    match f {
+        Framing::Chunked => Some(format!(
+            "before the last chunk of a chunked body ({body} bytes of it)"
+        )),
+        Framing::Length(n) => Some(format!(
+            "after {body} of the {n} bytes its Content-Length announced"
+        )),
+        Framing::Close => None,
+    }
 }
 
 /// Is `buf` a whole HTTP/1.1 response by its framing: headers, then
 /// `Content-Length` bytes or the last chunk of a chunked body? A response
 /// framed by the end of the connection is never complete before it.
 pub fn is_complete(buf: &[u8]) -> bool {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some((f, start)) = framing(buf) else {
         return false;
     };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let body = &buf[end + 4..];
-    let header = |name: &str| {
-        head.lines().skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.trim() == name).then(|| v.trim().to_string())
-        })
-    };
-    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        let mut rest = body;
-        loop {
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
-                return false;
-            };
-            let size = std::str::from_utf8(&rest[..eol])
-                .ok()
-                .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok());
-            let Some(size) = size else { return false };
-            rest = &rest[eol + 2..];
-            if size == 0 {
-                // Trailers end with an empty line.
-                return rest.windows(2).any(|w| w == b"\r\n");
+    let body = &buf[start..];
+    match f {
+        Framing::Chunked => {
+            let mut rest = body;
+            loop {
+                let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    return false;
+                };
+                let size = std::str::from_utf8(&rest[..eol])
+                    .ok()
+                    .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok());
+                let Some(size) = size else { return false };
+                rest = &rest[eol + 2..];
+                if size == 0 {
+                    // Trailers end with an empty line.
+                    return rest.windows(2).any(|w| w == b"\r\n");
+                }
+                if rest.len() < size + 2 {
+                    return false;
+                }
+                rest = &rest[size + 2..];
             }
-            if rest.len() < size + 2 {
-                return false;
-            }
-            rest = &rest[size + 2..];
         }
-    }
-    match header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        Some(n) => body.len() >= n,
-        None => false,
+        Framing::Length(n) => body.len() >= n,
+        Framing::Close => false,
     }
 }
 
