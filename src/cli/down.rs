@@ -141,17 +141,7 @@ fn leftover_tests(root: &Path, json: bool) -> Result<Exit> {
                     continue;
                 }
                 Ok(held) => {
-                    let mut opts = LocalOptions::detect(&cluster);
-                    opts.state_dir = state.clone();
-                    let backend = LocalBackend::new(
-                        &cluster,
-                        opts,
-                        std::sync::Arc::new(crate::exec::SystemRunner),
-                    )
-                    .with_context(|| format!("failed to open {}", state.display()))?;
-                    let report = backend
-                        .down()
-                        .with_context(|| format!("failed to remove {}", state.display()))?;
+                    let report = down_state_dir(&cluster, &state)?;
                     eprintln!(
                         "removed the test cluster in {}: {} container(s)",
                         state.display(),
@@ -185,6 +175,26 @@ fn leftover_tests(root: &Path, json: bool) -> Result<Exit> {
         output::json(&removed)?;
     }
     Ok(Exit::Ok)
+}
+
+/// Take down the local cluster `cluster` kept in `state_dir` (a test's,
+/// not the default one): what `haimg test` does when interrupted and
+/// `--leftover-tests` does for a test that was killed.
+pub(super) fn down_state_dir(
+    cluster: &str,
+    state_dir: &Path,
+) -> Result<crate::backend::local::DownReport> {
+    let mut opts = LocalOptions::detect(cluster);
+    opts.state_dir = state_dir.to_path_buf();
+    let backend = LocalBackend::new(
+        cluster,
+        opts,
+        std::sync::Arc::new(crate::exec::SystemRunner),
+    )
+    .with_context(|| format!("failed to open {}", state_dir.display()))?;
+    backend
+        .down()
+        .with_context(|| format!("failed to remove {}", state_dir.display()))
 }
 
 fn valid_cluster_name(s: &str) -> bool {

@@ -37,6 +37,18 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// "`haimg deploy` (pid 1 on host, started N s ago", the parenthesis
+    /// left open for what the caller adds.
+    fn describe_open(&self) -> String {
+        format!(
+            "`haimg {}` (pid {} on {}, started {}",
+            self.command,
+            self.pid,
+            self.host,
+            since(self.since)
+        )
+    }
+
     /// This process, running `command`.
     pub fn me(command: &str) -> Holder {
         Holder {
@@ -192,13 +204,7 @@ fn describe_lease(text: &str) -> String {
                     now - l.expires
                 )
             };
-            format!(
-                "`haimg {}` (pid {} on {}, started {}; {left})",
-                l.holder.command,
-                l.holder.pid,
-                l.holder.host,
-                since(l.holder.since)
-            )
+            format!("{}; {left})", l.holder.describe_open())
         }
         Err(_) => format!("another haimg run ({text:?})"),
     }
@@ -247,13 +253,7 @@ pub fn acquire(path: &Path, me: &Holder, force: bool) -> Result<RunLock> {
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
         let who = match serde_json::from_str::<Holder>(&text) {
-            Ok(h) => format!(
-                "`haimg {}` (pid {} on {}, started {})",
-                h.command,
-                h.pid,
-                h.host,
-                since(h.since)
-            ),
+            Ok(h) => format!("{})", h.describe_open()),
             Err(_) => "another haimg run".to_string(),
         };
         if !force {

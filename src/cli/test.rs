@@ -95,13 +95,13 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
         false,
     )?;
     watch_interrupts(interrupts, {
-        let (name, opts, root, keep) = (
+        let (name, dir, root, keep) = (
             cluster.name.clone(),
-            opts.clone(),
+            opts.state_dir.clone(),
             state.path().to_path_buf(),
             args.keep,
         );
-        move || remove_on_interrupt(&name, opts, &root, keep)
+        move || remove_on_interrupt(&name, &dir, &root, keep)
     });
     let backend = LocalBackend::new(&cluster.name, opts, Arc::new(SystemRunner))
         .context("failed to set up the local LXC backend")?;
@@ -164,7 +164,7 @@ fn watch_interrupts(set: SigSet, cleanup: impl FnOnce() + Send + 'static) {
 
 /// What the end of a run does, on an interrupt: remove the test cluster and
 /// its state directory (unless `--keep`).
-fn remove_on_interrupt(cluster: &str, opts: LocalOptions, root: &Path, keep: bool) {
+fn remove_on_interrupt(cluster: &str, state_dir: &Path, root: &Path, keep: bool) {
     if keep {
         eprintln!(
             "test: keeping the cluster; remove it with HAIMG_STATE_DIR={} haimg down",
@@ -172,10 +172,7 @@ fn remove_on_interrupt(cluster: &str, opts: LocalOptions, root: &Path, keep: boo
         );
         return;
     }
-    let removed = LocalBackend::new(cluster, opts, Arc::new(SystemRunner))
-        .map_err(anyhow::Error::from)
-        .and_then(|b| Ok(b.down()?));
-    match removed {
+    match super::down::down_state_dir(cluster, state_dir) {
         Ok(r) => eprintln!(
             "test: removed {} container(s) and the cluster's network",
             r.containers.len()

@@ -75,13 +75,6 @@ impl Prober {
             .unwrap_or((0, 0))
     }
 
-    fn failures_since(&self, since: Instant) -> usize {
-        self.samples
-            .lock()
-            .map(|g| g.iter().filter(|(t, w)| *t >= since && w.is_none()).count())
-            .unwrap_or(0)
-    }
-
     fn finish(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {
@@ -135,9 +128,8 @@ pub(super) fn vip_failover(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     let moved = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
         prober.first_answer_not_from(t_kill, &master.slot)
     });
-    let hard_fail = prober.failures_since(t_kill);
-    let (sent, failed) = prober.counts_since(t_kill);
-    o.load(sent, failed, None);
+    let (sent, hard_fail) = prober.counts_since(t_kill);
+    o.load(sent, hard_fail, None);
     prober.finish();
     let hard = moved.map(|t| t.duration_since(t_kill).as_secs_f64());
     // The goals follow the spec (`criteria::vip_goals`); a move is seen up
@@ -183,8 +175,8 @@ pub(super) fn vip_failover(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
             .map_err(|_| anyhow::anyhow!("halt panicked"))??;
         Ok(())
     })?;
-    o.figure("graceful_failed_probes", prober.failures_since(t_halt));
     let (sent, failed) = prober.counts_since(t_halt);
+    o.figure("graceful_failed_probes", failed);
     o.load(sent, failed, None);
     prober.finish();
     tb.start(&master.slot)?;
