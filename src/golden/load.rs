@@ -40,6 +40,12 @@ pub struct LoadSpec {
     pub deadline: Duration,
     /// Bind to this source address before connecting.
     pub source: Option<IpAddr>,
+    /// When not empty, request `i` comes from `spread[i % len]` instead of
+    /// `source`: a load from many clients (the rate limit is per client).
+    pub spread: Vec<IpAddr>,
+    /// Set from outside to end the run early (a load that lasts as long as
+    /// something else does).
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// `/run/netns/<name>` to enter, if any.
     pub netns: Option<PathBuf>,
 }
@@ -65,6 +71,8 @@ impl LoadSpec {
             timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(30),
             source: None,
+            spread: Vec::new(),
+            stop: None,
             netns: None,
         }
     }
@@ -78,6 +86,9 @@ pub struct LoadResult {
     pub statuses: BTreeMap<u16, usize>,
     /// Connection refused/reset, timeouts, garbage: what a user sees as an error.
     pub failed: usize,
+    /// Of `failed`, how many were a connection reset (a stray answered by
+    /// an lb that did not have the connection, or a refused one).
+    pub resets: usize,
     /// First few failure reasons, for the report.
     pub failure_samples: Vec<String>,
     pub elapsed_s: f64,
@@ -114,7 +125,8 @@ pub fn run(spec: &LoadSpec, keep_bodies: bool) -> std::io::Result<LoadResult> {
             }
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= spec.total || start.elapsed() >= spec.deadline {
+                let stopped = spec.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+                if i >= spec.total || start.elapsed() >= spec.deadline || stopped {
                     return Ok(());
                 }
                 if let Some(rate) = spec.rate_per_s {
@@ -128,7 +140,11 @@ pub fn run(spec: &LoadSpec, keep_bodies: bool) -> std::io::Result<LoadResult> {
                     let at = t0.duration_since(start).as_secs_f64();
                     *s = (s.0.min(at), s.1.max(at));
                 }
-                let res = http::get(&spec.request());
+                let mut req = spec.request();
+                if !spec.spread.is_empty() {
+                    req.source = Some(spec.spread[i % spec.spread.len()]);
+                }
+                let res = http::get(&req);
                 let ms = t0.elapsed().as_secs_f64() * 1000.0;
                 let mut g = shared
                     .lock()
@@ -145,6 +161,13 @@ pub fn run(spec: &LoadSpec, keep_bodies: bool) -> std::io::Result<LoadResult> {
                     }
                     Err(e) => {
                         r.failed += 1;
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::ConnectionRefused
+                        ) {
+                            r.resets += 1;
+                        }
                         if r.failure_samples.len() < 5 {
                             r.failure_samples.push(e.to_string());
                         }

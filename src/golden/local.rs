@@ -251,6 +251,10 @@ impl Testbed for LocalTestbed {
         &self.cluster
     }
 
+    fn bridge(&self) -> Option<String> {
+        self.net.as_ref().map(|n| n.bridge.clone())
+    }
+
     fn client_netns(&self) -> Option<PathBuf> {
         self.net.as_ref().map(|n| n.netns_path.clone())
     }

@@ -14,6 +14,7 @@
 pub mod http;
 pub mod netns;
 pub mod tcp;
+pub mod vrrp;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;

@@ -83,8 +83,9 @@ impl Prober {
     }
 }
 
-/// Wait until the VIP is answered by the lb in `slot`.
-fn wait_vip_on(
+/// Wait until the VIP is answered by the lb in `slot` (its own page, so
+/// also on a cluster of lbs only).
+pub(super) fn wait_vip_on(
     tb: &dyn Testbed,
     slot: &str,
     source: Ipv4Addr,
@@ -95,7 +96,7 @@ fn wait_vip_on(
         let r = probe(
             tb,
             vip(tb),
-            "/api/health",
+            "/haimg/lb-health",
             source,
             Duration::from_millis(500),
         )

@@ -19,6 +19,7 @@ mod mongo;
 mod policy;
 mod rogue;
 mod rollout;
+mod vip;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -53,6 +54,12 @@ pub trait Testbed: Sync {
     fn exec(&self, slot: &str, argv: &[&str]) -> anyhow::Result<String>;
     /// Is a template for this role built and deployed?
     fn has_role(&self, role: Role) -> bool;
+
+    /// The bridge the members' traffic crosses, on this host (where a
+    /// capture of VRRP adverts listens); `None` when there is none here.
+    fn bridge(&self) -> Option<String> {
+        None
+    }
 
     /// Templates of a second build for the rollout scenarios, as a directory
     /// `haimg deploy --templates DIR` accepts; `None` when there is none.
@@ -181,6 +188,19 @@ pub const SCENARIOS: &[Scenario] = &[
         clients: 1,
         harmless: false,
         run: failover::vip_failover,
+    },
+    // 20 for a load spread over many clients (nginx limits per client).
+    Scenario {
+        name: "vip-planned-moves",
+        clients: 20,
+        harmless: false,
+        run: vip::vip_planned_moves,
+    },
+    Scenario {
+        name: "vip-stability",
+        clients: 1,
+        harmless: true,
+        run: vip::vip_stability,
     },
     Scenario {
         name: "webapp-loss",
