@@ -583,7 +583,22 @@ impl Validator {
             1,
             255,
         );
-        let advert = self.range(&format!("{p}.advert_int_s"), k.advert_int_s, 1, 255);
+        let advert = match (k.advert_int_s, k.advert_interval_ms) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    p,
+                    "both advert_int_s and advert_interval_ms are given",
+                    "give one: advert_int_s for whole seconds (VRRPv2), or advert_interval_ms for an interval in hundredths of a second (VRRPv3)",
+                );
+                None
+            }
+            (Some(s), None) => self
+                .range(&format!("{p}.advert_int_s"), s, 1, 255)
+                .map(|s| s * 1000),
+            (None, Some(ms)) => self.advert_interval_ms(&format!("{p}.advert_interval_ms"), ms),
+            // The seed's profile: VRRPv2, one advert a second.
+            (None, None) => Some(1000),
+        };
         let master_idx = raw.members.iter().position(|m| m.slot == k.master);
         if master_idx.is_none() {
             let slots: Vec<&str> = raw.members.iter().map(|m| m.slot.as_str()).collect();
@@ -645,11 +660,45 @@ impl Validator {
         }
         Some(Keepalived {
             virtual_router_id: vrid? as u8,
-            advert_int_s: advert? as u32,
+            advert_interval_ms: advert? as u32,
             mode: k.mode,
             master: k.master.clone(),
             priorities: priorities.iter().map(|p| *p as u8).collect(),
         })
+    }
+
+    /// VRRPv3 carries the advert interval in 12 bits of centiseconds
+    /// (RFC 5798 §5.2.7): 10 ms to 40.95 s, in steps of 10 ms. keepalived
+    /// 2.2.7 would round anything else (`vrrp_complete_instance`: "must be in
+    /// units of 10ms - rounding"), so the spec refuses it instead.
+    fn advert_interval_ms(&mut self, path: &str, ms: u64) -> Checked1<u64> {
+        if !(10..=40_950).contains(&ms) {
+            let longer = if ms > 40_950 {
+                "; for a longer interval give advert_int_s (whole seconds, up to 255)"
+            } else {
+                ""
+            };
+            self.err(
+                path,
+                format!("{ms} is out of range"),
+                format!("use a value from 10 to 40950: VRRPv3 carries the interval in hundredths of a second, at most 4095{longer}"),
+            );
+            return None;
+        }
+        if ms % 10 != 0 {
+            let below = ms - ms % 10;
+            self.err(
+                path,
+                format!("{ms} is not a multiple of 10"),
+                format!(
+                    "VRRPv3 carries the interval in hundredths of a second: use {} or {}",
+                    below.max(10),
+                    below + 10
+                ),
+            );
+            return None;
+        }
+        Some(ms)
     }
 
     fn mongo(&mut self, raw: &RawMongo, members: Option<Vec<Member>>) -> Option<MongoTier> {
