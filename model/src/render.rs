@@ -213,8 +213,8 @@ struct KeepalivedCtx {
     advert_int: String,
     unicast: bool,
     peers: Vec<Ipv4Addr>,
-    /// VRRPv2 only: v3 has no authentication.
-    auth_pass: Option<String>,
+    /// VRRPv2 only (empty for v3, which has no authentication).
+    auth_pass: String,
     /// `VIP/prefix`.
     vip: String,
     check_script: String,
@@ -313,8 +313,8 @@ fn lb_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<LbCtx, 
     let n = &lb.nginx;
     let k = &lb.keepalived;
     let auth_pass = match &extras.vrrp_pass {
-        _ if k.vrrp_version() == 3 => None,
-        Some(p) if valid_vrrp_pass(p) => Some(p.clone()),
+        _ if k.vrrp_version() == 3 => String::new(),
+        Some(p) if valid_vrrp_pass(p) => p.clone(),
         Some(_) => return Err(RenderError::VrrpPass),
         None => return Err(RenderError::VrrpPassMissing),
     };

@@ -587,15 +587,32 @@ impl Validator {
             (Some(_), Some(_)) => {
                 self.err(
                     p,
-                    "both advert_int_s and advert_interval_ms are given",
-                    "give one: advert_int_s for whole seconds (VRRPv2), or advert_interval_ms for an interval in hundredths of a second (VRRPv3)",
+                    "advert_int_s and advert_interval_ms are both given",
+                    "give one: advert_int_s (whole seconds) or advert_interval_ms",
                 );
                 None
             }
             (Some(s), None) => self
                 .range(&format!("{p}.advert_int_s"), s, 1, 255)
                 .map(|s| s * 1000),
-            (None, Some(ms)) => self.advert_interval_ms(&format!("{p}.advert_interval_ms"), ms),
+            // VRRPv3 carries the interval in 12 bits of centiseconds (RFC 5798
+            // §5.2.7): 10 ms to 40.95 s in steps of 10 ms. keepalived 2.2.7
+            // would round another value (`vrrp_complete_instance`: "must be
+            // in units of 10ms - rounding"); the spec refuses it instead.
+            (None, Some(ms)) => {
+                let path = format!("{p}.advert_interval_ms");
+                let r = self.range(&path, ms, 10, 40_950);
+                if r.is_some_and(|ms| ms % 10 != 0) {
+                    self.err(
+                        &path,
+                        format!("{ms} is not a multiple of 10"),
+                        "VRRPv3 counts hundredths of a second",
+                    );
+                    None
+                } else {
+                    r
+                }
+            }
             // The seed's profile: VRRPv2, one advert a second.
             (None, None) => Some(1000),
         };
@@ -665,40 +682,6 @@ impl Validator {
             master: k.master.clone(),
             priorities: priorities.iter().map(|p| *p as u8).collect(),
         })
-    }
-
-    /// VRRPv3 carries the advert interval in 12 bits of centiseconds
-    /// (RFC 5798 §5.2.7): 10 ms to 40.95 s, in steps of 10 ms. keepalived
-    /// 2.2.7 would round anything else (`vrrp_complete_instance`: "must be in
-    /// units of 10ms - rounding"), so the spec refuses it instead.
-    fn advert_interval_ms(&mut self, path: &str, ms: u64) -> Checked1<u64> {
-        if !(10..=40_950).contains(&ms) {
-            let longer = if ms > 40_950 {
-                "; for a longer interval give advert_int_s (whole seconds, up to 255)"
-            } else {
-                ""
-            };
-            self.err(
-                path,
-                format!("{ms} is out of range"),
-                format!("use a value from 10 to 40950: VRRPv3 carries the interval in hundredths of a second, at most 4095{longer}"),
-            );
-            return None;
-        }
-        if ms % 10 != 0 {
-            let below = ms - ms % 10;
-            self.err(
-                path,
-                format!("{ms} is not a multiple of 10"),
-                format!(
-                    "VRRPv3 carries the interval in hundredths of a second: use {} or {}",
-                    below.max(10),
-                    below + 10
-                ),
-            );
-            return None;
-        }
-        Some(ms)
     }
 
     fn mongo(&mut self, raw: &RawMongo, members: Option<Vec<Member>>) -> Option<MongoTier> {
