@@ -251,6 +251,22 @@ pub fn prepare(boot: &Boot, st: &mut Status, start: Instant) -> Result<Prepared,
     }
     info!("rendered {n} config(s) (+{} ms)", elapsed(start));
     st.boot.render_ms = Some(elapsed(start));
+    if id.role == Role::Lb && boot.system {
+        // Without it the VIP still works, as keepalived alone moves it; a
+        // planned move then cuts what is in flight, as it would without haimg.
+        match crate::vip::setup(cluster.network.vip) {
+            Ok(()) => info!(
+                "lossless VIP moves: {} on lo, stray rules loaded (+{} ms)",
+                cluster.network.vip,
+                elapsed(start)
+            ),
+            Err(e) => {
+                let w = format!("lossless VIP moves are off: {e}");
+                warn!("{w}");
+                st.warnings.push(w);
+            }
+        }
+    }
 
     let mut services = services::for_role(&cluster, &id, &users);
     if !boot.system {
@@ -636,12 +652,18 @@ pub fn check_tcp(addr: &str) -> ExitCode {
 /// this); recorded whole (temp file + rename) for nginx to serve.
 pub fn vrrp_state(state: &str) -> ExitCode {
     let path = Path::new(haimg_model::image::VRRP_STATE_FILE);
+    let previous = std::fs::read_to_string(path).ok();
+    let moved = crate::vip::on_state(previous.as_deref().map(str::trim), state);
+    if let Err(e) = &moved {
+        error!("vrrp-state {state}: {e}");
+    }
     // keepalived runs its scripts with umask 077; nginx's workers (www-data)
     // must read the file.
     let written = crate::status::write_atomic(path, state.as_bytes())
         .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)));
     match written {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) if moved.is_ok() => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(1),
         Err(e) => {
             error!("vrrp-state: cannot write {}: {e}", path.display());
             ExitCode::from(1)

@@ -19,3 +19,4 @@ pub mod net;
 pub mod services;
 pub mod status;
 pub mod supervise;
+pub mod vip;

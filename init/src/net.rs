@@ -318,6 +318,20 @@ pub fn addrs_of(name: &str) -> Result<Vec<Ipv4Net>, NetError> {
     }
 }
 
+/// `net` on the interface `name` (which must exist), unless it is there already.
+pub fn ensure_addr(name: &str, net: Ipv4Net) -> Result<(), NetError> {
+    let mut nl = Netlink::open()?;
+    let Some((index, _)) = nl.link(name)? else {
+        return Err(NetError::NoSuchLink {
+            name: name.to_string(),
+        });
+    };
+    if nl.ipv4_addrs(index)?.contains(&net) {
+        return Ok(());
+    }
+    nl.add_addr(index, net)
+}
+
 /// Bring `lo` up, and `name` up with `address` and a default route via
 /// `gateway` unless they are there already.
 pub fn ensure(name: &str, address: Ipv4Net, gateway: Ipv4Addr) -> Result<NetReport, NetError> {

@@ -63,6 +63,18 @@ fn base_env() -> Vec<(String, String)> {
     ]
 }
 
+/// On a halt, how long nginx serves on after keepalived stopped: keepalived
+/// leaves with a priority-0 advert, the next backup takes the VIP after its
+/// skew (under one advert interval, and under 1 s in VRRPv2 whatever the
+/// interval; a fraction of the interval in VRRPv3), then its gratuitous ARPs
+/// turn the clients to it. Until then clients still reach this lb, which
+/// answers them from the VIP on `lo` (`crate::vip`); stopping nginx earlier
+/// would refuse them.
+pub fn vip_move_ms(cluster: &Cluster) -> u64 {
+    let advert_ms = u64::from(cluster.lb.keepalived.advert_interval_ms);
+    advert_ms.min(1000) + 500
+}
+
 /// The role's services in start order.
 pub fn for_role(cluster: &Cluster, id: &Identity, users: &Users) -> Vec<ServiceSpec> {
     let local = |port: u16| {
@@ -88,6 +100,7 @@ pub fn for_role(cluster: &Cluster, id: &Identity, users: &Users) -> Vec<ServiceS
                 ready: local(cluster.lb.nginx.listen_port),
                 stop_signal: Sig::Quit,
                 grace_ms: 3_000,
+                linger_ms: 0,
             },
             ServiceSpec {
                 name: "keepalived".into(),
@@ -111,6 +124,7 @@ pub fn for_role(cluster: &Cluster, id: &Identity, users: &Users) -> Vec<ServiceS
                 ready: Readiness::Spawned,
                 stop_signal: Sig::Term,
                 grace_ms: 2_000,
+                linger_ms: vip_move_ms(cluster),
             },
         ],
         Role::Mongo => vec![ServiceSpec {
@@ -130,6 +144,7 @@ pub fn for_role(cluster: &Cluster, id: &Identity, users: &Users) -> Vec<ServiceS
             // time for the final checkpoint. Proxmox's and the rollout's
             // container shutdown timeouts (60 s) stay above this.
             grace_ms: 40_000,
+            linger_ms: 0,
         }],
         Role::Webapp => {
             let mut env = base_env();
@@ -155,6 +170,7 @@ pub fn for_role(cluster: &Cluster, id: &Identity, users: &Users) -> Vec<ServiceS
                 ))),
                 stop_signal: Sig::Term,
                 grace_ms: u64::from(cluster.webapp.pm2.kill_timeout_ms) + 1_000,
+                linger_ms: 0,
             }]
         }
     }
@@ -187,6 +203,20 @@ pub fn memory_limit_mb(cgroup_root: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// nginx lingers for the backup's skew (at most one interval, at most
+    /// 1 s) plus 0.5 s: 1.5 s for the seed and any slower v2 profile, 0.6 s
+    /// for the 100 ms VRRPv3 profile.
+    #[test]
+    fn nginx_lingers_for_the_vip_move_of_the_profile() {
+        let c = |patch: &str| {
+            let text = haimg_model::DEFAULT_SPEC.replace("advert_int_s: 1", patch);
+            haimg_model::spec::parse_yaml(&text).unwrap().cluster
+        };
+        assert_eq!(vip_move_ms(&c("advert_int_s: 1")), 1500);
+        assert_eq!(vip_move_ms(&c("advert_int_s: 2")), 1500);
+        assert_eq!(vip_move_ms(&c("advert_interval_ms: 100")), 600);
+    }
 
     #[test]
     fn passwd() {

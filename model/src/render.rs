@@ -32,6 +32,19 @@ pub const MONGO_KEYFILE: &str = "/run/haimg/mongod/keyfile";
 pub const WEBAPP_DIR: &str = "/srv/webapp";
 pub const NODE_BIN: &str = "/opt/node/bin/node";
 pub const PM2_HOME: &str = "/run/pm2";
+/// lb: the rendered stray-handling ruleset (`vip.nft`), which the init loads.
+pub const VIP_NFT: &str = "/run/haimg/vip/vip.nft";
+/// lb: the nftables table and set `vip.nft` defines: the init adds `tcp`
+/// to the set when keepalived enters MASTER and empties it when it leaves.
+pub const VIP_NFT_TABLE: &str = "haimg_vip";
+pub const VIP_NFT_WINDOW_SET: &str = "window";
+/// lb: how long after becoming master a holder copies strays to the other
+/// lbs. It covers what the old holder still answers after a planned move:
+/// its in-flight requests and the idle keep-alive connections nginx closes
+/// when the lb loses the VIP. After an unplanned failover it is also how
+/// long a connection to the dead lb waits for its reset (a client
+/// retransmits into the window, the first try after it is reset).
+pub const VIP_STRAY_WINDOW_S: u32 = 10;
 
 /// One boot-time template of a role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +61,7 @@ pub struct TemplateInfo {
 }
 
 /// Every template haimg-init renders, per role, in start order of the services that read them.
-pub const TEMPLATES: [TemplateInfo; 4] = [
+pub const TEMPLATES: [TemplateInfo; 5] = [
     TemplateInfo {
         role: Role::Lb,
         name: "nginx.conf",
@@ -62,6 +75,13 @@ pub const TEMPLATES: [TemplateInfo; 4] = [
         lang: Lang::Keepalived,
         target: "/run/haimg/keepalived/keepalived.conf",
         source: include_str!("../../roles/lb/templates/keepalived.conf"),
+    },
+    TemplateInfo {
+        role: Role::Lb,
+        name: "vip.nft",
+        lang: Lang::Nft,
+        target: VIP_NFT,
+        source: include_str!("../../roles/lb/templates/vip.nft"),
     },
     TemplateInfo {
         role: Role::Mongo,
@@ -220,6 +240,18 @@ struct KeepalivedCtx {
     check_script: String,
 }
 
+/// `vip.nft`: what an lb does with packets for the VIP that belong to no
+/// connection of its own.
+#[derive(Serialize)]
+struct VipMoveCtx {
+    vip: Ipv4Addr,
+    /// The other lb members, where strays are copied to.
+    peers: Vec<Ipv4Addr>,
+    window_s: u32,
+    /// Whether copies are sent (see [`forwards_strays`]).
+    forward: bool,
+}
+
 #[derive(Serialize)]
 struct LbCtx {
     upstream_hash: &'static str,
@@ -230,6 +262,7 @@ struct LbCtx {
     tls: Option<TlsCtx>,
     rate_limit: RateLimitCtx,
     keepalived: KeepalivedCtx,
+    vip_move: VipMoveCtx,
     /// What `/haimg/lb-health` answers: the slot and a newline.
     health_body: String,
 }
@@ -371,8 +404,27 @@ fn lb_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<LbCtx, 
             vip: format!("{}/{}", cluster.network.vip, cluster.network.cidr.prefix),
             check_script: format!("{INIT_PATH} check-tcp 127.0.0.1:{}", n.listen_port),
         },
+        vip_move: VipMoveCtx {
+            vip: cluster.network.vip,
+            peers: lb
+                .members
+                .iter()
+                .filter(|m| m.slot != member.slot)
+                .map(|m| m.ip)
+                .collect(),
+            window_s: VIP_STRAY_WINDOW_S,
+            forward: forwards_strays(cluster),
+        },
         health_body: format!("{}\n", member.slot),
     })
+}
+
+/// Whether the new VIP holder copies strays to the other lbs: everywhere
+/// but on Proxmox with haimg's firewall, whose `ipfilter` (on every lb, see
+/// `backend::proxmox::policy`) drops packets a container sends from an
+/// address not its own, as a copy of a client's packet is.
+pub fn forwards_strays(cluster: &Cluster) -> bool {
+    cluster.proxmox.endpoint.is_none() || !cluster.proxmox.firewall.enforce
 }
 
 /// What keepalived can carry ([`quote::keepalived`]) without a space.

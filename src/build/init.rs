@@ -24,8 +24,11 @@ use crate::exec::{Cmd, CommandRunner, RunError};
 pub const INIT_PACKAGE: &str = "haimg-init";
 pub const INIT_PROFILE: &str = "init";
 pub const INIT_TARGET: &str = "x86_64-unknown-linux-gnu";
-/// The size the init must stay under.
-pub const MAX_INIT_BYTES: u64 = 2 << 20;
+/// The size the init must stay under: 2 MiB + 64 KiB. It was 2 MiB until
+/// the lossless VIP moves (issue 16) put the VIP on `lo`, two sysctls and
+/// nft into the lb's boot, 10 KB past it; what it holds is listed in
+/// init/README.md.
+pub const MAX_INIT_BYTES: u64 = (2 << 20) + (64 << 10);
 /// How the init is compiled, besides the path remapping.
 pub const INIT_RUSTFLAGS: [&str; 6] = [
     "-C",
@@ -273,7 +276,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{} is 2097153 bytes, over the 2097152-byte limit of haimg-init",
+                "{} is 2162689 bytes, over the 2162688-byte limit of haimg-init",
                 bin.display()
             )
         );

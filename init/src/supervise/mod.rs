@@ -78,6 +78,14 @@ pub struct ServiceSpec {
     pub stop_signal: Sig,
     /// Time between the stop signal and SIGKILL to the process group.
     pub grace_ms: u64,
+    /// On a halt, how long after this service stopped the service before it
+    /// is stopped (keepalived: nginx serves on while the VIP moves).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub linger_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Restart delays: `initial_ms`, doubled after each quick failure, at most
@@ -195,6 +203,10 @@ enum State {
         pid: i32,
         deadline: Millis,
         killed: bool,
+    },
+    /// Stopped on a halt; the next service stops at `until` ([`ServiceSpec::linger_ms`]).
+    Lingering {
+        until: Millis,
     },
     Stopped,
     Failed {
@@ -322,6 +334,7 @@ impl Supervisor {
                 State::Starting { next_probe, .. } => Some(next_probe),
                 State::Backoff { until } => Some(until),
                 State::Stopping { deadline, .. } => Some(deadline),
+                State::Lingering { until } => Some(until),
                 _ => None,
             })
             .min()
@@ -339,7 +352,7 @@ impl Supervisor {
                     State::Running { .. } => "running",
                     State::Backoff { .. } => "backoff",
                     State::Stopping { .. } => "stopping",
-                    State::Stopped => "stopped",
+                    State::Stopped | State::Lingering { .. } => "stopped",
                     State::Failed { .. } => "failed",
                 },
                 pid: s.pid(),
@@ -481,6 +494,16 @@ impl Supervisor {
                     format!("{} stopped ({status})", s.spec.name),
                 );
                 s.state = State::Stopped;
+                if s.spec.linger_ms > 0 && self.phase == Phase::Stopping {
+                    Self::log(
+                        out,
+                        Level::Info,
+                        format!("the next service stops in {} ms", s.spec.linger_ms),
+                    );
+                    s.state = State::Lingering {
+                        until: now.saturating_add(s.spec.linger_ms),
+                    };
+                }
             }
             State::Starting { since, .. } | State::Running { since, .. } => {
                 let ran = now.saturating_sub(since);
@@ -557,6 +580,9 @@ impl Supervisor {
                         };
                         out.push(Action::Probe { svc: i, addr });
                     }
+                }
+                State::Lingering { until } if now >= until => {
+                    self.svcs[i].state = State::Stopped;
                 }
                 State::Backoff { until } if now >= until && self.phase != Phase::Stopping => {
                     self.svcs[i].state = State::Spawning;
@@ -635,7 +661,7 @@ impl Supervisor {
         if self
             .svcs
             .iter()
-            .any(|s| matches!(s.state, State::Stopping { .. }))
+            .any(|s| matches!(s.state, State::Stopping { .. } | State::Lingering { .. }))
         {
             return;
         }

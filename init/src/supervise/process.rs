@@ -360,6 +360,7 @@ mod tests {
             ready: super::super::Readiness::Spawned,
             stop_signal: Sig::Term,
             grace_ms: 10,
+            linger_ms: 0,
         };
         let (msg, permanent) = spawn(&spec).unwrap_err();
         assert!(permanent);

@@ -17,6 +17,7 @@ fn spec(name: &str, ready: Readiness, stop: Sig, grace_ms: u64) -> ServiceSpec {
         ready,
         stop_signal: stop,
         grace_ms,
+        linger_ms: 0,
     }
 }
 
@@ -444,4 +445,55 @@ fn huge_times_saturate() {
     s.handle(u64::MAX, Event::Spawned { svc: 0, pid: 12 });
     let a = s.handle(u64::MAX, Event::Shutdown(Finish::Halt));
     assert!(a.iter().any(|a| matches!(a, Action::Kill { pgid: 12, .. })));
+}
+
+/// keepalived with `linger_ms`: after it stopped on a halt, nginx is left
+/// alone for that long (it answers from the VIP on `lo` while the next lb
+/// takes the VIP), then stopped; the wakeup time says when.
+#[test]
+fn a_lingering_service_holds_back_the_next_stop() {
+    let mut s = running_lb();
+    s.svcs[1].spec.linger_ms = 1500;
+    s.handle(1000, Event::Shutdown(Finish::Halt));
+    let a = s.handle(
+        1200,
+        Event::Exited {
+            pid: 11,
+            status: ExitStatus::Code(0),
+        },
+    );
+    assert_eq!(
+        non_log(a.clone()),
+        [Action::Kill {
+            svc: 1,
+            pgid: 11,
+            signal: Sig::Kill
+        }]
+    );
+    assert!(
+        logs(&a).contains(&"[info] the next service stops in 1500 ms".to_string()),
+        "{a:?}"
+    );
+    assert_eq!(s.next_wakeup(), Some(2700));
+    assert_eq!(non_log(s.handle(2699, Event::Tick)), []);
+    assert_eq!(
+        non_log(s.handle(2700, Event::Tick)),
+        [Action::Kill {
+            svc: 0,
+            pgid: 10,
+            signal: Sig::Quit
+        }]
+    );
+    // Outside a halt (keepalived crashed and restarts) there is no lingering.
+    let mut s = running_lb();
+    s.svcs[1].spec.linger_ms = 1500;
+    let a = non_log(s.handle(
+        3000,
+        Event::Exited {
+            pid: 11,
+            status: ExitStatus::Code(1),
+        },
+    ));
+    assert!(!a.iter().any(|x| matches!(x, Action::Kill { svc: 0, .. })));
+    assert_eq!(s.status()[1].state, "backoff");
 }

@@ -540,7 +540,7 @@ fn a_good_boot_renders_and_spawns() {
     assert!(ka.contains("state BACKUP") && ka.contains("priority 100"));
     let c = b.console();
     assert!(c.contains("haimg-init[info]: identity: lb nginx2 (vmid 101, 192.168.30.101/24) from kernel hostname \"nginx2\", /etc/network/interfaces \"192.168.30.101\""), "{c}");
-    assert!(c.contains("haimg-init[info]: rendered 2 config(s)"), "{c}");
+    assert!(c.contains("haimg-init[info]: rendered 3 config(s)"), "{c}");
     assert!(c.contains("haimg-init[info]: nginx started pid"), "{c}");
     assert!(b.errors().is_empty(), "{c}");
     assert_eq!(b.halt(), 0);

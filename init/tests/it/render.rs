@@ -33,8 +33,8 @@ fn every_slot_of_every_role() {
             }
         }
     }
-    // 3 lb × 2 + 3 mongo × 1 + 3 webapp × 1
-    assert_eq!(n, 12);
+    // 3 lb × 3 + 3 mongo × 1 + 3 webapp × 1
+    assert_eq!(n, 15);
 }
 
 #[test]
@@ -81,6 +81,80 @@ fn keepalived_peers_are_the_other_lb_members_and_only_they_count() {
         assert!(out.contains(&format!("unicast_src_ip {}", m.ip)));
         assert!(out.contains("\n    check_unicast_src\n"), "{out}");
     }
+}
+
+/// `vip.nft`: each lb copies strays to the other lb members (never to
+/// itself), and nowhere when the spec deploys to Proxmox with its firewall
+/// (whose `ipfilter` would drop the copies). The kernel accepts the ruleset
+/// (`nft -c`, root and nftables as `make setup` installs).
+#[test]
+fn vip_nft_copies_strays_to_the_other_lbs_only() {
+    let c = spec(|_| {});
+    let t = render::templates_for(Role::Lb)
+        .find(|t| t.name == "vip.nft")
+        .unwrap();
+    for m in &c.lb.members {
+        let out = render::render_default(t, &c, m, &extras()).unwrap();
+        let copies: Vec<&str> = out
+            .split("dup to \"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .collect();
+        let others: Vec<String> =
+            c.lb.members
+                .iter()
+                .filter(|o| o.slot != m.slot)
+                .map(|o| o.ip.to_string())
+                .collect();
+        assert_eq!(copies, others, "{}", m.slot);
+        nft_check(&out);
+    }
+    let pve = spec(|t| {
+        *t = t.replace(
+            "  # endpoint: https://pve1:8006",
+            "  endpoint: https://pve1:8006",
+        )
+    });
+    assert!(!render::forwards_strays(&pve));
+    let out = render::render_default(t, &pve, &pve.lb.members[0], &extras()).unwrap();
+    assert!(!out.contains("dup to"), "{out}");
+    assert!(out.contains("ip dscp cs6 counter drop"), "{out}");
+    insta::assert_snapshot!("vip.nft@nginx1-proxmox-firewall", out);
+    nft_check(&out);
+    let open = spec(|t| {
+        *t = t.replace(
+            "  # endpoint: https://pve1:8006",
+            "  endpoint: https://pve1:8006",
+        );
+        *t = t.replace(
+            "  # firewall: { enforce: true, datacenter: check }",
+            "  firewall: { enforce: false }",
+        );
+    });
+    assert!(render::forwards_strays(&open));
+}
+
+/// `nft -c -f -`: the kernel parses and checks the ruleset without applying it.
+fn nft_check(rules: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(["-c", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft not found: run `make setup` (installs nftables)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft -c: {}\n{rules}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -256,7 +330,7 @@ fn mongod_keyfile_and_cgroup_memory() {
         memory_mb: Some(4096),
         ..extras()
     };
-    let out = render::render_default(&TEMPLATES[2], &c, m, &e).unwrap();
+    let out = render::render_default(&TEMPLATES[3], &c, m, &e).unwrap();
     assert!(out.contains("keyFile: /run/haimg/mongod/keyfile"));
     assert!(out.contains("cacheSizeGB: 1.50"));
     insta::assert_snapshot!("mongod.conf@mongo1-keyfile-4g", out);
@@ -284,7 +358,7 @@ fn ecosystem_credentials_and_spec_env() {
         db_credentials: Some(("app".into(), "p@ss:w/rd".into())),
         ..extras()
     };
-    let out = render::render_default(&TEMPLATES[3], &c, m, &e).unwrap();
+    let out = render::render_default(&TEMPLATES[4], &c, m, &e).unwrap();
     assert_eq!(
         render::mongodb_uri(&c, e.db_credentials.as_ref()),
         "mongodb://app:p%40ss%3Aw%2Frd@192.168.30.103:27017,192.168.30.104:27017,192.168.30.105:27017/app?replicaSet=rs0&authSource=admin"
@@ -325,7 +399,7 @@ fn broken_templates_say_what_and_where() {
         "error-other-role-value",
         err("nginx.conf", "{{ mongo.replica_set }}")
     );
-    let e2 = render::render_default(&TEMPLATES[2], &c, lb, &e).unwrap_err();
+    let e2 = render::render_default(&TEMPLATES[3], &c, lb, &e).unwrap_err();
     assert!(matches!(e2, RenderError::WrongRole { .. }));
     insta::assert_snapshot!("error-wrong-role", e2.to_string());
 }
