@@ -66,11 +66,12 @@ fn base_env() -> Vec<(String, String)> {
 /// On a halt, how long nginx serves on after keepalived stopped: keepalived
 /// leaves with a priority-0 advert, the next backup takes the VIP after its
 /// skew (under one advert interval, and under 1 s in VRRPv2 whatever the
-/// interval), then its gratuitous ARPs turn the clients to it. Until then
-/// clients still reach this lb, which answers them from the VIP on `lo`
-/// (`crate::vip`); stopping nginx earlier would refuse them.
+/// interval; a fraction of the interval in VRRPv3), then its gratuitous ARPs
+/// turn the clients to it. Until then clients still reach this lb, which
+/// answers them from the VIP on `lo` (`crate::vip`); stopping nginx earlier
+/// would refuse them.
 pub fn vip_move_ms(cluster: &Cluster) -> u64 {
-    let advert_ms = u64::from(cluster.lb.keepalived.advert_int_s) * 1000;
+    let advert_ms = u64::from(cluster.lb.keepalived.advert_interval_ms);
     advert_ms.min(1000) + 500
 }
 
@@ -202,6 +203,20 @@ pub fn memory_limit_mb(cgroup_root: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// nginx lingers for the backup's skew (at most one interval, at most
+    /// 1 s) plus 0.5 s: 1.5 s for the seed and any slower v2 profile, 0.6 s
+    /// for the 100 ms VRRPv3 profile.
+    #[test]
+    fn nginx_lingers_for_the_vip_move_of_the_profile() {
+        let c = |patch: &str| {
+            let text = haimg_model::DEFAULT_SPEC.replace("advert_int_s: 1", patch);
+            haimg_model::spec::parse_yaml(&text).unwrap().cluster
+        };
+        assert_eq!(vip_move_ms(&c("advert_int_s: 1")), 1500);
+        assert_eq!(vip_move_ms(&c("advert_int_s: 2")), 1500);
+        assert_eq!(vip_move_ms(&c("advert_interval_ms: 100")), 600);
+    }
 
     #[test]
     fn passwd() {

@@ -150,12 +150,61 @@ pub struct Nginx {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Keepalived {
     pub virtual_router_id: u8,
-    pub advert_int_s: u32,
+    /// Time between adverts: `advert_int_s` × 1000 or `advert_interval_ms`
+    /// (1000 when the spec gives neither). A multiple of 10.
+    pub advert_interval_ms: u32,
     pub mode: VrrpMode,
     /// Slot of the preferred MASTER.
     pub master: String,
     /// Priority per lb member, in member order; unique, the master's highest.
     pub priorities: Vec<u8>,
+}
+
+/// What keepalived 2.2.7 (Debian 12) does with these, read in its source
+/// (github.com/acassen/keepalived, tag v2.2.7):
+/// * `advert_int`: `vrrp_parser.c` `vrrp_adv_handler` reads a decimal number
+///   of seconds, `read_decimal_unsigned_strvec(strvec, 1, &adver_int,
+///   TIMER_HZ / 100, 255 * TIMER_HZ, TIMER_HZ_DIGITS, true)`: 0.01 to 255.
+/// * `vrrp_version 3` in `global_defs`: `global_parser.c`
+///   `vrrp_version_handler` (2 or 3), the default of every instance.
+/// * `vrrp.c` `vrrp_complete_instance`: v2 rounds an interval that is not a
+///   whole number of seconds ("VRRPv2 advertisement interval … must be an
+///   integer. rounding"), v3 one that is not in units of 10 ms and caps it
+///   below 4096 cs; and an `authentication` block under v3 is dropped ("VRRP
+///   version 3 does not support authentication. Ignoring.").
+/// * `vrrp.c` `vrrp_check_packet` drops an advert of the other version
+///   ("wrong version. Received %d and expect %d"): a v2 and a v3 lb never
+///   hear each other, so all lbs must speak the same profile.
+impl Keepalived {
+    /// The VRRP version the lbs speak: 2 (RFC 3768, whole seconds, `auth_type
+    /// PASS`; the seed's profile) when the interval is a whole number of
+    /// seconds, else 3 (RFC 5798, centiseconds, no authentication).
+    pub fn vrrp_version(&self) -> u8 {
+        if self.advert_interval_ms % 1000 == 0 {
+            2
+        } else {
+            3
+        }
+    }
+
+    /// `advert_int` as keepalived.conf carries it: decimal seconds.
+    pub fn advert_int(&self) -> String {
+        decimal_seconds(self.advert_interval_ms)
+    }
+}
+
+/// Milliseconds as decimal seconds, from the integer (no float formatting):
+/// 1000 → `1`, 1500 → `1.5`, 100 → `0.1`, 50 → `0.05`, 10 → `0.01`.
+pub fn decimal_seconds(ms: u32) -> String {
+    let (s, frac) = (ms / 1000, ms % 1000);
+    if frac == 0 {
+        return s.to_string();
+    }
+    let mut t = format!("{s}.{frac:03}");
+    while t.ends_with('0') {
+        t.pop();
+    }
+    t
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -304,5 +353,47 @@ impl Cluster {
             .holds_vip()
             .then(|| self.lb.keepalived.priorities.get(member.index).copied())
             .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_seconds_from_integer_milliseconds() {
+        let cases = [
+            (1000, "1"),
+            (2000, "2"),
+            (255_000, "255"),
+            (1500, "1.5"),
+            (100, "0.1"),
+            (50, "0.05"),
+            (10, "0.01"),
+            (110, "0.11"),
+            (1010, "1.01"),
+            (40_950, "40.95"),
+            (1, "0.001"),
+        ];
+        for (ms, text) in cases {
+            assert_eq!(decimal_seconds(ms), text, "{ms} ms");
+        }
+    }
+
+    #[test]
+    fn whole_seconds_speak_vrrp_v2_and_the_rest_v3() {
+        let k = |ms| Keepalived {
+            virtual_router_id: 51,
+            advert_interval_ms: ms,
+            mode: VrrpMode::Unicast,
+            master: "nginx1".into(),
+            priorities: vec![150, 100],
+        };
+        assert_eq!(k(1000).vrrp_version(), 2);
+        assert_eq!(k(2000).vrrp_version(), 2);
+        assert_eq!(k(100).vrrp_version(), 3);
+        assert_eq!(k(1500).vrrp_version(), 3);
+        assert_eq!(k(1000).advert_int(), "1");
+        assert_eq!(k(100).advert_int(), "0.1");
     }
 }

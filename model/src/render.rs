@@ -115,7 +115,8 @@ pub struct Extras {
     /// webapp: database user and password (HAIMG_DB_USER / HAIMG_DB_PASSWORD).
     pub db_credentials: Option<(String, String)>,
     /// lb: the cluster's VRRP password (HAIMG_VRRP_PASS), at most 8
-    /// characters; required: an lb renders no keepalived.conf without it.
+    /// characters; required for VRRPv2 (an lb renders no keepalived.conf
+    /// without it); unused by VRRPv3, which has no authentication.
     pub vrrp_pass: Option<String>,
     /// webapp: Next.js' server-actions key (HAIMG_NEXT_ACTIONS_KEY), passed
     /// to the app as `NEXT_SERVER_ACTIONS_ENCRYPTION_KEY`.
@@ -226,9 +227,13 @@ struct KeepalivedCtx {
     priority: u8,
     interface: &'static str,
     virtual_router_id: u8,
-    advert_int_s: u32,
+    /// 2 or 3 ([`crate::Keepalived::vrrp_version`]).
+    vrrp_version: u8,
+    /// Decimal seconds ([`crate::Keepalived::advert_int`]).
+    advert_int: String,
     unicast: bool,
     peers: Vec<Ipv4Addr>,
+    /// VRRPv2 only (empty for v3, which has no authentication).
     auth_pass: String,
     /// `VIP/prefix`.
     vip: String,
@@ -341,6 +346,7 @@ fn lb_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<LbCtx, 
     let n = &lb.nginx;
     let k = &lb.keepalived;
     let auth_pass = match &extras.vrrp_pass {
+        _ if k.vrrp_version() == 3 => String::new(),
         Some(p) if valid_vrrp_pass(p) => p.clone(),
         Some(_) => return Err(RenderError::VrrpPass),
         None => return Err(RenderError::VrrpPassMissing),
@@ -385,7 +391,8 @@ fn lb_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<LbCtx, 
             priority: cluster.lb_priority(member).unwrap_or(100),
             interface: "eth0",
             virtual_router_id: k.virtual_router_id,
-            advert_int_s: k.advert_int_s,
+            vrrp_version: k.vrrp_version(),
+            advert_int: k.advert_int(),
             unicast: k.mode == VrrpMode::Unicast,
             peers: lb
                 .members

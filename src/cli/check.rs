@@ -56,12 +56,17 @@ pub fn render_human(c: &Cluster, r: &Report) -> String {
         ports.push("443".into());
     }
     out += &format!(
-        "VIP {} ports {}: keepalived VRID {} {:?} advert {}s, master {}\n",
+        "VIP {} ports {}: keepalived VRID {} {:?} advert {}s{}, master {}\n",
         n.vip,
         ports.join("/"),
         k.virtual_router_id,
         k.mode,
-        k.advert_int_s,
+        k.advert_int(),
+        if k.vrrp_version() == 3 {
+            " (VRRPv3)"
+        } else {
+            ""
+        },
         k.master
     )
     .replace("Unicast", "unicast")

@@ -65,14 +65,21 @@ pub fn rate_limit_ok(c: &Cluster, sent: usize, spread_s: f64) -> (usize, usize) 
 /// 2-core machine.
 pub const ARRIVAL_SLACK: Duration = Duration::from_millis(100);
 
-/// keepalived's skew for VRRPv2, the version the rendered keepalived.conf
-/// speaks (`auth_type PASS` exists only in v2, and no `vrrp_version` is set):
-/// `(256 − priority) / 256` s, whatever the advert interval. keepalived 2.2.7
-/// (Debian 12), `keepalived/include/vrrp.h`: `VRRP_TIMER_SKEW_CALC` is
-/// `pri_val * TIMER_HZ / 256` for v2; only v3 scales it by
-/// `master_adver_int` (RFC 3768 §6.1 against RFC 5798 §6.1).
-fn skew(priority: u8) -> Duration {
-    Duration::from_micros(u64::from(256 - u32::from(priority)) * 1_000_000 / 256)
+/// keepalived's skew, which its master-down timer adds to 3 adverts.
+/// keepalived 2.2.7 (Debian 12), `keepalived/include/vrrp.h`:
+/// `VRRP_TIMER_SKEW_CALC` is `pri_val * TIMER_HZ / 256` for VRRPv2 —
+/// `(256 − priority) / 256` s whatever the advert interval (RFC 3768 §6.1) —
+/// and `pri_val * (master_adver_int / TIMER_CENTI_HZ) * 625 / 16` µs for v3 —
+/// `(256 − priority) × interval / 256` (RFC 5798 §6.1), in whole µs rounded
+/// down, as keepalived's integer arithmetic does. The version and interval
+/// are the rendered keepalived.conf's ([`haimg_model::Keepalived::vrrp_version`]).
+fn skew(version: u8, priority: u8, interval_ms: u32) -> Duration {
+    let pri = u64::from(256 - u32::from(priority));
+    Duration::from_micros(if version == 3 {
+        pri * u64::from(interval_ms / 10) * 625 / 16
+    } else {
+        pri * 1_000_000 / 256
+    })
 }
 
 /// The backup that takes the VIP when the master goes: the highest priority
@@ -87,34 +94,39 @@ fn next_priority(c: &Cluster) -> Option<u8> {
         .max()
 }
 
-/// The goals of `vip-failover`, from the spec's advert interval and priorities:
-/// `(hard, graceful)`; an error when no backup lb could take the VIP.
+/// The goals of `vip-failover`, from the spec's advert interval, VRRP
+/// version and priorities: `(hard, graceful)`; an error when no backup lb
+/// could take the VIP.
 ///
 /// * hard stop: keepalived's master-down interval of the backup that takes
 ///   over, `VRRP_MS_DOWN_TIMER = 3 × advert_int + skew` (3.609 s for the
-///   seed: advert 1 s, backup priority 100; 6.609 s with advert 2 s). Its
-///   timer runs from the last advert it heard, which came before the kill,
-///   so the VIP moves no later than that after the kill.
+///   seed: VRRPv2, advert 1 s, backup priority 100; 6.609 s with advert 2 s;
+///   0.360937 s for VRRPv3 with advert 100 ms, whose skew scales with the
+///   interval). Its timer runs from the last advert it heard, which came
+///   before the kill, so the VIP moves no later than that after the kill.
 /// * graceful stop: the master's keepalived leaves first and sends priority 0;
 ///   the backup's down timer is then set to its skew alone (keepalived 2.2.7
 ///   `vrrp_state_backup`: `ms_down_timer = VRRP_TIMER_SKEW(vrrp)`), 0.609 s
-///   for the seed. The goal is one advert interval (1 s for the seed): the
-///   skew is always under 1 s in v2, and what is left of the interval is
-///   the halt signal's way to keepalived; a planned move must never take as
-///   long as one missed advert.
+///   for the seed. The goal is one advert interval (1 s for the seed, 0.1 s
+///   for a 100 ms profile): the skew is always under one interval (v2: under
+///   1 s, and v2 intervals are whole seconds; v3: a fraction of it), and what
+///   is left of the interval is the halt signal's way to keepalived; a
+///   planned move must never take as long as one missed advert.
 ///
 /// Measured with probes `probe_step` apart (each waits up to its timeout for
 /// an answer), an answer from the new holder is seen up to one step late; the
 /// scenario passes at the goal plus that step.
 pub fn vip_goals(c: &Cluster) -> Result<(Duration, Duration), String> {
-    let advert = Duration::from_secs(u64::from(c.lb.keepalived.advert_int_s.max(1)));
+    let k = &c.lb.keepalived;
+    let ms = k.advert_interval_ms.max(10);
+    let advert = Duration::from_millis(u64::from(ms));
     let backup = next_priority(c).ok_or_else(|| {
         format!(
             "no lb besides the master {} has a keepalived priority: nothing can take the VIP",
-            c.lb.keepalived.master
+            k.master
         )
     })?;
-    Ok((advert * 3 + skew(backup), advert))
+    Ok((advert * 3 + skew(k.vrrp_version(), backup, ms), advert))
 }
 
 /// Whether a measured move of the VIP meets its goal: `None` (it never
@@ -348,6 +360,31 @@ mod tests {
         let (hard, graceful) = vip_goals(&slow).unwrap();
         assert_eq!(hard.as_millis(), 6609);
         assert_eq!(graceful, Duration::from_secs(2));
+        // The same interval in milliseconds is the same v2 profile.
+        let slow_ms = spec(|s| s.replace("advert_int_s: 1", "advert_interval_ms: 2000"));
+        assert_eq!(slow_ms.lb.keepalived.vrrp_version(), 2);
+        assert_eq!(vip_goals(&slow_ms).unwrap(), (hard, graceful));
+    }
+
+    /// VRRPv3 at 100 ms: 3 × 0.1 s + (256 − 100) × 0.1 s / 256 = 0.3609375 s,
+    /// which keepalived's integer µs make 0.360937 s; graceful: 0.1 s.
+    #[test]
+    fn vip_goals_of_the_fast_profile_scale_the_skew_with_the_interval() {
+        let fast = spec(|s| s.replace("advert_int_s: 1", "advert_interval_ms: 100"));
+        assert_eq!(fast.lb.keepalived.vrrp_version(), 3);
+        let (hard, graceful) = vip_goals(&fast).unwrap();
+        assert_eq!(hard.as_micros(), 360_937);
+        assert_eq!(graceful, Duration::from_millis(100));
+        // 1.5 s cannot be VRRPv2: v3, whose skew is (256 − 100) × 1.5 / 256 s.
+        let odd = spec(|s| s.replace("advert_int_s: 1", "advert_interval_ms: 1500"));
+        let (hard, graceful) = vip_goals(&odd).unwrap();
+        assert_eq!(hard.as_micros(), 4_500_000 + 914_062);
+        assert_eq!(graceful, Duration::from_millis(1500));
+        // The skew follows keepalived's formula for each version.
+        assert_eq!(skew(2, 100, 1000).as_micros(), 609_375);
+        assert_eq!(skew(2, 100, 2000).as_micros(), 609_375);
+        assert_eq!(skew(3, 100, 100).as_micros(), 60_937);
+        assert_eq!(skew(3, 10, 10).as_micros(), 9_609);
     }
 
     /// A backup of lower priority waits a longer skew; the goal follows.

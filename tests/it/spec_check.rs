@@ -110,6 +110,28 @@ fn check_prints_the_parsed_endpoint() {
     );
 }
 
+/// The fast VRRP profile: `check` shows the interval in seconds and the
+/// VRRP version it switches the lbs to, and the plan carries milliseconds.
+#[test]
+fn check_shows_the_fast_vrrp_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("haimg.yaml");
+    let yaml = haimg_model::DEFAULT_SPEC.replace("advert_int_s: 1", "advert_interval_ms: 100");
+    std::fs::write(&spec, yaml).unwrap();
+    let out = haimg(&["check", "--spec", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "VIP 192.168.30.200 ports 80: keepalived VRID 51 unicast advert 0.1s (VRRPv3), master nginx1\n"
+        ),
+        "{stdout}"
+    );
+    let out = haimg(&["check", "--spec", spec.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cluster"]["lb"]["keepalived"]["advert_interval_ms"], 100);
+}
+
 /// A password in the endpoint is refused and never printed.
 #[test]
 fn an_endpoint_password_is_never_printed() {

@@ -186,6 +186,61 @@ fn keepalived_multicast_and_pass_override() {
     }
 }
 
+/// The fast profile, `advert_interval_ms: 100`: VRRPv3, whose advert interval
+/// is in hundredths of a second (`advert_int 0.1`) and which has no
+/// authentication, so the VRRP password is neither printed nor needed.
+#[test]
+fn keepalived_vrrp_v3_at_100_ms() {
+    let c = spec(|t| *t = t.replace("advert_int_s: 1", "advert_interval_ms: 100"));
+    let m = &c.lb.members[0];
+    let out = render::render_default(&TEMPLATES[1], &c, m, &extras()).unwrap();
+    assert!(out.contains("\n    vrrp_version 3\n"), "{out}");
+    assert!(out.contains("\n    advert_int 0.1\n"), "{out}");
+    assert!(
+        !out.contains("authentication {") && !out.contains("auth_"),
+        "{out}"
+    );
+    assert!(!out.contains("VRRPPASS"), "{out}");
+    assert!(out.contains("\n    check_unicast_src\n"), "{out}");
+    insta::assert_snapshot!("keepalived.conf@nginx1-vrrp3-100ms", out);
+
+    let without = Extras {
+        vrrp_pass: None,
+        ..extras()
+    };
+    let same = render::render_default(&TEMPLATES[1], &c, m, &without).unwrap();
+    assert_eq!(same, out, "the password changes nothing in a v3 config");
+
+    // Other intervals print as decimal seconds from the integer.
+    for (ms, text) in [(50, "0.05"), (10, "0.01"), (1500, "1.5"), (40950, "40.95")] {
+        let c = spec(|t| *t = t.replace("advert_int_s: 1", &format!("advert_interval_ms: {ms}")));
+        let out = render::render_default(&TEMPLATES[1], &c, m, &without).unwrap();
+        assert!(
+            out.contains(&format!("\n    advert_int {text}\n")),
+            "{ms}: {out}"
+        );
+        assert!(out.contains("vrrp_version 3"), "{ms}");
+    }
+}
+
+/// A whole number of seconds in milliseconds is the seed's VRRPv2 profile,
+/// byte for byte.
+#[test]
+fn keepalived_whole_seconds_in_ms_is_the_v2_config() {
+    let seed = spec(|_| {});
+    let ms = spec(|t| *t = t.replace("advert_int_s: 1", "advert_interval_ms: 1000"));
+    let neither = spec(|t| *t = t.replace("      advert_int_s: 1\n", ""));
+    let m = &seed.lb.members[0];
+    let want = render::render_default(&TEMPLATES[1], &seed, m, &extras()).unwrap();
+    assert!(!want.contains("vrrp_version"));
+    for c in [&ms, &neither] {
+        assert_eq!(
+            render::render_default(&TEMPLATES[1], c, m, &extras()).unwrap(),
+            want
+        );
+    }
+}
+
 /// Values that got past validation (a plan edited in an image, a hostile
 /// image.json) cannot add a directive to any config: each is quoted for the
 /// file's language, or the render fails naming the character.

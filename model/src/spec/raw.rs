@@ -172,7 +172,15 @@ pub enum VrrpMode {
 #[serde(deny_unknown_fields)]
 pub struct RawKeepalived {
     pub virtual_router_id: u64,
-    pub advert_int_s: u64,
+    /// Seconds between adverts (VRRPv2). At most one of this and
+    /// `advert_interval_ms`; neither is 1 s. Left out of the baked plan when
+    /// absent, so a seed plan serialises as it always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advert_int_s: Option<u64>,
+    /// Milliseconds between adverts, a multiple of 10 (VRRPv3 unless a whole
+    /// number of seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advert_interval_ms: Option<u64>,
     pub mode: VrrpMode,
     /// Slot that holds the VIP when all are healthy (highest priority).
     pub master: String,

@@ -583,7 +583,39 @@ impl Validator {
             1,
             255,
         );
-        let advert = self.range(&format!("{p}.advert_int_s"), k.advert_int_s, 1, 255);
+        let advert = match (k.advert_int_s, k.advert_interval_ms) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    p,
+                    "advert_int_s and advert_interval_ms are both given",
+                    "give one: advert_int_s (whole seconds) or advert_interval_ms",
+                );
+                None
+            }
+            (Some(s), None) => self
+                .range(&format!("{p}.advert_int_s"), s, 1, 255)
+                .map(|s| s * 1000),
+            // VRRPv3 carries the interval in 12 bits of centiseconds (RFC 5798
+            // §5.2.7): 10 ms to 40.95 s in steps of 10 ms. keepalived 2.2.7
+            // would round another value (`vrrp_complete_instance`: "must be
+            // in units of 10ms - rounding"); the spec refuses it instead.
+            (None, Some(ms)) => {
+                let path = format!("{p}.advert_interval_ms");
+                let r = self.range(&path, ms, 10, 40_950);
+                if r.is_some_and(|ms| ms % 10 != 0) {
+                    self.err(
+                        &path,
+                        format!("{ms} is not a multiple of 10"),
+                        "VRRPv3 counts hundredths of a second",
+                    );
+                    None
+                } else {
+                    r
+                }
+            }
+            // The seed's profile: VRRPv2, one advert a second.
+            (None, None) => Some(1000),
+        };
         let master_idx = raw.members.iter().position(|m| m.slot == k.master);
         if master_idx.is_none() {
             let slots: Vec<&str> = raw.members.iter().map(|m| m.slot.as_str()).collect();
@@ -645,7 +677,7 @@ impl Validator {
         }
         Some(Keepalived {
             virtual_router_id: vrid? as u8,
-            advert_int_s: advert? as u32,
+            advert_interval_ms: advert? as u32,
             mode: k.mode,
             master: k.master.clone(),
             priorities: priorities.iter().map(|p| *p as u8).collect(),

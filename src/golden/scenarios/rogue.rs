@@ -1,6 +1,7 @@
 //! `rogue-lb`: a container outside the cluster's lb peer list advertises
 //! priority 255 for the VIP, with the cluster's own VRRP password (which any
-//! host that sees one advert has read: VRRPv2 `PASS` travels in clear), and
+//! host that sees one advert has read: VRRPv2 `PASS` travels in clear; a
+//! VRRPv3 profile has no password, and the rogue speaks v3 too), and
 //! also holds the VIP as its own address, so it answers ARP for it. The VIP
 //! must stay with the preferred master, and every request through it must be
 //! served by that master.
@@ -79,7 +80,7 @@ fn attack(
              </dev/null >/run/rogue/log 2>&1 &",
         ],
     )?;
-    let advert = Duration::from_secs(u64::from(k.advert_int_s.max(1)));
+    let advert = Duration::from_millis(u64::from(k.advert_interval_ms.max(10)));
     let log = || {
         tb.exec_ct(vmid, &["cat", "/run/rogue/log"])
             .unwrap_or_default()
@@ -169,19 +170,27 @@ fn attack(
 /// priority 255, advertising to every lb member.
 fn rogue_conf(c: &Cluster, ip: Ipv4Addr, pass: &str) -> String {
     let k = &c.lb.keepalived;
-    let mut s = String::from("global_defs {\n    router_id rogue\n}\n");
+    let v3 = k.vrrp_version() == 3;
+    let mut s = String::from("global_defs {\n    router_id rogue\n");
+    if v3 {
+        s += "    vrrp_version 3\n";
+    }
+    s += "}\n";
     s += "vrrp_instance rogue {\n    state MASTER\n    interface eth0\n";
     s += &format!("    virtual_router_id {}\n", k.virtual_router_id);
     s += "    priority 255\n";
-    s += &format!("    advert_int {}\n", k.advert_int_s);
+    s += &format!("    advert_int {}\n", k.advert_int());
     s += &format!("    unicast_src_ip {ip}\n    unicast_peer {{\n");
     for m in &c.lb.members {
         s += &format!("        {}\n", m.ip);
     }
     s += "    }\n";
-    s += &format!(
-        "    authentication {{\n        auth_type PASS\n        auth_pass {pass}\n    }}\n"
-    );
+    // VRRPv3 has no authentication: the rogue speaks the members' version.
+    if !v3 {
+        s += &format!(
+            "    authentication {{\n        auth_type PASS\n        auth_pass {pass}\n    }}\n"
+        );
+    }
     s += &format!(
         "    virtual_ipaddress {{\n        {}/{} dev eth0\n    }}\n}}\n",
         c.network.vip, c.network.cidr.prefix
@@ -241,6 +250,15 @@ mod tests {
     #[test]
     fn the_rogue_advertises_255_to_every_lb_member() {
         let c = seed();
+        insta::assert_snapshot!(rogue_conf(&c, Ipv4Addr::new(192, 168, 30, 254), "PASSWORD"));
+    }
+
+    /// Against the VRRPv3 profile the rogue speaks v3 too (a v2 advert
+    /// would be dropped for its version alone, proving nothing): no password.
+    #[test]
+    fn the_rogue_speaks_vrrp_v3_to_the_fast_profile() {
+        let text = haimg_model::DEFAULT_SPEC.replace("advert_int_s: 1", "advert_interval_ms: 100");
+        let c = haimg_model::spec::parse_yaml(&text).unwrap().cluster;
         insta::assert_snapshot!(rogue_conf(&c, Ipv4Addr::new(192, 168, 30, 254), "PASSWORD"));
     }
 
