@@ -67,6 +67,9 @@ templates: release
 	$(HAIMG) build --allow-missing mongo
 	sed 's/^  version: .*/  version: 1.1.0/' haimg.yaml > out/next-haimg.yaml
 	$(HAIMG) --spec out/next-haimg.yaml build --role lb,webapp --out out-next
+	sed 's/^      advert_int_s: 1$$/      advert_interval_ms: 100/' haimg.yaml > out/fast-haimg.yaml
+	grep -q '^      advert_interval_ms: 100$$' out/fast-haimg.yaml
+	$(HAIMG) --spec out/fast-haimg.yaml build --role lb --out out-fast
 
 ## app-test: the Next.js app's node tests (roles/webapp/app/test) against what ships: the image's
 ## own Node and /srv/webapp, extracted from the webapp template into a temporary directory. The test
@@ -88,9 +91,13 @@ app-test: templates
 	if ! grep -q ' skipped 0$$' "$$tmp/report.txt"; then echo "error: app-test skipped tests" >&2; exit 1; fi
 
 ## golden: boot the templates on local LXC and run every golden scenario on one cluster,
-## the rollout, rollback and rollout-bad-green ones (to the 1.1.0 build in out-next) included.
+## the rollout, rollback and rollout-bad-green ones (to the 1.1.0 build in out-next) included;
+## then the VIP scenarios on a cluster of lbs with the fast VRRP profile (100 ms adverts, out-fast)
+FAST_SCENARIOS := boot,vip-failover,vip-planned-moves,vip-stability
 golden: templates
 	$(HAIMG) test --next-templates out-next
+	$(HAIMG) --spec out/fast-haimg.yaml test --templates out-fast --allow-missing webapp \
+	  --scenario $(FAST_SCENARIOS)
 
 ## interrupted: `haimg test` stopped by SIGTERM mid-scenario removes its cluster itself (exit 143);
 ## stopped by SIGKILL, `haimg down --leftover-tests` removes it; nothing of either run is left
@@ -112,7 +119,7 @@ demo-policy: templates
 ## scan: no secret in any built template: the cluster store's values (when this host has a
 ## store for the spec's cluster), PEM private keys, vendor tokens (`haimg secrets scan`)
 scan: templates
-	$(HAIMG) secrets scan out out-next
+	$(HAIMG) secrets scan out out-next out-fast
 
 ## test: everything CI runs
 test: setup lint fresh-host unit app-test golden interrupted demo-policy scan
@@ -123,4 +130,4 @@ bench: setup release
 
 clean:
 	$(CARGO) clean
-	rm -rf out out-next
+	rm -rf out out-next out-fast

@@ -39,6 +39,11 @@ pub struct TestArgs {
     /// rollout and rollback scenarios; without it they are skipped
     #[arg(long, value_name = "DIR")]
     pub next_templates: Option<PathBuf>,
+    /// Test without these roles' templates (mongo is always allowed to be
+    /// missing: it cannot be built here); e.g. `--allow-missing webapp` for a
+    /// cluster of lbs only, as the fast VRRP profile's run in `make golden`
+    #[arg(long, value_name = "ROLE", value_delimiter = ',')]
+    pub allow_missing: Vec<String>,
     /// Parent of the test cluster's state directory
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     pub state_root: PathBuf,
@@ -48,6 +53,13 @@ pub struct TestArgs {
     /// api-db, network-policy, rogue-lb), by default all of those
     #[arg(long, conflicts_with_all = ["keep", "next_templates"])]
     pub deployed: bool,
+}
+
+/// mongo (which cannot be built here) and what `--allow-missing` names.
+fn allowed_missing(args: &TestArgs) -> Vec<String> {
+    let mut v = vec!["mongo".to_string()];
+    v.extend(args.allow_missing.iter().cloned());
+    v
 }
 
 pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
@@ -73,7 +85,7 @@ pub fn run(spec: Option<&Path>, args: &TestArgs) -> Result<Exit> {
         Some(&args.state_root),
     )?;
     // mongo cannot be built here (see README); its scenario reports a skip.
-    let (roles, _missing) = available_roles(&args.templates, cluster, &["mongo".to_string()])?;
+    let (roles, _missing) = available_roles(&args.templates, cluster, &allowed_missing(args))?;
     let templates = templates::find_roles(&args.templates, cluster, &roles)
         .context("failed to find the built templates")?;
     let state = tempfile::Builder::new()
@@ -213,7 +225,7 @@ fn run_deployed(cluster: &haimg_model::Cluster, args: &TestArgs) -> Result<Exit>
             .context(
                 "failed to read the cluster's secrets store (made by its first haimg deploy)",
             )?;
-    let (roles, _) = available_roles(&args.templates, cluster, &["mongo".to_string()])?;
+    let (roles, _) = available_roles(&args.templates, cluster, &allowed_missing(args))?;
     let templates = templates::find_roles(&args.templates, cluster, &roles)
         .context("failed to find the built templates")?;
     eprintln!(

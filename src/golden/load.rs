@@ -268,6 +268,60 @@ mod tests {
         }
     }
 
+    /// `spread`: request i comes from `spread[i % n]` (the server sees each
+    /// source in turn); a refused connection counts as a failure and a reset.
+    #[test]
+    fn a_spread_load_uses_every_source_and_counts_resets() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let seen = peers.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(6) {
+                let mut s = s.unwrap();
+                seen.lock().unwrap().push(s.peer_addr().unwrap().ip());
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        });
+        let mut spec = LoadSpec::new(addr, "/");
+        spec.total = 6;
+        spec.concurrency = 1;
+        spec.spread = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+            .map(|a| a.parse().unwrap())
+            .to_vec();
+        let r = run(&spec, false).unwrap();
+        assert_eq!((r.sent, r.count(200), r.failed, r.resets), (6, 6, 0, 0));
+        let mut got: Vec<String> = peers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "127.0.0.2",
+                "127.0.0.2",
+                "127.0.0.3",
+                "127.0.0.3",
+                "127.0.0.4",
+                "127.0.0.4"
+            ]
+        );
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut spec = LoadSpec::new(closed, "/");
+        spec.total = 3;
+        spec.concurrency = 1;
+        let r = run(&spec, false).unwrap();
+        assert_eq!((r.failed, r.resets), (3, 3));
+    }
+
     #[test]
     fn refused_connections_are_failures() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -143,7 +143,13 @@ impl LocalTestbed {
         let origin = Origin::new(self.client_netns(), Some(self.admin_source().into()));
         let deadline = Instant::now() + Duration::from_secs(90);
         let vip = SocketAddr::new(c.network.vip.into(), c.lb.nginx.listen_port);
-        let mut targets = vec![(vip, Role::Webapp.health_path().unwrap_or("/"))];
+        // Through the VIP: a webapp's page, or the lbs' own on a cluster of lbs only.
+        let vip_path = if self.has_role(Role::Webapp) {
+            Role::Webapp.health_path().unwrap_or("/")
+        } else {
+            "/haimg/lb-health"
+        };
+        let mut targets = vec![(vip, vip_path)];
         for m in c.members().filter(|m| self.has_role(m.role)) {
             if let Some(path) = m.role.health_path() {
                 targets.push((SocketAddr::new(m.ip.into(), m.role.port(c)), path));

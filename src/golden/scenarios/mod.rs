@@ -185,7 +185,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "vip-failover",
-        clients: 1,
+        clients: 10,
         harmless: false,
         run: failover::vip_failover,
     },

@@ -199,7 +199,7 @@ pub(super) fn vip_stability(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     });
     let seen = watch.finish()?;
     let s = vrrp::summarize(&seen, master.ip);
-    let interval_s = f64::from(k.advert_int_s);
+    let interval_s = f64::from(k.advert_interval_ms) / 1000.0;
     let expected = BUSY_FOR.as_secs_f64() / interval_s;
     o.figure("busy_threads", cores)
         .figure("busy_s", BUSY_FOR.as_secs_f64())
