@@ -50,7 +50,7 @@ pub struct TestArgs {
     /// Run on the local cluster `haimg deploy` made (same state directory, same
     /// secrets store) instead of a throw-away one; only the scenarios that
     /// leave a cluster as they found it (boot, http, sticky, rate-limit,
-    /// api-db, network-policy, rogue-lb), by default all of those
+    /// api-db, vip-stability, network-policy, rogue-lb), by default all of those
     #[arg(long, conflicts_with_all = ["keep", "next_templates"])]
     pub deployed: bool,
 }
