@@ -9,12 +9,12 @@
 //! answer ARP for it on eth0 and pull the VIP's traffic away from the master,
 //! so the VIP goes on `lo` only after they are in place.
 //!
-//! On keepalived's notifies ([`on_state`]): entering MASTER opens the window
-//! in which this lb copies strays to the other lbs; leaving it closes the
-//! window and makes nginx close its idle keep-alive connections (a graceful
-//! reload), so the clients of those connections open new ones to the new
-//! holder instead of sending their next request to an lb that no longer
-//! receives it.
+//! On keepalived's notifies ([`on_state`]): entering MASTER limits the window
+//! in which this lb copies strays to the other lbs (open until then) to the
+//! next seconds; leaving it opens the window again and makes nginx close its
+//! idle keep-alive connections (a graceful reload), so the clients of those
+//! connections open new ones to the new holder instead of sending their next
+//! request to an lb that no longer receives it.
 //!
 //! Written for size: every format string and generic here lands in PID 1,
 //! which must stay under 2 MiB.
@@ -53,11 +53,17 @@ pub fn setup(vip: Ipv4Addr) -> Result<(), String> {
 /// keepalived entered `state` (MASTER, BACKUP or FAULT) from `previous`
 /// (the last recorded state, if any).
 pub fn on_state(previous: Option<&str>, state: &str) -> Result<(), String> {
-    // The table and set of vip.nft (`render::VIP_NFT_TABLE`, `VIP_NFT_WINDOW_SET`).
+    // The table and set of vip.nft (`render::VIP_NFT_TABLE`, `VIP_NFT_WINDOW_SET`),
+    // replaced in one nft transaction: the window never closes in between.
+    let window = format!("{}s", haimg_model::render::VIP_STRAY_WINDOW_S);
+    let flush = ["flush", "set", "ip", "haimg_vip", "window", ";"];
+    let add = ["add", "element", "ip", "haimg_vip", "window", "{", "tcp"];
     if state == "MASTER" {
-        return nft(&["add", "element", "ip", "haimg_vip", "window", "{ tcp }"]);
+        // Open for the window after the move, then closed while master.
+        return nft(&[&flush[..], &add[..], &["timeout", &window, "}"]].concat());
     }
-    nft(&["flush", "set", "ip", "haimg_vip", "window"])?;
+    // Not master: open, so it is open already when this lb takes the VIP.
+    nft(&[&flush[..], &add[..], &["}"]].concat())?;
     if previous == Some("MASTER") {
         // SIGHUP: new workers; the old ones finish the requests they serve
         // and close idle keep-alive connections at once.

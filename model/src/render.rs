@@ -34,12 +34,13 @@ pub const NODE_BIN: &str = "/opt/node/bin/node";
 pub const PM2_HOME: &str = "/run/pm2";
 /// lb: the rendered stray-handling ruleset (`vip.nft`), which the init loads.
 pub const VIP_NFT: &str = "/run/haimg/vip/vip.nft";
-/// lb: the nftables table and set `vip.nft` defines: the init adds `tcp`
-/// to the set when keepalived enters MASTER and empties it when it leaves.
+/// lb: the nftables table and set `vip.nft` defines: `tcp` in the set opens
+/// the copy window; the init gives it a timeout when keepalived enters
+/// MASTER and none when it leaves.
 pub const VIP_NFT_TABLE: &str = "haimg_vip";
 pub const VIP_NFT_WINDOW_SET: &str = "window";
 /// lb: how long after becoming master a holder copies strays to the other
-/// lbs. It covers what the old holder still answers after a planned move:
+/// lbs (before, as a backup, its window is open already). It covers what the old holder still answers after a planned move:
 /// its in-flight requests and the idle keep-alive connections nginx closes
 /// when the lb loses the VIP. After an unplanned failover it is also how
 /// long a connection to the dead lb waits for its reset (a client
