@@ -5,6 +5,7 @@
 //! [`criteria`] the pass criteria derived from the spec.
 
 pub mod criteria;
+pub mod keepalive;
 pub mod load;
 pub mod local;
 pub mod report;

@@ -4,7 +4,7 @@
 
 use super::failover::wait_vip_on;
 use super::*;
-use crate::golden::criteria;
+use crate::golden::{criteria, keepalive};
 use crate::probe::vrrp;
 
 /// Graceful stops of the master and take-backs: 10 of each.
@@ -118,10 +118,24 @@ pub(super) fn vip_planned_moves(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     expect_lossless_on(tb, &mut o)?;
     let stop = Arc::new(AtomicBool::new(false));
     let spec = spread_load(r, 20, &stop, Duration::from_secs(240));
+    // Besides, browsers' way: 4 clients, each a request every 50 ms on one
+    // kept-alive connection, to the lbs' own page.
+    let kept = keepalive::KeepAliveSpec {
+        target: vip(tb),
+        path: "/haimg/lb-health".into(),
+        sources: (0..4).map(|i| r.client(i).into()).collect(),
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_secs(10),
+        deadline: Duration::from_secs(240),
+        stop: stop.clone(),
+        netns: tb.client_netns(),
+    };
     let mut moves = 0usize;
     let mut slowest_takeback = 0.0f64;
+    let mut kept_result = None;
     let result = std::thread::scope(|sc| -> anyhow::Result<load::LoadResult> {
         let load = sc.spawn(|| load::run(&spec, false));
+        let kept_load = sc.spawn(|| keepalive::run(&kept));
         std::thread::sleep(Duration::from_secs(2)); // steady load before the first move
         let moved = (|| -> anyhow::Result<()> {
             while moves < MOVES {
@@ -152,12 +166,39 @@ pub(super) fn vip_planned_moves(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
         let res = load
             .join()
             .map_err(|_| anyhow::anyhow!("load panicked"))??;
+        kept_result = Some(
+            kept_load
+                .join()
+                .map_err(|_| anyhow::anyhow!("keep-alive clients panicked"))??,
+        );
         moved?;
         Ok(res)
     })?;
     o.figure("moves", moves)
         .figure("slowest_takeback_s", slowest_takeback);
     expect_lossless(&mut o, "moves", &result);
+    if let Some(k) = kept_result {
+        o.figure("keepalive_requests", k.requests)
+            .figure("keepalive_failed", k.failed)
+            .figure("keepalive_retried", k.retried)
+            .figure("keepalive_reopened", k.reopened)
+            .figure("keepalive_on_reused", k.on_reused);
+        // Clients that reused no connection tested nothing of keep-alive.
+        o.expect(
+            k.on_reused * 2 >= k.answered,
+            format!(
+                "keep-alive: only {} of {} answers came on a reused connection",
+                k.on_reused, k.answered
+            ),
+        );
+        o.expect(
+            k.failed == 0,
+            format!(
+                "keep-alive: {} of {} requests failed: {:?}",
+                k.failed, k.requests, k.failure_samples
+            ),
+        );
+    }
     o.expect(moves == MOVES, format!("{moves} of {MOVES} moves made"));
     Ok(o)
 }
