@@ -98,6 +98,10 @@ pub enum GateError {
     MongoNoCredentials { slot: String, detail: String },
 }
 
+/// How many checks in a row must see two lbs report MASTER before an lb's
+/// gate fails at once (a split brain, not a slow start).
+pub const SPLIT_BRAIN_SIGHTINGS: u32 = 3;
+
 /// The seam between the rollout and the running cluster.
 pub trait HealthGate: Sync {
     /// Wait up to `timeout` until the member serves its role.
@@ -393,6 +397,16 @@ impl NetGate {
                     .get(SocketAddr::new(e.ip.into(), port), url)
                     .map_err(|x| format!("{}:{port}{url}: {x}", e.ip))?;
                 let vrrp = Self::check_vrrp_state(st.status, &st.body, &e.slot, master)?;
+                // The master holds the VIP alone: another lb that also says
+                // MASTER does not hear its adverts (a split network, or a
+                // VRRPv2 and a VRRPv3 profile side by side in a rollout).
+                if master && vrrp.is_some() {
+                    if let Some(other) = self.other_master(cluster, &e.slot, port) {
+                        return Err(format!(
+                            "{other} reports MASTER too: two lbs claim the VIP {vip}"
+                        ));
+                    }
+                }
                 Ok(format!(
                     "answers on {}:{port}; VIP {vip} served by {}{}",
                     e.ip,
@@ -415,6 +429,38 @@ impl NetGate {
                 check_mongo(&st, &cluster.mongo.replica_set)
             }
         }
+    }
+
+    /// Another lb that reports MASTER while `e` does too: two masters at
+    /// once, seen from here.
+    fn second_master(&self, cluster: &Cluster, e: &Expect) -> Option<String> {
+        let port = e.role.port(cluster);
+        let own = self
+            .get(
+                SocketAddr::new(e.ip.into(), port),
+                haimg_model::image::VRRP_STATE_URL,
+            )
+            .ok()?;
+        if own.status != 200 || own.body.trim() != "MASTER" {
+            return None;
+        }
+        self.other_master(cluster, &e.slot, port)
+    }
+
+    /// The first lb other than `slot` whose keepalived reports MASTER; one
+    /// that does not answer (stopped, an old image) counts as none.
+    fn other_master(&self, cluster: &Cluster, slot: &str, port: u16) -> Option<String> {
+        let url = haimg_model::image::VRRP_STATE_URL;
+        cluster
+            .lb
+            .members
+            .iter()
+            .filter(|m| m.slot != slot)
+            .find(|m| {
+                self.get(SocketAddr::new(m.ip.into(), port), url)
+                    .is_ok_and(|r| r.status == 200 && r.body.trim() == "MASTER")
+            })
+            .map(|m| m.slot.clone())
     }
 
     /// keepalived's state as an lb member's nginx serves it: `Ok(Some(state))`
@@ -556,6 +602,7 @@ impl HealthGate for NetGate {
     ) -> Result<Passed, GateError> {
         let t0 = Instant::now();
         let mut good = 0;
+        let mut split = 0;
         let mut last = String::from("no answer yet");
         loop {
             match self.check_once(cluster, e) {
@@ -571,6 +618,27 @@ impl HealthGate for NetGate {
                 Err(seen) => {
                     good = 0;
                     last = seen;
+                    // Two masters is no state to wait out: every second of
+                    // it the VIP may answer from either. Seen a few times in
+                    // a row (a take-back overlaps for milliseconds), the
+                    // gate fails now, not at its timeout.
+                    let other = match e.role {
+                        Role::Lb => self.second_master(cluster, e),
+                        _ => None,
+                    };
+                    split = if other.is_some() { split + 1 } else { 0 };
+                    if let Some(other) = other.filter(|_| split >= SPLIT_BRAIN_SIGHTINGS) {
+                        return Err(GateError::Unhealthy {
+                            slot: e.slot.clone(),
+                            vmid: e.vmid,
+                            role: e.role,
+                            waited: t0.elapsed(),
+                            last: format!(
+                                "{last}; {} and {other} both report MASTER: lbs that do not hear each other's adverts, e.g. a VRRPv2 and a VRRPv3 profile side by side (roles.lb.keepalived's advert interval changed between whole seconds and not, which a rolling rollout cannot do; see README \"Fast failover\")",
+                                e.slot
+                            ),
+                        });
+                    }
                 }
             }
             if t0.elapsed() >= timeout {
@@ -728,9 +796,87 @@ mod tests {
         let mut g = NetGate::wire(Origin::here());
         g.every = Duration::from_millis(5);
         g.probe_timeout = Duration::from_millis(500);
-        // Every member and the VIP are this loopback server.
-        g.resolve = Box::new(move |_| addr);
+        // Every member and the VIP are this loopback server; the spec's lb
+        // addresses, which the master's gate asks for their keepalived
+        // state, answer nothing (see `a_second_master_fails_the_masters_gate`).
+        let dead = dead_port();
+        g.resolve = Box::new(move |a| match a.ip().to_string().as_str() {
+            "192.168.30.100" | "192.168.30.101" | "192.168.30.102" => dead,
+            _ => addr,
+        });
         g
+    }
+
+    /// A loopback address nothing listens on.
+    fn dead_port() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    /// The master's green holds the VIP and says MASTER; when another lb
+    /// says MASTER too (it does not hear the master: e.g. VRRPv2 lbs
+    /// beside a VRRPv3 green), the gate fails and names it; when the
+    /// others say BACKUP, it passes.
+    #[test]
+    fn a_second_master_fails_the_masters_gate() {
+        let (green, _) = serve_paths(|path, _| match path {
+            "/haimg/vrrp-state" => http(200, "MASTER\n"),
+            _ => http(200, "nginx1\n"),
+        });
+        for (other_state, pass) in [("MASTER", false), ("BACKUP", true)] {
+            let (other, _) = serve_paths(move |_, _| http(200, &format!("{other_state}\n")));
+            let mut g = gate_to(green);
+            let dead = dead_port();
+            g.resolve = Box::new(move |a| match a.ip().to_string().as_str() {
+                "192.168.30.101" => other,
+                "192.168.30.100" | "192.168.30.102" => dead,
+                _ => green,
+            });
+            let r = g.wait_healthy(
+                &cluster(),
+                &expect(Role::Lb, "nginx1"),
+                Duration::from_millis(if pass { 5000 } else { 50 }),
+            );
+            if pass {
+                assert!(r.unwrap().detail.ends_with("keepalived MASTER"));
+            } else {
+                let e = r.unwrap_err().to_string();
+                assert!(
+                    e.contains("nginx2 reports MASTER too: two lbs claim the VIP 192.168.30.200;"),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    /// A green backup that made itself master while the master runs (a
+    /// VRRPv3 green among VRRPv2 lbs, as a rolling change of the profile
+    /// makes): the gate fails after a few checks, not at its timeout, and
+    /// says what to do.
+    #[test]
+    fn a_split_brain_fails_a_backups_gate_at_once() {
+        let (green, _) = serve_paths(|path, _| match path {
+            "/haimg/vrrp-state" => http(200, "MASTER\n"),
+            _ => http(200, "nginx3\n"),
+        });
+        let (master, _) = serve_paths(|_, _| http(200, "MASTER\n"));
+        let mut g = gate_to(green);
+        let dead = dead_port();
+        g.resolve = Box::new(move |a| match a.ip().to_string().as_str() {
+            "192.168.30.100" => master,
+            "192.168.30.101" | "192.168.30.102" => dead,
+            _ => green,
+        });
+        let t0 = Instant::now();
+        let e = g
+            .wait_healthy(
+                &cluster(),
+                &expect(Role::Lb, "nginx3"),
+                Duration::from_secs(60),
+            )
+            .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        insta::assert_snapshot!(e.to_string(), @r#"nginx3 (CT 1106) did not pass its lb health gate within 0s: keepalived on nginx3 is "MASTER", expected BACKUP; nginx3 and nginx1 both report MASTER: lbs that do not hear each other's adverts, e.g. a VRRPv2 and a VRRPv3 profile side by side (roles.lb.keepalived's advert interval changed between whole seconds and not, which a rolling rollout cannot do; see README "Fast failover")"#);
     }
 
     #[test]
