@@ -62,8 +62,9 @@ pub fn on_state(previous: Option<&str>, state: &str) -> Result<(), String> {
         // Open for the window after the move, then closed while master.
         return nft(&[&flush[..], &add[..], &["timeout", &window, "}"]].concat());
     }
-    // Not master: open, so it is open already when this lb takes the VIP.
-    nft(&[&flush[..], &add[..], &["}"]].concat())?;
+    // Not master: open, so it is open already when this lb takes the VIP
+    // (the reload below does not depend on it).
+    let opened = nft(&[&flush[..], &add[..], &["}"]].concat());
     if previous == Some("MASTER") {
         // SIGHUP: new workers; the old ones finish the requests they serve
         // and close idle keep-alive connections at once.
@@ -77,7 +78,7 @@ pub fn on_state(previous: Option<&str>, state: &str) -> Result<(), String> {
         )
         .map_err(|e| format!("SIGHUP to nginx: {e}"))?;
     }
-    Ok(())
+    opened
 }
 
 /// Run nft; its messages go to the console with the init's own.
