@@ -44,7 +44,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Deploy without these roles when their template was not built (e.g. `mongo`)
-    #[arg(long, value_name = "ROLE", value_delimiter = ',')]
+    #[arg(long, value_name = "ROLE", value_delimiter = ',', value_parser = ["lb", "mongo", "webapp"])]
     pub allow_missing: Vec<String>,
     /// Roll out without asking (needed when stdin is not a terminal)
     #[arg(long, short = 'y')]

@@ -42,7 +42,7 @@ pub struct TestArgs {
     /// Test without these roles' templates (mongo is always allowed to be
     /// missing: it cannot be built here); e.g. `--allow-missing webapp` for a
     /// cluster of lbs only, as the fast VRRP profile's run in `make golden`
-    #[arg(long, value_name = "ROLE", value_delimiter = ',')]
+    #[arg(long, value_name = "ROLE", value_delimiter = ',', value_parser = ["lb", "mongo", "webapp"])]
     pub allow_missing: Vec<String>,
     /// Parent of the test cluster's state directory
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]

@@ -32,6 +32,25 @@ fn an_unknown_role_is_a_usage_error() {
     );
 }
 
+/// `deploy` and `test` take role names after `--allow-missing` too, and
+/// nothing else.
+#[test]
+fn an_unknown_role_to_allow_missing_is_a_usage_error() {
+    let d = tempfile::tempdir().unwrap();
+    for cmd in ["deploy", "test"] {
+        let (code, _, err) = haimg(d.path(), &[cmd, "--allow-missing", "webapp,db"]);
+        assert_eq!(code, 2, "{cmd}");
+        assert!(
+            err.contains("invalid value 'db' for '--allow-missing <ROLE>'"),
+            "{cmd}: {err}"
+        );
+        assert!(
+            err.contains("[possible values: lb, mongo, webapp]"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
 #[test]
 fn outside_a_project_it_says_where_to_run() {
     let d = tempfile::tempdir().unwrap();
