@@ -161,6 +161,10 @@ pub(super) fn vip_planned_moves(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
             }
             Ok(())
         })();
+        if moved.is_err() {
+            // Leave the cluster as found: the master may be the one stopped.
+            let _ = tb.start(&master.slot);
+        }
         std::thread::sleep(Duration::from_secs(2)); // what was in flight at the last move
         stop.store(true, Ordering::SeqCst);
         let res = load
