@@ -256,11 +256,13 @@ mod tests {
                     if s.read(&mut b).unwrap_or(0) == 0 {
                         break;
                     }
-                    s.write_all(OK).unwrap();
                     answered += 1;
                     if answered >= total {
+                        // Before the answer: the client must see it
+                        // stopped when it has read the last one.
                         stop.store(true, Ordering::SeqCst);
                     }
+                    s.write_all(OK).unwrap();
                 }
                 match how {
                     // Idle close: the client finds it closed before reusing it.
