@@ -346,6 +346,13 @@ fn lb_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<LbCtx, 
     let lb = &cluster.lb;
     let n = &lb.nginx;
     let k = &lb.keepalived;
+    // The other lb members: keepalived's unicast peers, and where vip.nft copies strays.
+    let peers: Vec<Ipv4Addr> = lb
+        .members
+        .iter()
+        .filter(|m| m.slot != member.slot)
+        .map(|m| m.ip)
+        .collect();
     let auth_pass = match &extras.vrrp_pass {
         _ if k.vrrp_version() == 3 => String::new(),
         Some(p) if valid_vrrp_pass(p) => p.clone(),
@@ -395,24 +402,14 @@ fn lb_ctx(cluster: &Cluster, member: &Member, extras: &Extras) -> Result<LbCtx, 
             vrrp_version: k.vrrp_version(),
             advert_int: k.advert_int(),
             unicast: k.mode == VrrpMode::Unicast,
-            peers: lb
-                .members
-                .iter()
-                .filter(|m| m.slot != member.slot)
-                .map(|m| m.ip)
-                .collect(),
+            peers: peers.clone(),
             auth_pass,
             vip: format!("{}/{}", cluster.network.vip, cluster.network.cidr.prefix),
             check_script: format!("{INIT_PATH} check-tcp 127.0.0.1:{}", n.listen_port),
         },
         vip_move: VipMoveCtx {
             vip: cluster.network.vip,
-            peers: lb
-                .members
-                .iter()
-                .filter(|m| m.slot != member.slot)
-                .map(|m| m.ip)
-                .collect(),
+            peers,
             window_s: VIP_STRAY_WINDOW_S,
             forward: forwards_strays(cluster),
         },

@@ -793,16 +793,29 @@ mod tests {
     }
 
     fn gate_to(addr: SocketAddr) -> NetGate {
+        gate_with_lbs(addr, &[])
+    }
+
+    /// Every member and the VIP are the loopback server `addr`, except the
+    /// spec's lb addresses (which an lb's gate asks for their keepalived
+    /// state): those in `lbs` are their server, the others answer nothing.
+    fn gate_with_lbs(addr: SocketAddr, lbs: &[(&'static str, SocketAddr)]) -> NetGate {
         let mut g = NetGate::wire(Origin::here());
         g.every = Duration::from_millis(5);
         g.probe_timeout = Duration::from_millis(500);
-        // Every member and the VIP are this loopback server; the spec's lb
-        // addresses, which the master's gate asks for their keepalived
-        // state, answer nothing (see `a_second_master_fails_the_masters_gate`).
         let dead = dead_port();
-        g.resolve = Box::new(move |a| match a.ip().to_string().as_str() {
-            "192.168.30.100" | "192.168.30.101" | "192.168.30.102" => dead,
-            _ => addr,
+        let lbs = lbs.to_vec();
+        g.resolve = Box::new(move |a| {
+            let ip = a.ip().to_string();
+            match lbs.iter().find(|(l, _)| *l == ip) {
+                Some((_, to)) => *to,
+                None if ["192.168.30.100", "192.168.30.101", "192.168.30.102"]
+                    .contains(&ip.as_str()) =>
+                {
+                    dead
+                }
+                None => addr,
+            }
         });
         g
     }
@@ -825,13 +838,7 @@ mod tests {
         });
         for (other_state, pass) in [("MASTER", false), ("BACKUP", true)] {
             let (other, _) = serve_paths(move |_, _| http(200, &format!("{other_state}\n")));
-            let mut g = gate_to(green);
-            let dead = dead_port();
-            g.resolve = Box::new(move |a| match a.ip().to_string().as_str() {
-                "192.168.30.101" => other,
-                "192.168.30.100" | "192.168.30.102" => dead,
-                _ => green,
-            });
+            let g = gate_with_lbs(green, &[("192.168.30.101", other)]);
             let r = g.wait_healthy(
                 &cluster(),
                 &expect(Role::Lb, "nginx1"),
@@ -860,13 +867,7 @@ mod tests {
             _ => http(200, "nginx3\n"),
         });
         let (master, _) = serve_paths(|_, _| http(200, "MASTER\n"));
-        let mut g = gate_to(green);
-        let dead = dead_port();
-        g.resolve = Box::new(move |a| match a.ip().to_string().as_str() {
-            "192.168.30.100" => master,
-            "192.168.30.101" | "192.168.30.102" => dead,
-            _ => green,
-        });
+        let g = gate_with_lbs(green, &[("192.168.30.100", master)]);
         let t0 = Instant::now();
         let e = g
             .wait_healthy(

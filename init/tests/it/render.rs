@@ -57,6 +57,15 @@ fn nginx_consistent_hash_and_tls() {
     insta::assert_snapshot!("nginx.conf@nginx2-consistent-tls", out);
 }
 
+/// The addresses of the lb members other than `m`, in spec order.
+fn other_lbs(c: &Cluster, m: &haimg_model::Member) -> Vec<String> {
+    c.lb.members
+        .iter()
+        .filter(|o| o.slot != m.slot)
+        .map(|o| o.ip.to_string())
+        .collect()
+}
+
 /// Unicast VRRP: each lb member advertises to the other lb members only, and
 /// keepalived drops adverts from any source not in that list
 /// (`check_unicast_src`) before it looks at their priority.
@@ -71,13 +80,7 @@ fn keepalived_peers_are_the_other_lb_members_and_only_they_count() {
             .and_then(|b| b.split('}').next())
             .expect("a unicast_peer block");
         let peers: Vec<&str> = block.split_whitespace().collect();
-        let others: Vec<String> =
-            c.lb.members
-                .iter()
-                .filter(|o| o.slot != m.slot)
-                .map(|o| o.ip.to_string())
-                .collect();
-        assert_eq!(peers, others, "{}", m.slot);
+        assert_eq!(peers, other_lbs(&c, m), "{}", m.slot);
         assert!(out.contains(&format!("unicast_src_ip {}", m.ip)));
         assert!(out.contains("\n    check_unicast_src\n"), "{out}");
     }
@@ -100,13 +103,7 @@ fn vip_nft_copies_strays_to_the_other_lbs_only() {
             .skip(1)
             .filter_map(|s| s.split('"').next())
             .collect();
-        let others: Vec<String> =
-            c.lb.members
-                .iter()
-                .filter(|o| o.slot != m.slot)
-                .map(|o| o.ip.to_string())
-                .collect();
-        assert_eq!(copies, others, "{}", m.slot);
+        assert_eq!(copies, other_lbs(&c, m), "{}", m.slot);
         nft_check(&out);
     }
     let pve = spec(|t| {

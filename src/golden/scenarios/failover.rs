@@ -111,40 +111,29 @@ pub(super) fn vip_failover(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     let tb = r.tb;
     let mut o = r.report();
     let c = tb.cluster();
-    let master = c
-        .member_by_slot(&c.lb.keepalived.master)
-        .ok_or_else(|| anyhow::anyhow!("no master slot"))?
-        .clone();
+    let master = super::vip::master_of(c)?;
     let (hard_goal, graceful_goal) = criteria::vip_goals(c).map_err(anyhow::Error::msg)?;
     let src = r.client(0);
-    wait_vip_on(tb, &master.slot, src, Duration::from_secs(20)).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the VIP is not on the master {} before the test",
-            master.slot
-        )
-    })?;
+    super::vip::wait_vip_on_master(tb, &master, src)?;
 
     // Hard stop: the master's container is killed; the VIP moves after master-down (~3 x advert).
     // Besides the prober, a user-like load (100 r/s from the scenario's
     // clients, 10 s timeout) counts the requests each move costs.
-    let stop = Arc::new(AtomicBool::new(false));
-    let spec = super::vip::spread_load(r, LOAD_CLIENTS, &stop, Duration::from_secs(60));
+    let spec = super::vip::spread_load(r, LOAD_CLIENTS, Duration::from_secs(60));
     let prober = Prober::start(tb, src, Duration::from_secs(60));
-    let (moved, t_kill, hard_load) = std::thread::scope(|sc| -> anyhow::Result<_> {
-        let load = sc.spawn(|| load::run(&spec, false));
-        std::thread::sleep(Duration::from_secs(1)); // steady load before the kill
-        let t_kill = Instant::now();
-        tb.kill(&master.slot)?;
-        let moved = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
-            prober.first_answer_not_from(t_kill, &master.slot)
-        });
-        std::thread::sleep(Duration::from_secs(2)); // what was in flight at the move
-        stop.store(true, Ordering::SeqCst);
-        let res = load
-            .join()
-            .map_err(|_| anyhow::anyhow!("load panicked"))??;
-        Ok((moved, t_kill, res))
-    })?;
+    let ((moved, t_kill), hard_load) = super::vip::under_load(
+        &spec,
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+        || {
+            let t_kill = Instant::now();
+            tb.kill(&master.slot)?;
+            let moved = wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+                prober.first_answer_not_from(t_kill, &master.slot)
+            });
+            Ok((moved, t_kill))
+        },
+    )?;
     let (_, hard_fail) = prober.counts_since(t_kill);
     prober.finish();
     // An unplanned failover: what it costs is reported, not gated.
@@ -178,41 +167,37 @@ pub(super) fn vip_failover(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     );
 
     // Graceful stop: keepalived leaves first and sends priority 0; the VIP moves at once.
-    let stop = Arc::new(AtomicBool::new(false));
-    let spec = super::vip::spread_load(r, LOAD_CLIENTS, &stop, Duration::from_secs(60));
+    let spec = super::vip::spread_load(r, LOAD_CLIENTS, Duration::from_secs(60));
     let prober = Prober::start(tb, src, Duration::from_secs(60));
-    let mut graceful_load = None;
-    let t_halt = std::thread::scope(|sc| -> anyhow::Result<Instant> {
-        let load = sc.spawn(|| load::run(&spec, false));
-        std::thread::sleep(Duration::from_secs(1)); // steady load before the halt
-        let t_halt = Instant::now();
-        let halt = sc.spawn(|| tb.halt(&master.slot, Duration::from_secs(10)));
-        let moved = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-            prober.first_answer_not_from(t_halt, &master.slot)
-        });
-        let grace = moved.map(|t| t.duration_since(t_halt).as_secs_f64());
-        o.figure("graceful_s", grace.unwrap_or(f64::NAN))
-            .figure("graceful_goal_s", graceful_goal.as_secs_f64());
-        if let Err(e) = criteria::vip_moved_in_time("graceful stop", grace, graceful_goal, step) {
-            o.fail(e);
-        }
-        halt.join()
-            .map_err(|_| anyhow::anyhow!("halt panicked"))??;
-        std::thread::sleep(Duration::from_secs(1)); // what was in flight at the move
-        stop.store(true, Ordering::SeqCst);
-        graceful_load = Some(
-            load.join()
-                .map_err(|_| anyhow::anyhow!("load panicked"))??,
-        );
-        Ok(t_halt)
-    })?;
+    let (t_halt, graceful_load) = super::vip::under_load(
+        &spec,
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+        || {
+            let t_halt = Instant::now();
+            std::thread::scope(|sc| -> anyhow::Result<()> {
+                let halt = sc.spawn(|| tb.halt(&master.slot, Duration::from_secs(10)));
+                let moved = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+                    prober.first_answer_not_from(t_halt, &master.slot)
+                });
+                let grace = moved.map(|t| t.duration_since(t_halt).as_secs_f64());
+                o.figure("graceful_s", grace.unwrap_or(f64::NAN))
+                    .figure("graceful_goal_s", graceful_goal.as_secs_f64());
+                if let Err(e) =
+                    criteria::vip_moved_in_time("graceful stop", grace, graceful_goal, step)
+                {
+                    o.fail(e);
+                }
+                halt.join().map_err(|_| anyhow::anyhow!("halt panicked"))?
+            })?;
+            Ok(t_halt)
+        },
+    )?;
     let (_, failed) = prober.counts_since(t_halt);
     o.figure("graceful_failed_probes", failed);
     prober.finish();
     // A planned move: nothing may fail (issue 16).
-    if let Some(res) = &graceful_load {
-        super::vip::expect_lossless(&mut o, "graceful_requests", res);
-    }
+    super::vip::expect_lossless(&mut o, "graceful_requests", &graceful_load);
     tb.start(&master.slot)?;
     let back = wait_vip_on(tb, &master.slot, src, Duration::from_secs(30));
     o.expect(

@@ -15,14 +15,35 @@ const RATE_PER_S: f64 = 100.0;
 /// How long the stability scenario keeps the CPU saturated.
 const BUSY_FOR: Duration = Duration::from_secs(60);
 
+/// The lb that holds the VIP when all are healthy.
+pub(super) fn master_of(c: &Cluster) -> anyhow::Result<haimg_model::Member> {
+    c.member_by_slot(&c.lb.keepalived.master)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no master slot"))
+}
+
+/// Wait until the master holds the VIP, as a scenario that moves it needs
+/// before it starts.
+pub(super) fn wait_vip_on_master(
+    tb: &dyn Testbed,
+    master: &haimg_model::Member,
+    source: Ipv4Addr,
+) -> anyhow::Result<()> {
+    wait_vip_on(tb, &master.slot, source, Duration::from_secs(20))
+        .map(drop)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the VIP is not on the master {} before the test",
+                master.slot
+            )
+        })
+}
+
 /// The master, and the lb that takes the VIP when it goes (the highest
 /// priority after it).
 fn master_and_next(c: &Cluster) -> anyhow::Result<(haimg_model::Member, haimg_model::Member)> {
     let k = &c.lb.keepalived;
-    let master = c
-        .member_by_slot(&k.master)
-        .ok_or_else(|| anyhow::anyhow!("no master slot"))?
-        .clone();
+    let master = master_of(c)?;
     let next =
         c.lb.members
             .iter()
@@ -54,13 +75,9 @@ fn expect_lossless_on(tb: &dyn Testbed, o: &mut ScenarioReport) -> anyhow::Resul
 }
 
 /// A load of [`RATE_PER_S`] spread over `clients` of the scenario's /24s,
-/// waiting like a user (10 s) and running until `stop` is set.
-pub(super) fn spread_load(
-    r: &Run<'_>,
-    clients: u8,
-    stop: &Arc<AtomicBool>,
-    max: Duration,
-) -> LoadSpec {
+/// waiting like a user (10 s), at most `max`, ended by its `stop` flag
+/// ([`under_load`] sets it).
+pub(super) fn spread_load(r: &Run<'_>, clients: u8, max: Duration) -> LoadSpec {
     let tb = r.tb;
     // Through the webapps when they are deployed (the rate limit applies),
     // else the lbs' own page.
@@ -76,8 +93,34 @@ pub(super) fn spread_load(
     s.concurrency = 16;
     s.timeout = Duration::from_secs(10);
     s.deadline = max;
-    s.stop = Some(stop.clone());
+    s.stop = Some(Arc::new(AtomicBool::new(false)));
     s
+}
+
+/// Run `f` under the load `spec`: the load starts `lead` before `f`, and is
+/// stopped (its `stop` flag) `tail` after `f` returned, also when `f` failed,
+/// so what was in flight at the end is counted.
+pub(super) fn under_load<T>(
+    spec: &LoadSpec,
+    lead: Duration,
+    tail: Duration,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, load::LoadResult)> {
+    let stop = spec
+        .stop
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a load to run under has no stop flag"))?;
+    std::thread::scope(|sc| {
+        let load = sc.spawn(|| load::run(spec, false));
+        std::thread::sleep(lead); // a steady load first
+        let out = f();
+        std::thread::sleep(tail); // what was in flight at the end
+        stop.store(true, Ordering::SeqCst);
+        let res = load
+            .join()
+            .map_err(|_| anyhow::anyhow!("load panicked"))??;
+        Ok((out?, res))
+    })
 }
 
 /// Record a load's outcome: it ran at its pace, nothing failed, nothing was reset,
@@ -109,17 +152,11 @@ pub(super) fn vip_planned_moves(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     let c = tb.cluster();
     let (master, next) = master_and_next(c)?;
     let src = r.client(0);
-    wait_vip_on(tb, &master.slot, src, Duration::from_secs(20)).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the VIP is not on the master {} before the test",
-            master.slot
-        )
-    })?;
+    wait_vip_on_master(tb, &master, src)?;
     expect_lossless_on(tb, &mut o)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let spec = spread_load(r, 20, &stop, Duration::from_secs(240));
+    let spec = spread_load(r, 20, Duration::from_secs(240));
     // Besides, browsers' way: 4 clients, each a request every 50 ms on one
-    // kept-alive connection, to the lbs' own page.
+    // kept-alive connection, to the lbs' own page; ended with the load.
     let kept = keepalive::KeepAliveSpec {
         target: vip(tb),
         path: "/haimg/lb-health".into(),
@@ -127,84 +164,92 @@ pub(super) fn vip_planned_moves(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
         interval: Duration::from_millis(50),
         timeout: Duration::from_secs(10),
         deadline: Duration::from_secs(240),
-        stop: stop.clone(),
+        stop: spec.stop.clone().unwrap_or_default(),
         netns: tb.client_netns(),
     };
     let mut moves = 0usize;
     let mut slowest_takeback = 0.0f64;
-    let mut kept_result = None;
-    let result = std::thread::scope(|sc| -> anyhow::Result<load::LoadResult> {
-        let load = sc.spawn(|| load::run(&spec, false));
+    let (moved, k) = std::thread::scope(|sc| -> anyhow::Result<_> {
         let kept_load = sc.spawn(|| keepalive::run(&kept));
-        std::thread::sleep(Duration::from_secs(2)); // steady load before the first move
-        let moved = (|| -> anyhow::Result<()> {
-            while moves < MOVES {
-                // A graceful stop: keepalived leaves (priority 0), nginx
-                // serves on until the next lb holds the VIP, then finishes.
-                tb.halt(&master.slot, Duration::from_secs(10))?;
-                wait_vip_on(tb, &next.slot, src, Duration::from_secs(10)).ok_or_else(|| {
-                    anyhow::anyhow!("move {}: the VIP did not go to {}", moves + 1, next.slot)
-                })?;
-                moves += 1;
-                // The take-back: the master starts and preempts.
-                let t = Instant::now();
-                tb.start(&master.slot)?;
-                wait_vip_on(tb, &master.slot, src, Duration::from_secs(30)).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "move {}: {} did not take the VIP back",
-                        moves + 1,
-                        master.slot
-                    )
-                })?;
-                slowest_takeback = slowest_takeback.max(t.elapsed().as_secs_f64());
-                moves += 1;
-            }
-            Ok(())
-        })();
-        if moved.is_err() {
-            // Leave the cluster as found: the master may be the one stopped.
-            let _ = tb.start(&master.slot);
-        }
-        std::thread::sleep(Duration::from_secs(2)); // what was in flight at the last move
-        stop.store(true, Ordering::SeqCst);
-        let res = load
-            .join()
-            .map_err(|_| anyhow::anyhow!("load panicked"))??;
-        kept_result = Some(
-            kept_load
-                .join()
-                .map_err(|_| anyhow::anyhow!("keep-alive clients panicked"))??,
+        let moved = under_load(
+            &spec,
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+            || {
+                let made = make_moves(tb, &master, &next, src, &mut moves, &mut slowest_takeback);
+                if made.is_err() {
+                    // Leave the cluster as found: the master may be the one stopped.
+                    let _ = tb.start(&master.slot);
+                }
+                made
+            },
         );
-        moved?;
-        Ok(res)
+        // under_load has set the stop flag the keep-alive clients share.
+        let kept = kept_load
+            .join()
+            .map_err(|_| anyhow::anyhow!("keep-alive clients panicked"))??;
+        Ok((moved, kept))
     })?;
+    let ((), result) = moved?;
     o.figure("moves", moves)
         .figure("slowest_takeback_s", slowest_takeback);
     expect_lossless(&mut o, "moves", &result);
-    if let Some(k) = kept_result {
-        o.figure("keepalive_requests", k.requests)
-            .figure("keepalive_failed", k.failed)
-            .figure("keepalive_retried", k.retried)
-            .figure("keepalive_reopened", k.reopened)
-            .figure("keepalive_on_reused", k.on_reused);
-        // Clients that reused no connection tested nothing of keep-alive.
-        o.expect(
-            k.on_reused * 2 >= k.answered,
-            format!(
-                "keep-alive: only {} of {} answers came on a reused connection",
-                k.on_reused, k.answered
-            ),
-        );
-        o.expect(
-            k.failed == 0,
-            format!(
-                "keep-alive: {} of {} requests failed: {:?}",
-                k.failed, k.requests, k.failure_samples
-            ),
-        );
-    }
+    o.figure("keepalive_requests", k.requests)
+        .figure("keepalive_failed", k.failed)
+        .figure("keepalive_retried", k.retried)
+        .figure("keepalive_reopened", k.reopened)
+        .figure("keepalive_on_reused", k.on_reused);
+    // Clients that reused no connection tested nothing of keep-alive.
+    o.expect(
+        k.on_reused * 2 >= k.answered,
+        format!(
+            "keep-alive: only {} of {} answers came on a reused connection",
+            k.on_reused, k.answered
+        ),
+    );
+    o.expect(
+        k.failed == 0,
+        format!(
+            "keep-alive: {} of {} requests failed: {:?}",
+            k.failed, k.requests, k.failure_samples
+        ),
+    );
     o.expect(moves == MOVES, format!("{moves} of {MOVES} moves made"));
     Ok(o)
+}
+
+/// [`MOVES`] planned moves: a graceful stop of the master, then its take-back,
+/// counting each in `moves`.
+fn make_moves(
+    tb: &dyn Testbed,
+    master: &haimg_model::Member,
+    next: &haimg_model::Member,
+    src: Ipv4Addr,
+    moves: &mut usize,
+    slowest_takeback: &mut f64,
+) -> anyhow::Result<()> {
+    while *moves < MOVES {
+        // A graceful stop: keepalived leaves (priority 0), nginx serves on
+        // until the next lb holds the VIP, then finishes.
+        tb.halt(&master.slot, Duration::from_secs(10))?;
+        wait_vip_on(tb, &next.slot, src, Duration::from_secs(10)).ok_or_else(|| {
+            anyhow::anyhow!("move {}: the VIP did not go to {}", *moves + 1, next.slot)
+        })?;
+        *moves += 1;
+        // The take-back: the master starts and preempts.
+        let t = Instant::now();
+        tb.start(&master.slot)?;
+        wait_vip_on(tb, &master.slot, src, Duration::from_secs(30)).ok_or_else(|| {
+            anyhow::anyhow!(
+                "move {}: {} did not take the VIP back",
+                *moves + 1,
+                master.slot
+            )
+        })?;
+        *slowest_takeback = slowest_takeback.max(t.elapsed().as_secs_f64());
+        *moves += 1;
+    }
+    Ok(())
 }
 
 pub(super) fn vip_stability(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
@@ -214,14 +259,9 @@ pub(super) fn vip_stability(r: &Run<'_>) -> anyhow::Result<ScenarioReport> {
     let Some(bridge) = tb.bridge() else {
         return Ok(r.skip("no bridge on this host to watch VRRP on"));
     };
-    let (master, _) = master_and_next(c)?;
+    let master = master_of(c)?;
     let (hard_goal, _) = criteria::vip_goals(c).map_err(anyhow::Error::msg)?;
-    wait_vip_on(tb, &master.slot, r.client(0), Duration::from_secs(20)).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the VIP is not on the master {} before the test",
-            master.slot
-        )
-    })?;
+    wait_vip_on_master(tb, &master, r.client(0))?;
     let k = &c.lb.keepalived;
     let watch = vrrp::Watch::start(&bridge, k.virtual_router_id, BUSY_FOR * 2)?;
     // A busy loop per core, in this process, bounded by BUSY_FOR.
